@@ -1,0 +1,1 @@
+"""Itinerant: every AI agent is an ordinary, well-behaved Kafka microservice."""

@@ -1,0 +1,1 @@
+"""The shared runtime: everything that is not an agent's own job, in one place."""

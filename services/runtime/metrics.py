@@ -1,0 +1,80 @@
+"""Prometheus metrics of every service (DESIGN §9). Labels are bounded: never an id.
+
+Every metric the system exports is declared here, once, so dashboards and alert rules have one
+list to check against (``tests/unit/test_metrics_catalogue.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+SAGA_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+MESSAGES_PROCESSED = Counter(
+    "itinerant_messages_processed_total",
+    "Messages handled by a service, by outcome "
+    "(ok, duplicate, dead_lettered, saga_failed, compensated).",
+    ["service", "topic", "outcome"],
+)
+PROCESSING_SECONDS = Histogram(
+    "itinerant_processing_seconds",
+    "Time to handle one message, decode to outputs acknowledged.",
+    ["service", "topic"],
+    buckets=LATENCY_BUCKETS,
+)
+SAGA_DURATION_SECONDS = Histogram(
+    "itinerant_saga_duration_seconds",
+    "End-to-end time of a saga, request accepted to result written.",
+    ["outcome"],
+    buckets=SAGA_BUCKETS,
+)
+SAGAS = Gauge("itinerant_sagas", "Sagas known to the coordinator, by state.", ["state"])
+SAGAS_FINISHED = Counter(
+    "itinerant_sagas_finished_total", "Sagas that reached a terminal state.", ["state", "reason"]
+)
+DLQ_MESSAGES = Counter(
+    "itinerant_dlq_messages_total", "Messages dead-lettered, by reason.", ["service", "reason"]
+)
+DLQ_REPLAYS = Counter(
+    "itinerant_dlq_replays_total", "Dead-lettered messages replayed or discarded.", ["action"]
+)
+RETRIES = Counter("itinerant_retries_total", "Retries of retryable failures.", ["service", "reason"])
+CIRCUIT_STATE = Gauge(
+    "itinerant_circuit_breaker_state",
+    "Circuit breaker state per dependency: 0 closed, 1 half-open, 2 open.",
+    ["service", "dependency"],
+)
+CONSUMER_LAG = Gauge(
+    "itinerant_consumer_lag_messages",
+    "Approximate consumer lag (high watermark minus position).",
+    ["service", "topic"],
+)
+LLM_TOKENS = Counter(
+    "itinerant_llm_tokens_total", "LLM tokens used.", ["service", "model", "kind"]
+)
+LLM_COST = Counter("itinerant_llm_cost_usd_total", "LLM spend in US dollars.", ["service", "model"])
+BUDGET_EXCEEDED = Counter(
+    "itinerant_budget_exceeded_total", "Requests stopped by a budget, by kind.", ["service", "kind"]
+)
+BROKER_PARTITION_MESSAGES = Gauge(
+    "itinerant_broker_partition_messages",
+    "Messages stored in a partition (high watermark); the embedded broker stalls past ~20k "
+    "batches.",
+    ["topic", "partition"],
+)
+SERVICE_UP = Gauge("itinerant_service_up", "1 while the service is running.", ["service"])
+
+
+def serve(port: int | None) -> None:
+    """Expose ``/metrics`` on ``port`` (no-op for ``None``)."""
+    if port is None:
+        return
+    try:
+        start_http_server(port, addr="127.0.0.1")
+    except OSError as exc:
+        log.warning("metrics port %s unavailable (%s); metrics not exposed", port, exc)

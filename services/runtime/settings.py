@@ -1,0 +1,114 @@
+"""Typed settings read from the environment (``ITINERANT_*`` and ``KAFKA_BOOTSTRAP_SERVERS``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_AGENTS = ("planner", "flights", "hotels", "validator", "notifier")
+
+
+class Settings(BaseSettings):
+    """Every knob of the system. Each field reads ``ITINERANT_<FIELD>`` unless noted."""
+
+    model_config = SettingsConfigDict(env_prefix="ITINERANT_", extra="ignore")
+
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "ITINERANT_KAFKA_BOOTSTRAP_SERVERS"),
+        description="Kafka bootstrap servers (host:port[,host:port]).",
+    )
+    embedded_broker: bool = Field(
+        default=True,
+        description="`itinerant up` starts the embedded Tansu broker; false = use the Kafka "
+        "already at KAFKA_BOOTSTRAP_SERVERS.",
+    )
+    topic_prefix: str = Field(default="itinerant.", description="Prefix of every topic name.")
+    partitions: int = Field(default=4, ge=1, description="Partitions of every topic we create.")
+    replication_factor: int = Field(default=1, ge=1, description="Replication factor of topics.")
+    data_dir: Path = Field(
+        default=Path(".itinerant"), description="State databases, logs, traces, run files."
+    )
+    agents: list[str] = Field(
+        default=list(DEFAULT_AGENTS), description="Agent names a routing slip may name."
+    )
+
+    fetch_wait_ms: int = Field(default=10, ge=1, description="Consumer fetch wait (Faust: 1500).")
+    session_timeout_s: float = Field(default=6.0, gt=0, description="Consumer group session.")
+    producer_linger_ms: float = Field(default=2.0, ge=0, description="Producer batching delay.")
+    broker_timeout_s: float = Field(default=5.0, gt=0, description="How long to wait for Kafka.")
+
+    max_message_bytes: int = Field(
+        default=262_144, ge=1024, description="Largest message value we accept or send."
+    )
+    max_slip_bytes: int = Field(default=8_192, ge=256, description="Largest routing slip header.")
+    max_attempts: int = Field(default=4, ge=1, description="Tries of a retryable failure.")
+    retry_base_delay_s: float = Field(default=0.2, ge=0, description="First backoff delay.")
+    retry_max_delay_s: float = Field(default=2.0, ge=0, description="Largest backoff delay.")
+
+    default_max_hops: int = Field(default=20, ge=1, description="Hop budget of a request.")
+    default_deadline_s: float = Field(default=120.0, gt=0, description="Deadline of a request.")
+    default_max_tokens: int = Field(default=20_000, ge=0, description="Token budget.")
+    default_max_cost_usd: float = Field(default=1.0, ge=0, description="LLM spend budget.")
+    step_timeout_s: float = Field(default=60.0, gt=0, description="A step stuck longer fails.")
+    timer_interval_s: float = Field(default=1.0, gt=0, description="Coordinator timer tick.")
+
+    metrics_port_base: int = Field(
+        default=9400, ge=0, description="Service i exposes metrics on base+i (0 = off)."
+    )
+    coordinator_http_port: int = Field(default=8470, ge=0, description="Saga HTTP view.")
+    log_level: str = Field(default="INFO", description="Log level of the services.")
+
+    llm_provider: Literal["deterministic", "openai"] = Field(
+        default="deterministic", description="`deterministic` works offline; `openai` calls an API."
+    )
+    llm_base_url: str | None = Field(default=None, description="OpenAI-compatible base URL.")
+    llm_api_key: SecretStr | None = Field(default=None, description="API key for the LLM.")
+    llm_model: str = Field(default="gpt-4o-mini", description="Model name for the LLM.")
+    llm_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one LLM call.")
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a logical name (``requests``, ``agent.flights``, ...)."""
+        return f"{self.topic_prefix}{name}"
+
+    def agent_topic(self, agent: str) -> str:
+        return self.topic(f"agent.{agent}")
+
+    @property
+    def requests_topic(self) -> str:
+        return self.topic("requests")
+
+    @property
+    def results_topic(self) -> str:
+        return self.topic("results")
+
+    @property
+    def events_topic(self) -> str:
+        return self.topic("saga.events")
+
+    @property
+    def dlq_topic(self) -> str:
+        return self.topic("dlq")
+
+    def all_topics(self) -> list[str]:
+        fixed = [self.requests_topic, self.results_topic, self.events_topic, self.dlq_topic]
+        return fixed + [self.agent_topic(a) for a in self.agents]
+
+    def service_names(self) -> list[str]:
+        return ["coordinator", *self.agents]
+
+    def metrics_port(self, service: str) -> int | None:
+        if self.metrics_port_base == 0:
+            return None
+        names = self.service_names()
+        index = names.index(service) if service in names else len(names)
+        return self.metrics_port_base + index
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
