@@ -71,7 +71,9 @@ class UndecodableMessage(NonRetryableError):
 
 class MissingHeader(NonRetryableError):
     reason = "missing_header"
-    hint = "agent topics need CloudEvents binary-mode headers; publish to the requests topic instead"
+    hint = (
+        "agent topics need CloudEvents binary-mode headers; publish to the requests topic instead"
+    )
 
 
 class SchemaViolation(NonRetryableError):

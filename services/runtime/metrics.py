@@ -43,7 +43,9 @@ DLQ_MESSAGES = Counter(
 DLQ_REPLAYS = Counter(
     "itinerant_dlq_replays_total", "Dead-lettered messages replayed or discarded.", ["action"]
 )
-RETRIES = Counter("itinerant_retries_total", "Retries of retryable failures.", ["service", "reason"])
+RETRIES = Counter(
+    "itinerant_retries_total", "Retries of retryable failures.", ["service", "reason"]
+)
 CIRCUIT_STATE = Gauge(
     "itinerant_circuit_breaker_state",
     "Circuit breaker state per dependency: 0 closed, 1 half-open, 2 open.",
@@ -54,9 +56,7 @@ CONSUMER_LAG = Gauge(
     "Approximate consumer lag (high watermark minus position).",
     ["service", "topic"],
 )
-LLM_TOKENS = Counter(
-    "itinerant_llm_tokens_total", "LLM tokens used.", ["service", "model", "kind"]
-)
+LLM_TOKENS = Counter("itinerant_llm_tokens_total", "LLM tokens used.", ["service", "model", "kind"])
 LLM_COST = Counter("itinerant_llm_cost_usd_total", "LLM spend in US dollars.", ["service", "model"])
 BUDGET_EXCEEDED = Counter(
     "itinerant_budget_exceeded_total", "Requests stopped by a budget, by kind.", ["service", "kind"]

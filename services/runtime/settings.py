@@ -19,7 +19,9 @@ class Settings(BaseSettings):
 
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:9092",
-        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "ITINERANT_KAFKA_BOOTSTRAP_SERVERS"),
+        validation_alias=AliasChoices(
+            "KAFKA_BOOTSTRAP_SERVERS", "ITINERANT_KAFKA_BOOTSTRAP_SERVERS"
+        ),
         description="Kafka bootstrap servers (host:port[,host:port]).",
     )
     embedded_broker: bool = Field(

@@ -1,0 +1,1 @@
+"""Payload contracts shared by the travel agents (the runtime knows none of them)."""

@@ -1,0 +1,333 @@
+"""The saga coordinator: ingress, the process manager over progress events, timers, results.
+
+It is the single owner of saga state and the only writer of the results topic. Every input is
+handled inside one state-store transaction that records the input id, the saga change and the
+messages to send, so a restarted coordinator resumes every saga, timers included.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from datetime import timedelta
+
+from pydantic import ValidationError
+
+from services.contracts.trip import TripDocument
+from services.runtime import metrics, tracing
+from services.runtime.budget import Budget
+from services.runtime.dlq import dead_letter
+from services.runtime.envelope import Envelope, InRecord, OutMessage, now_utc, parse_type
+from services.runtime.errors import ItinerantError, SchemaViolation
+from services.runtime.events import CompensateCommand, StepEvent
+from services.runtime.ids import derived_id
+from services.runtime.processor import Processed
+from services.runtime.settings import Settings
+from services.runtime.slip import Slip, Step
+from services.runtime.store import Store
+
+from . import repository
+from .ingress import Accepted, Refused, read_request
+from .results import RESULT_TYPE, Origin, SagaResult, StepSummary
+from .saga import (
+    Command,
+    Compensate,
+    Finish,
+    Saga,
+    SagaState,
+    begin_compensation,
+    on_event,
+    on_tick,
+    start,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE = "coordinator"
+SOURCE = f"/itinerant/{SERVICE}"
+FIRST_STEP = Step(agent="planner", action="plan")
+
+
+class Coordinator:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+
+    # -- ingress -------------------------------------------------------------------------------
+
+    async def handle_request(self, record: InRecord) -> Processed:
+        started = time.perf_counter()
+        read = read_request(record, self.settings.max_message_bytes)
+        with tracing.process_span(
+            SERVICE,
+            record.topic,
+            traceparent=read.traceparent if isinstance(read, Accepted) else None,
+            tracestate=read.tracestate if isinstance(read, Accepted) else None,
+            saga_id=read.saga_id,
+            message_id=read.message_id,
+            partition=record.partition,
+            offset=record.offset,
+        ):
+            recorded = self.store.recorded_outputs(read.message_id)
+            if recorded is not None:
+                processed = Processed("duplicate", recorded)
+            elif isinstance(read, Refused):
+                processed = self._refuse(record, read)
+            else:
+                processed = self._accept(record, read)
+        self._observe(record.topic, processed, started)
+        return processed
+
+    def _accept(self, record: InRecord, read: Accepted) -> Processed:
+        now = now_utc()
+        request = read.request
+        deadline_s = min(request.deadline_s or self.settings.default_deadline_s, 3600)
+        budget = Budget(
+            max_hops=min(request.max_hops or self.settings.default_max_hops, 100),
+            deadline=now + timedelta(seconds=deadline_s),
+            max_tokens=self.settings.default_max_tokens,
+            max_cost_usd=self.settings.default_max_cost_usd,
+        )
+        with self.store.transaction() as conn:
+            if repository.load(conn, read.saga_id) is not None:
+                log.info("request %s repeats saga %s; ignored", read.message_id, read.saga_id)
+                self.store.record(conn, read.message_id, [])
+                return Processed("duplicate")
+            saga = start(
+                read.saga_id,
+                request.model_dump(mode="json"),
+                now,
+                budget.deadline,
+                self.settings.step_timeout_s,
+            )
+            saga.traceparent, _ = tracing.current_traceparent()
+            saga.note(now, "origin", f"{record.topic}[{record.partition}]@{record.offset}")
+            dispatch = Envelope(
+                id=derived_id(read.message_id, SERVICE, "dispatch"),
+                type=f"itinerant.{FIRST_STEP.agent}.{FIRST_STEP.action}.v1",
+                source=SOURCE,
+                saga_id=saga.saga_id,
+                data=TripDocument(request=request).model_dump_json().encode(),
+                causation_id=read.message_id,
+                slip=Slip(steps=[FIRST_STEP]),
+                budget=budget,
+                traceparent=saga.traceparent,
+            ).to_message(self.settings.agent_topic(FIRST_STEP.agent), self.settings.max_slip_bytes)
+            repository.save(conn, saga)
+            seqs = self.store.record(conn, read.message_id, [dispatch])
+        return Processed("ok", [dispatch], seqs)
+
+    def _refuse(self, record: InRecord, read: Refused) -> Processed:
+        """A request we cannot run: keep the original in the DLQ and tell the client why."""
+        now = now_utc()
+        error = read.error
+        log.warning("refused request at %s@%d: %s", record.topic, record.offset, error)
+        metrics.DLQ_MESSAGES.labels(SERVICE, error.reason).inc()
+        origin = Origin(topic=record.topic, partition=record.partition, offset=record.offset)
+        outputs = [
+            dead_letter(
+                record,
+                error,
+                service=SERVICE,
+                dlq_topic=self.settings.dlq_topic,
+                attempts=1,
+                saga_id=read.saga_id,
+            ),
+            self._result_message(
+                read.saga_id,
+                read.message_id,
+                SagaResult(
+                    saga_id=read.saga_id,
+                    status=SagaState.REJECTED.value,
+                    reason=error.reason,
+                    error=error.describe(),
+                    started_at=now,
+                    finished_at=now,
+                    duration_ms=0.0,
+                    origin=origin,
+                ),
+            ),
+        ]
+        with self.store.transaction() as conn:
+            if repository.load(conn, read.saga_id) is None:
+                saga = Saga(
+                    saga_id=read.saga_id,
+                    state=SagaState.REJECTED,
+                    request={},
+                    created_at=now,
+                    updated_at=now,
+                    deadline=now,
+                    reason=error.reason,
+                    error=error.describe(),
+                )
+                saga.note(now, "rejected", error.describe())
+                repository.save(conn, saga)
+            seqs = self.store.record(conn, read.message_id, outputs)
+        metrics.SAGAS_FINISHED.labels(SagaState.REJECTED.value, error.reason).inc()
+        return Processed("rejected", outputs, seqs, error)
+
+    # -- progress events -----------------------------------------------------------------------
+
+    async def handle_event(self, record: InRecord) -> Processed:
+        started = time.perf_counter()
+        try:
+            env = Envelope.from_record(record)
+            if parse_type(env.type)[0].split(".")[:2] != ["itinerant", "saga"]:
+                raise SchemaViolation(f"not a saga event: {env.type}", reason="unsupported_type")
+            try:
+                event = StepEvent.model_validate_json(env.data)
+            except ValidationError as exc:
+                raise SchemaViolation(f"invalid saga event: {exc.errors()[:3]}") from exc
+        except ItinerantError as exc:
+            metrics.DLQ_MESSAGES.labels(SERVICE, exc.reason).inc()
+            dlq = dead_letter(
+                record,
+                exc,
+                service=SERVICE,
+                dlq_topic=self.settings.dlq_topic,
+                attempts=1,
+                saga_id=None,
+            )
+            with self.store.transaction() as conn:
+                seqs = self.store.record(conn, None, [dlq])
+            processed = Processed("dead_lettered", [dlq], seqs, exc)
+            self._observe(record.topic, processed, started)
+            return processed
+        with tracing.process_span(
+            SERVICE,
+            record.topic,
+            traceparent=env.traceparent,
+            tracestate=env.tracestate,
+            saga_id=env.saga_id,
+            message_id=env.id,
+            partition=record.partition,
+            offset=record.offset,
+        ):
+            processed = self._apply_event(env, event)
+        self._observe(record.topic, processed, started)
+        return processed
+
+    def _apply_event(self, env: Envelope, event: StepEvent) -> Processed:
+        recorded = self.store.recorded_outputs(env.id)
+        if recorded is not None:
+            return Processed("duplicate", recorded)
+        now = now_utc()
+        with self.store.transaction() as conn:
+            saga = repository.load(conn, event.saga_id)
+            if saga is None:
+                log.warning("event %s for unknown saga %s ignored", env.id, event.saga_id)
+                self.store.record(conn, env.id, [])
+                return Processed("ignored")
+            commands = on_event(saga, event, now, self.settings.step_timeout_s)
+            outputs = self._execute(conn, saga, commands, env.id)
+            seqs = self.store.record(conn, env.id, outputs)
+        return Processed("ok", outputs, seqs)
+
+    # -- timers --------------------------------------------------------------------------------
+
+    async def tick(self) -> list[Processed]:
+        now = now_utc()
+        done: list[Processed] = []
+        conn = self.store.connection
+        for saga_id in repository.due(conn, now):
+            with self.store.transaction() as txn:
+                saga = repository.load(txn, saga_id)
+                if saga is None:
+                    continue
+                commands = on_tick(saga, now)
+                outputs = self._execute(txn, saga, commands, f"{saga_id}:tick:{saga.reason}")
+                seqs = self.store.record(txn, None, outputs)
+            done.append(Processed("timeout", outputs, seqs))
+        for state in SagaState:
+            metrics.SAGAS.labels(state.value).set(0)
+        for state_name, count in repository.counts_by_state(conn).items():
+            metrics.SAGAS.labels(state_name).set(count)
+        return done
+
+    def stop_saga(self, saga_id: str, reason: str, why: str) -> Processed | None:
+        """Operator's stop (discard, cancel): compensate what was done and finish."""
+        now = now_utc()
+        with self.store.transaction() as conn:
+            saga = repository.load(conn, saga_id)
+            if saga is None:
+                return None
+            saga.updated_at = now
+            commands = begin_compensation(saga, now, reason, why)
+            outputs = self._execute(conn, saga, commands, f"{saga_id}:stop:{reason}")
+            seqs = self.store.record(conn, None, outputs)
+        return Processed("stopped", outputs, seqs)
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def _execute(
+        self, conn: sqlite3.Connection, saga: Saga, commands: list[Command], cause: str
+    ) -> list[OutMessage]:
+        outputs: list[OutMessage] = []
+        for command in commands:
+            if isinstance(command, Compensate):
+                outputs.append(self._compensate_message(saga, command, cause))
+            elif isinstance(command, Finish):
+                outputs.append(self._finish(saga, cause))
+        repository.save(conn, saga)
+        return outputs
+
+    def _compensate_message(self, saga: Saga, command: Compensate, cause: str) -> OutMessage:
+        step = command.step
+        saga.note(saga.updated_at, "compensate", f"{step.agent}.{step.action} (step {step.index})")
+        payload = CompensateCommand(
+            action=step.action, step=step.index, output=step.output or {}, reason=command.reason
+        )
+        return Envelope(
+            id=derived_id(cause, SERVICE, f"compensate:{step.index}"),
+            type=f"itinerant.{step.agent}.compensate.v1",
+            source=SOURCE,
+            saga_id=saga.saga_id,
+            data=payload.model_dump_json().encode(),
+            causation_id=cause,
+            traceparent=saga.traceparent,
+        ).to_message(self.settings.agent_topic(step.agent))
+
+    def _finish(self, saga: Saga, cause: str) -> OutMessage:
+        now = now_utc()
+        duration = (now - saga.created_at).total_seconds()
+        metrics.SAGA_DURATION_SECONDS.labels(saga.state.value).observe(duration)
+        metrics.SAGAS_FINISHED.labels(saga.state.value, saga.reason or "none").inc()
+        result = SagaResult(
+            saga_id=saga.saga_id,
+            status=saga.state.value,
+            reason=saga.reason,
+            error=saga.error,
+            itinerary=saga.output if saga.state is SagaState.COMPLETED else None,
+            steps=[
+                StepSummary(
+                    index=s.index,
+                    agent=s.agent,
+                    action=s.action,
+                    status=s.status.value,
+                    duration_ms=s.duration_ms,
+                )
+                for s in saga.steps
+            ],
+            started_at=saga.created_at,
+            finished_at=now,
+            duration_ms=round(duration * 1000, 3),
+        )
+        return self._result_message(saga.saga_id, cause, result, saga.traceparent)
+
+    def _result_message(
+        self, saga_id: str, cause: str, result: SagaResult, traceparent: str | None = None
+    ) -> OutMessage:
+        return Envelope(
+            id=derived_id(cause, SERVICE, "result"),
+            type=RESULT_TYPE,
+            source=SOURCE,
+            saga_id=saga_id,
+            data=result.model_dump_json().encode(),
+            causation_id=cause,
+            traceparent=traceparent,
+        ).to_message(self.settings.results_topic)
+
+    def _observe(self, topic: str, processed: Processed, started: float) -> None:
+        metrics.MESSAGES_PROCESSED.labels(SERVICE, topic, processed.outcome).inc()
+        metrics.PROCESSING_SECONDS.labels(SERVICE, topic).observe(time.perf_counter() - started)

@@ -1,0 +1,111 @@
+"""Flights: books the outbound and return flights of a plan; cancels them as compensation."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from services.contracts.trip import FlightBooking, FlightLeg, TripDocument
+from services.inventory import Flight, catalogue
+from services.runtime.agent import Agent, HandlerContext
+from services.runtime.errors import BusinessFailure
+
+from .faults import inject_inventory_faults
+
+BOOKINGS = """
+CREATE TABLE IF NOT EXISTS flight_bookings (
+    booking_id      TEXT NOT NULL,
+    leg             TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    saga_id         TEXT NOT NULL,
+    flight_no       TEXT NOT NULL,
+    day             TEXT NOT NULL,
+    seats           INTEGER NOT NULL,
+    status          TEXT NOT NULL DEFAULT 'held',
+    PRIMARY KEY (booking_id, leg),
+    UNIQUE (idempotency_key, leg)
+);
+CREATE INDEX IF NOT EXISTS flight_bookings_by_flight ON flight_bookings(flight_no, day, status);
+"""
+
+agent = Agent("flights", "Books flights against the inventory.", migrations=(BOOKINGS,))
+
+
+@agent.handler("book", side_effects=True)
+async def book(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
+    plan = trip.require_plan()
+    inject_inventory_faults(ctx)
+    outbound = _flight(plan.origin, plan.destination)
+    inbound = _flight(plan.destination, plan.origin)
+    booking_id = f"FB-{ctx.idempotency_key[:8].upper()}"
+    for leg, flight, day in (
+        ("out", outbound, plan.depart_date),
+        ("back", inbound, plan.return_date),
+    ):
+        _hold(ctx, booking_id, leg, flight, day, plan.travellers)
+    legs = [
+        FlightLeg(
+            flight_no=f.flight_no,
+            origin=f.origin,
+            destination=f.destination,
+            date=day,
+            price_usd=f.price_usd * plan.travellers,
+        )
+        for f, day in ((outbound, plan.depart_date), (inbound, plan.return_date))
+    ]
+    booking = FlightBooking(
+        booking_id=booking_id,
+        outbound=legs[0],
+        inbound=legs[1],
+        seats=plan.travellers,
+        total_usd=round(sum(leg.price_usd for leg in legs), 2),
+    )
+    ctx.log.info("booked flights %s for saga %s", booking_id, ctx.saga_id)
+    return trip.model_copy(update={"flight": booking})
+
+
+@agent.compensation("book")
+async def cancel(trip: TripDocument, ctx: HandlerContext) -> None:
+    if trip.flight is None:
+        return
+    ctx.db.execute(
+        "UPDATE flight_bookings SET status = 'cancelled' WHERE booking_id = ?",
+        (trip.flight.booking_id,),
+    )
+    ctx.log.info("cancelled flights %s", trip.flight.booking_id)
+
+
+def _flight(origin: str, destination: str) -> Flight:
+    flight = catalogue().flight_on_route(origin, destination)
+    if flight is None:
+        raise BusinessFailure(f"no flight from {origin} to {destination}", reason="no_route")
+    return flight
+
+
+def _hold(
+    ctx: HandlerContext, booking_id: str, leg: str, flight: Flight, day: date, seats: int
+) -> None:
+    """Hold seats, keyed by the step's idempotency key: a repeat holds nothing new."""
+    taken = ctx.db.execute(
+        "SELECT COALESCE(SUM(seats), 0) FROM flight_bookings "
+        "WHERE flight_no = ? AND day = ? AND status = 'held' AND idempotency_key != ?",
+        (flight.flight_no, day.isoformat(), ctx.idempotency_key),
+    ).fetchone()[0]
+    if taken + seats > flight.seats:
+        raise BusinessFailure(
+            f"flight {flight.flight_no} on {day} is sold out ({flight.seats - taken} seats left)",
+            reason="sold_out",
+        )
+    ctx.db.execute(
+        "INSERT OR IGNORE INTO flight_bookings"
+        "(booking_id, leg, idempotency_key, saga_id, flight_no, day, seats) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            booking_id,
+            leg,
+            ctx.idempotency_key,
+            ctx.saga_id,
+            flight.flight_no,
+            day.isoformat(),
+            seats,
+        ),
+    )

@@ -1,0 +1,18 @@
+"""Fault injection for chaos tests: ``ITINERANT_FAULT_INVENTORY_RATE`` (0..1) makes a share of
+inventory calls fail with a retryable error, as a flaky dependency would."""
+
+from __future__ import annotations
+
+import os
+import random
+
+from services.runtime.agent import HandlerContext
+from services.runtime.errors import DependencyUnavailable
+
+
+def inject_inventory_faults(ctx: HandlerContext) -> None:
+    rate = float(os.environ.get("ITINERANT_FAULT_INVENTORY_RATE", "0") or 0)
+    if rate > 0 and random.random() < rate:
+        raise DependencyUnavailable(
+            "inventory did not answer (injected fault)", reason="inventory_unavailable"
+        )

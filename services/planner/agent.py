@@ -1,0 +1,108 @@
+"""Planner: turns a travel request, structured or free text, into a plan and chooses the route."""
+
+from __future__ import annotations
+
+from services.contracts.trip import Plan, TripDocument, TripRequest
+from services.inventory import catalogue
+from services.runtime.agent import Agent, AgentServices, HandlerContext
+from services.runtime.errors import BusinessFailure
+from services.runtime.llm import DeterministicProvider
+from services.runtime.slip import SlipStep, Step
+
+from .understanding import PlanDraft, read_free_text
+
+agent = Agent("planner", "Turns a travel request into a plan and a route through the agents.")
+
+SUPPORTED = "supported: round trips between " + ", ".join(sorted(catalogue().cities.values()))
+
+
+@agent.on_start
+def register_rules(services: AgentServices) -> None:
+    if isinstance(services.provider, DeterministicProvider):
+        services.provider.register("plan_trip", read_free_text)
+
+
+@agent.handler("plan")
+async def plan(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
+    draft = await understand(trip.request, ctx)
+    if draft.flow != "trip":
+        raise BusinessFailure(
+            f"cannot handle this request ({draft.note or draft.flow}); {SUPPORTED}",
+            reason="unsupported_request",
+        )
+    the_plan = to_plan(draft, trip.request, planned_by=ctx.provider.name)
+    ctx.reroute(route_for(the_plan))
+    return trip.model_copy(update={"plan": the_plan})
+
+
+async def understand(request: TripRequest, ctx: HandlerContext) -> PlanDraft:
+    if request.text is None:
+        return PlanDraft(
+            flow=request.kind or "trip",
+            origin=request.origin,
+            destination=request.destination,
+            depart_date=request.depart_date,
+            return_date=request.return_date,
+            travellers=request.travellers,
+            budget_usd=request.budget_usd,
+        )
+    completion = await ctx.provider.generate(
+        "plan_trip", request.text, PlanDraft, max_tokens=ctx.budget.tokens_left or None
+    )
+    ctx.spend(
+        tokens=completion.prompt_tokens + completion.completion_tokens,
+        cost_usd=completion.cost_usd,
+    )
+    draft = completion.value
+    # Structured fields the user gave win over what was read from the text.
+    return draft.model_copy(
+        update={
+            k: v
+            for k, v in request.model_dump(
+                include={"origin", "destination", "depart_date", "return_date", "budget_usd"}
+            ).items()
+            if v is not None
+        }
+    )
+
+
+def to_plan(draft: PlanDraft, request: TripRequest, *, planned_by: str) -> Plan:
+    known = catalogue().cities
+    missing = [
+        name
+        for name in ("origin", "destination", "depart_date", "return_date")
+        if getattr(draft, name) is None
+    ]
+    if missing:
+        raise BusinessFailure(
+            f"the request does not say its {', '.join(missing)}; {SUPPORTED}",
+            reason="incomplete_request",
+        )
+    assert draft.origin and draft.destination and draft.depart_date and draft.return_date
+    for code in (draft.origin, draft.destination):
+        if code not in known:
+            raise BusinessFailure(f"no service to {code!r}; {SUPPORTED}", reason="unknown_city")
+    if draft.origin == draft.destination:
+        raise BusinessFailure("origin and destination are the same", reason="invalid_request")
+    if draft.return_date < draft.depart_date:
+        raise BusinessFailure("the return is before the departure", reason="invalid_request")
+    return Plan(
+        flow="trip",
+        origin=draft.origin,
+        destination=draft.destination,
+        depart_date=draft.depart_date,
+        return_date=draft.return_date,
+        travellers=draft.travellers or request.travellers,
+        budget_usd=draft.budget_usd,
+        needs_hotel=draft.return_date > draft.depart_date,
+        planned_by=planned_by,
+    )
+
+
+def route_for(the_plan: Plan) -> list[SlipStep]:
+    """Content-based routing: a same-day return needs no hotel."""
+    steps: list[SlipStep] = [Step(agent="flights", action="book")]
+    if the_plan.needs_hotel:
+        steps.append(Step(agent="hotels", action="book"))
+    steps += [Step(agent="validator"), Step(agent="notifier")]
+    return steps

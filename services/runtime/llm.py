@@ -1,0 +1,62 @@
+"""The LLM provider interface. Agents ask for a typed answer; the provider decides how.
+
+``DeterministicProvider`` is the offline default: it answers with rule-based functions that each
+agent registers, never with a model, and says so in its name (``deterministic-rules``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+from .errors import NonRetryableError
+
+T = TypeVar("T", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Completion(Generic[T]):
+    value: T
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class LLMProvider(Protocol):
+    name: str
+
+    async def generate(
+        self, task: str, prompt: str, output: type[T], *, max_tokens: int | None = None
+    ) -> Completion[T]: ...
+
+
+Rule = Callable[[str], BaseModel]
+
+
+class DeterministicProvider:
+    """Rule-based stand-in for an LLM: same input, same output, no network, no tokens."""
+
+    name = "deterministic-rules"
+
+    def __init__(self) -> None:
+        self._rules: dict[str, Rule] = {}
+
+    def register(self, task: str, rule: Rule) -> None:
+        self._rules[task] = rule
+
+    async def generate(
+        self, task: str, prompt: str, output: type[T], *, max_tokens: int | None = None
+    ) -> Completion[T]:
+        rule = self._rules.get(task)
+        if rule is None:
+            raise NonRetryableError(
+                f"the deterministic provider has no rule for task {task!r}",
+                reason="llm_no_rule",
+                hint="register a rule or set ITINERANT_LLM_PROVIDER=openai",
+            )
+        value: Any = rule(prompt)
+        return Completion(value=output.model_validate(value.model_dump()), model=self.name)

@@ -1,0 +1,116 @@
+"""An asyncio face on confluent-kafka's producer: ``await send_all(messages)`` returns once Kafka
+has acknowledged every message, which is what lets a service commit its input offset safely."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from .envelope import OutMessage
+from .errors import BrokerUnavailable, MessageTooLarge
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "linger.ms": settings.producer_linger_ms,
+        "acks": "all",
+        "enable.idempotence": False,  # Tansu 0.6 has no reliable idempotent producer
+        "message.timeout.ms": int(settings.broker_timeout_s * 6000),
+        "socket.connection.setup.timeout.ms": int(settings.broker_timeout_s * 1000),
+        "message.max.bytes": max(settings.max_message_bytes * 2, 1_000_000),
+    }
+    config.update(extra)
+    return config
+
+
+class AsyncProducer:
+    """Produces from the event loop; a background thread serves delivery reports."""
+
+    def __init__(self, settings: Settings, client_id: str) -> None:
+        self._producer = Producer(
+            producer_config(settings, **{"client.id": client_id, "error_cb": self._on_error})
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name=f"{client_id}-poll", daemon=True)
+        self._thread.start()
+        self._retry_delay_s = 0.5
+
+    def _on_error(self, err: KafkaError) -> None:
+        log.warning("kafka producer: %s", err)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+
+    async def send_all(self, messages: Sequence[OutMessage]) -> None:
+        """Send ``messages`` (in order) and wait for all acks; retry until Kafka takes them."""
+        pending = list(messages)
+        while pending:
+            failed = await self._send_once(pending)
+            if not failed:
+                return
+            log.error(
+                "kafka did not acknowledge %d message(s); retrying in %.1fs (is the broker up?)",
+                len(failed),
+                self._retry_delay_s,
+            )
+            await asyncio.sleep(self._retry_delay_s)
+            pending = failed
+
+    async def _send_once(self, messages: Sequence[OutMessage]) -> list[OutMessage]:
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[KafkaError | None]] = []
+        for message in messages:
+            future: asyncio.Future[KafkaError | None] = loop.create_future()
+            futures.append(future)
+
+            def deliver(
+                err: KafkaError | None, _msg: Any, fut: asyncio.Future[Any] = future
+            ) -> None:
+                loop.call_soon_threadsafe(_settle, fut, err)
+
+            self._produce(message, deliver)
+        results = await asyncio.gather(*futures)
+        failed = []
+        for message, err in zip(messages, results, strict=True):
+            if err is None:
+                continue
+            if err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                raise MessageTooLarge(f"kafka refused a {len(message.value)}-byte message: {err}")
+            failed.append(message)
+        return failed
+
+    def _produce(self, message: OutMessage, deliver: Any) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    message.topic,
+                    value=message.value,
+                    key=message.key,
+                    headers=message.headers,
+                    on_delivery=deliver,
+                )
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+            except KafkaException as exc:
+                raise BrokerUnavailable(f"cannot produce to {message.topic}: {exc}") from exc
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self._producer.flush(timeout_s)
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+
+
+def _settle(future: asyncio.Future[KafkaError | None], err: KafkaError | None) -> None:
+    if not future.done():
+        future.set_result(err)

@@ -1,0 +1,175 @@
+"""One service process: a Faust app whose agents each consume one topic with ``concurrency=1``,
+hand every record to a handler that turns it into outputs (never raising), send the outputs, and
+only then let Faust acknowledge the record. Offsets are therefore committed after the outputs are
+acknowledged by Kafka, and a crash at any point is repaired by the inbox on redelivery."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from . import metrics, tracing
+from .envelope import InRecord
+from .faust_transport import app_class, broker_url
+from .processor import Processed
+from .producer import AsyncProducer
+from .settings import Settings
+from .store import Store
+from .topics import check_topics
+
+log = logging.getLogger(__name__)
+
+RecordHandler = Callable[[InRecord], Awaitable[Processed]]
+Periodic = Callable[[], Awaitable[list[Processed]]]
+
+
+@dataclass
+class Subscription:
+    topic: str
+    handle: RecordHandler
+
+
+@dataclass
+class Timer:
+    interval_s: float
+    tick: Periodic
+
+
+@dataclass
+class Worker:
+    service: str
+    settings: Settings
+    store: Store
+    subscriptions: list[Subscription]
+    timers: list[Timer] = field(default_factory=list)
+    startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _producer: AsyncProducer | None = None
+
+    @property
+    def producer(self) -> AsyncProducer:
+        if self._producer is None:
+            self._producer = AsyncProducer(self.settings, client_id=f"itinerant-{self.service}")
+        return self._producer
+
+    async def deliver(self, processed: Processed) -> None:
+        """Send outputs (progress events first, acknowledged, then the rest); mark them sent."""
+        events = [m for m in processed.outputs if m.topic == self.settings.events_topic]
+        rest = [m for m in processed.outputs if m.topic != self.settings.events_topic]
+        if events:
+            await self.producer.send_all(events)
+        if rest:
+            await self.producer.send_all(rest)
+        self.store.mark_sent(processed.outbox_seqs)
+
+    async def flush_outbox(self) -> None:
+        """Send what a crash left in the outbox (outputs recorded but not acknowledged)."""
+        unsent = self.store.unsent()
+        if unsent:
+            log.info("resending %d output(s) left unsent by the last run", len(unsent))
+            await self.producer.send_all([m for _, m in unsent])
+            self.store.mark_sent([seq for seq, _ in unsent])
+
+    def build_app(self) -> faust.App:
+        settings = self.settings
+        app = app_class(settings.fetch_wait_ms)(
+            f"itinerant-{self.service}",
+            broker=broker_url(settings.kafka_bootstrap_servers),
+            store="memory://",
+            web_enabled=False,
+            topic_disable_leader=True,
+            topic_allow_declare=False,
+            topic_partitions=settings.partitions,
+            consumer_auto_offset_reset="earliest",
+            broker_session_timeout=settings.session_timeout_s,
+            broker_heartbeat_interval=max(settings.session_timeout_s / 6, 0.5),
+            broker_rebalance_timeout=max(settings.session_timeout_s * 2, 10),
+            broker_commit_interval=1.0,
+            producer_linger=settings.producer_linger_ms / 1000,
+            worker_redirect_stdouts=False,
+        )
+        for subscription in self.subscriptions:
+            self._add_agent(app, subscription)
+        for timer in self.timers:
+            self._add_timer(app, timer)
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def _recover() -> None:
+            for hook in self.startup:
+                await hook()
+            await self.flush_outbox()
+
+        @app.on_rebalance_complete.connect  # type: ignore[untyped-decorator]
+        async def _ready(sender: Any, **_: Any) -> None:
+            self.ready_file().write_text(str(time.time()))
+
+        return app
+
+    def ready_file(self) -> Path:
+        path = self.settings.data_dir / "run" / f"{self.service}.ready"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _add_agent(self, app: faust.App, subscription: Subscription) -> None:
+        topic = app.topic(subscription.topic, key_serializer="raw", value_serializer="raw")
+        name = f"{self.service}.{subscription.topic}"
+
+        async def consume(stream: Any) -> None:
+            async for event in stream.events():
+                message = event.message
+                record = InRecord(
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    key=message.key,
+                    value=message.value,
+                    headers=_headers(message.headers),
+                )
+                try:
+                    processed = await subscription.handle(record)
+                    await self.deliver(processed)
+                except Exception:  # never let an exception stop the agent silently
+                    log.exception(
+                        "failed on %s[%d]@%d", record.topic, record.partition, record.offset
+                    )
+
+        app.agent(topic, name=name, concurrency=1)(consume)
+
+    def _add_timer(self, app: faust.App, timer: Timer) -> None:
+        async def tick() -> None:
+            try:
+                for processed in await timer.tick():
+                    await self.deliver(processed)
+            except Exception:
+                log.exception("timer of %s failed", self.service)
+
+        app.timer(timer.interval_s, name=f"{self.service}.timer")(tick)
+
+    def run(self) -> None:
+        """Run until SIGTERM/SIGINT (Faust's worker handles signals and stops cleanly)."""
+        check_topics(self.settings, [s.topic for s in self.subscriptions])
+        tracing.configure(self.service, self.settings.data_dir)
+        metrics.serve(self.settings.metrics_port(self.service))
+        metrics.SERVICE_UP.labels(self.service).set(1)
+        self.ready_file().unlink(missing_ok=True)
+        app = self.build_app()
+        worker = faust.Worker(app, loglevel=self.settings.log_level, quiet=True)
+        try:
+            worker.execute_from_commandline()
+        finally:
+            if self._producer is not None:
+                self._producer.close()
+            tracing.shutdown()
+            self.store.close()
+
+
+def _headers(raw: Any) -> list[tuple[str, bytes]]:
+    if not raw:
+        return []
+    items = raw.items() if isinstance(raw, dict) else raw
+    return [(str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in items]
