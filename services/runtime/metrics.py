@@ -70,11 +70,11 @@ BROKER_PARTITION_MESSAGES = Gauge(
 SERVICE_UP = Gauge("itinerant_service_up", "1 while the service is running.", ["service"])
 
 
-def serve(port: int | None) -> None:
-    """Expose ``/metrics`` on ``port`` (no-op for ``None``)."""
+def serve(port: int | None, host: str = "127.0.0.1") -> None:
+    """Expose ``/metrics`` on ``host:port`` (no-op for ``None``)."""
     if port is None:
         return
     try:
-        start_http_server(port, addr="127.0.0.1")
+        start_http_server(port, addr=host)
     except OSError as exc:
         log.warning("metrics port %s unavailable (%s); metrics not exposed", port, exc)

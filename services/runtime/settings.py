@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     metrics_port_base: int = Field(
         default=9400, ge=0, description="Service i exposes metrics on base+i (0 = off)."
     )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address the metrics endpoints bind (0.0.0.0 in containers).",
+    )
     coordinator_http_port: int = Field(default=8470, ge=0, description="Saga HTTP view.")
     log_level: str = Field(default="INFO", description="Log level of the services.")
 

@@ -154,7 +154,7 @@ class Worker:
         """Run until SIGTERM/SIGINT (Faust's worker handles signals and stops cleanly)."""
         check_topics(self.settings, [s.topic for s in self.subscriptions])
         tracing.configure(self.service, self.settings.data_dir)
-        metrics.serve(self.settings.metrics_port(self.service))
+        metrics.serve(self.settings.metrics_port(self.service), self.settings.metrics_host)
         metrics.SERVICE_UP.labels(self.service).set(1)
         self.ready_file().unlink(missing_ok=True)
         app = self.build_app()
