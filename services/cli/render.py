@@ -1,0 +1,81 @@
+"""Rich rendering of sagas and results for the terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+STATE_STYLE = {
+    "completed": "green",
+    "compensated": "yellow",
+    "rejected": "magenta",
+    "failed": "bold red",
+    "parked": "red",
+    "running": "cyan",
+    "compensating": "yellow",
+}
+
+
+def styled(state: str) -> str:
+    style = STATE_STYLE.get(state, "white")
+    return f"[{style}]{state}[/{style}]"
+
+
+def saga_tables(saga: dict[str, Any]) -> list[Table]:
+    head = Table(title=f"saga {saga['saga_id']}", show_header=False)
+    head.add_row("state", styled(saga["state"]))
+    if saga.get("reason"):
+        head.add_row("reason", str(saga["reason"]))
+    if saga.get("error"):
+        head.add_row("error", str(saga["error"]))
+    head.add_row("created", saga["created_at"])
+    head.add_row("deadline", saga["deadline"])
+    if saga["state"] == "parked":
+        head.add_row(
+            "to resume",
+            "fix the cause, then `itinerant dlq replay --saga "
+            f"{saga['saga_id']}` (or `itinerant dlq discard` to compensate)",
+        )
+    steps = Table(title="steps")
+    for column in ("#", "agent", "action", "status", "ms", "at", "reason"):
+        steps.add_column(column)
+    for step in saga.get("steps", []):
+        steps.add_row(
+            str(step["index"]),
+            step["agent"],
+            step["action"],
+            styled(step["status"]),
+            f"{step['duration_ms']:.1f}",
+            step["at"][11:23],
+            step.get("reason") or "",
+        )
+    timeline = Table(title="timeline")
+    for column in ("at", "event", "detail"):
+        timeline.add_column(column)
+    for entry in saga.get("timeline", []):
+        timeline.add_row(entry["at"][11:23], entry["event"], entry.get("detail", ""))
+    return [head, steps, timeline]
+
+
+def results_table(rows: list[tuple[str, str, dict[str, Any] | None]]) -> Table:
+    table = Table(title="results")
+    for column in ("request", "saga", "status", "reason / confirmation", "total", "ms"):
+        table.add_column(column)
+    for label, saga_id, result in rows:
+        if result is None:
+            table.add_row(label, saga_id[:12], "[dim]waiting[/dim]", "", "", "")
+            continue
+        itinerary = result.get("itinerary") or {}
+        confirmation = itinerary.get("confirmation") or {}
+        detail = confirmation.get("reference") or f"{result.get('reason')}: {result.get('error')}"
+        total = confirmation.get("total_usd")
+        table.add_row(
+            label,
+            saga_id[:12],
+            styled(result["status"]),
+            detail[:90],
+            f"${total:.2f}" if total is not None else "",
+            f"{result.get('duration_ms', 0):.0f}",
+        )
+    return table

@@ -1,0 +1,36 @@
+"""Which code runs each service. The runtime knows no agent; this module knows them all."""
+
+from __future__ import annotations
+
+import importlib
+
+from services.runtime.agent import Agent
+from services.runtime.settings import Settings
+from services.runtime.worker import Worker
+
+AGENT_MODULES = {
+    "planner": "services.planner.agent",
+    "flights": "services.flights.agent",
+    "hotels": "services.hotels.agent",
+    "validator": "services.validator.agent",
+    "notifier": "services.notifier.agent",
+}
+
+
+def load_agent(name: str) -> Agent:
+    module = AGENT_MODULES.get(name)
+    if module is None:
+        raise KeyError(f"no agent named {name!r}; agents: {sorted(AGENT_MODULES)}")
+    agent = importlib.import_module(module).agent
+    assert isinstance(agent, Agent)
+    return agent
+
+
+def build_worker(service: str, settings: Settings) -> Worker:
+    if service == "coordinator":
+        from services.coordinator.app import coordinator_worker
+
+        return coordinator_worker(settings)
+    from services.runtime.agent_service import agent_worker
+
+    return agent_worker(load_agent(service), settings)
