@@ -1,0 +1,52 @@
+# Itinerant — every target installs what it needs first.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test unit integration lint typecheck bench bench-quick clean tools
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11+ or run make PYTHON=python3"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv with the `itinerant` command
+
+# Debian tools the tests use: kcat (a real Kafka client) and promtool (Prometheus).
+tools:
+	@command -v kcat >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || { \
+	  echo "installing kcat and prometheus (promtool) with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat prometheus >/dev/null; }
+
+demo: install ## run the whole system on the embedded broker with the sample requests
+	$(BIN)/itinerant demo
+
+test: install tools ## the whole suite: lint, types, unit and integration tests
+	$(BIN)/ruff check services tests bench
+	$(BIN)/mypy services
+	$(BIN)/pytest -q
+
+unit: install
+	$(BIN)/pytest -q tests/unit
+
+integration: install tools
+	$(BIN)/pytest -q tests/integration
+
+lint: install
+	$(BIN)/ruff check services tests bench
+	$(BIN)/ruff format --check services tests bench
+
+typecheck: install
+	$(BIN)/mypy services
+
+bench: install ## the full benchmark (under 15 minutes); results in bench/results/
+	$(BIN)/python -m bench.run
+
+bench-quick: install ## a quick benchmark for development (under 2 minutes)
+	$(BIN)/python -m bench.run --quick
+
+clean:
+	rm -rf .itinerant .pytest_cache .mypy_cache .ruff_cache
