@@ -78,9 +78,7 @@ class Supervisor:
         self.write_run_file()
 
     def _spawn(self, proc: ServiceProcess) -> None:
-        env = {**os.environ, **self.extra_env}
-        env["ITINERANT_DATA_DIR"] = str(self.settings.data_dir)
-        env["KAFKA_BOOTSTRAP_SERVERS"] = self.settings.kafka_bootstrap_servers
+        env = {**os.environ, **self.settings.to_env(), **self.extra_env}
         with proc.log_path.open("ab") as out:
             proc.process = subprocess.Popen(
                 [sys.executable, "-m", "services.cli.main", "worker", proc.name],

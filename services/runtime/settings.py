@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -76,6 +77,27 @@ class Settings(BaseSettings):
     llm_api_key: SecretStr | None = Field(default=None, description="API key for the LLM.")
     llm_model: str = Field(default="gpt-4o-mini", description="Model name for the LLM.")
     llm_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one LLM call.")
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as environment variables, for child processes."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump(mode="json").items():
+            key = (
+                "KAFKA_BOOTSTRAP_SERVERS"
+                if name == "kafka_bootstrap_servers"
+                else (f"ITINERANT_{name.upper()}")
+            )
+            if value is None:
+                continue
+            if isinstance(value, list):
+                env[key] = json.dumps(value)
+            elif isinstance(value, bool):
+                env[key] = "true" if value else "false"
+            else:
+                env[key] = str(value)
+        if self.llm_api_key is not None:
+            env["ITINERANT_LLM_API_KEY"] = self.llm_api_key.get_secret_value()
+        return env
 
     def topic(self, name: str) -> str:
         """Full topic name for a logical name (``requests``, ``agent.flights``, ...)."""

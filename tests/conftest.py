@@ -1,0 +1,24 @@
+"""Shared fixtures: settings isolated per test (own data dir)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.runtime.settings import Settings
+from services.testing import InMemoryMesh
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", metrics_port_base=0, coordinator_http_port=0)
+
+
+@pytest.fixture
+def mesh(settings: Settings) -> Iterator[InMemoryMesh]:
+    built = InMemoryMesh(settings)
+    yield built
+    for store in built.stores.values():
+        store.close()

@@ -1,0 +1,44 @@
+"""The request path end to end in memory: real processors and coordinator, no broker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from services.testing import InMemoryMesh
+
+EXAMPLES = Path(__file__).parents[2] / "examples" / "requests"
+
+
+def example(name: str) -> dict[str, object]:
+    loaded: dict[str, object] = json.loads((EXAMPLES / name).read_text())
+    return loaded
+
+
+async def test_trip_completes_with_confirmation(mesh: InMemoryMesh) -> None:
+    saga_id = mesh.publish_request(example("trip.json"))
+    await mesh.run()
+    result = mesh.results()[saga_id]
+    assert result["status"] == "completed", result
+    itinerary = result["itinerary"]
+    assert itinerary["validation"]["ok"] is True
+    assert itinerary["confirmation"]["total_usd"] == pytest.approx(
+        itinerary["flight"]["total_usd"] + itinerary["hotel"]["total_usd"]
+    )
+    assert [s["agent"] for s in result["steps"]] == [
+        "planner", "flights", "hotels", "validator", "notifier"
+    ]
+
+
+async def test_sold_out_hotel_cancels_the_flight(mesh: InMemoryMesh) -> None:
+    saga_id = mesh.publish_request(example("sold-out.json"))
+    await mesh.run()
+    result = mesh.results()[saga_id]
+    assert result["status"] == "compensated"
+    assert result["reason"] == "sold_out"
+    rows = mesh.stores["flights"].connection.execute(
+        "SELECT status FROM flight_bookings WHERE saga_id = ?", (saga_id,)
+    ).fetchall()
+    assert [r[0] for r in rows] == ["cancelled", "cancelled"]
