@@ -323,6 +323,22 @@ def demo(
     raise typer.Exit(code)
 
 
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def kcat(ctx: typer.Context) -> None:
+    """Run kcat against our Kafka (`itinerant kcat -P -t itinerant.requests`); -b is added."""
+    from .kcat import kcat_env, kcat_path
+
+    binary = kcat_path()
+    if binary is None:
+        raise _fail("kcat is not installed: `apt-get install kcat` (make test does it)")
+    args = list(ctx.args)
+    if "-b" not in args:
+        args = ["-b", _settings().kafka_bootstrap_servers, *args]
+    os.execve(binary, [binary, *args], kcat_env())
+
+
 @app.command("schemas")
 def schemas_export(
     out: Annotated[Path, typer.Option(help="folder to write")] = Path("schemas"),

@@ -110,7 +110,10 @@ class System:
         return publish_request(self.settings, request)
 
     def publish_raw(
-        self, topic: str, value: bytes, key: bytes | None = None,
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         publish_raw(self.settings, topic, key, value, headers)
@@ -126,20 +129,24 @@ class System:
             if until(seen):
                 return seen
             if time.monotonic() > deadline:
-                pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}; saw "
-                            f"{[(s.topic, s.key, s.headers.get('x-dlq-reason')) for s in seen][-10:]}")
+                pytest.fail(
+                    f"timed out after {timeout_s:.0f}s waiting for {what}; saw "
+                    f"{[(s.topic, s.key, s.headers.get('x-dlq-reason')) for s in seen][-10:]}"
+                )
         return seen
 
     def results(self, saga_ids: set[str], timeout_s: float = 60) -> dict[str, dict[str, Any]]:
         def done(seen: list[Seen]) -> bool:
             return saga_ids <= {s.key for s in seen if s.value is not None}
 
-        seen = self.collect([self.settings.results_topic], done, timeout_s,
-                            f"results of {len(saga_ids)} saga(s)")
+        seen = self.collect(
+            [self.settings.results_topic], done, timeout_s, f"results of {len(saga_ids)} saga(s)"
+        )
         return {s.key: s.value for s in seen if s.key in saga_ids and s.value is not None}
 
-    def dead_letters(self, where: Callable[[Seen], bool], count: int = 1,
-                     timeout_s: float = 30) -> list[Seen]:
+    def dead_letters(
+        self, where: Callable[[Seen], bool], count: int = 1, timeout_s: float = 30
+    ) -> list[Seen]:
         seen = self.collect(
             [self.settings.dlq_topic],
             lambda got: len([s for s in got if where(s)]) >= count,

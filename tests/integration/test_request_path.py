@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from services.cli.kcat import kcat_env
 from services.contracts.trip import Traveller, TripRequest
 
 from .conftest import System
@@ -22,13 +23,19 @@ def test_trip_completes_and_books_once(system: System) -> None:
     assert result["status"] == "completed", result
     confirmation = result["itinerary"]["confirmation"]
     assert confirmation["reference"] == f"IT-{saga_id[:8].upper()}"
-    flights = system.db("flights").execute(
-        "SELECT leg, status FROM flight_bookings WHERE saga_id = ? ORDER BY leg", (saga_id,)
-    ).fetchall()
+    flights = (
+        system.db("flights")
+        .execute(
+            "SELECT leg, status FROM flight_bookings WHERE saga_id = ? ORDER BY leg", (saga_id,)
+        )
+        .fetchall()
+    )
     assert flights == [("back", "held"), ("out", "held")]
-    hotels = system.db("hotels").execute(
-        "SELECT status FROM hotel_bookings WHERE saga_id = ?", (saga_id,)
-    ).fetchall()
+    hotels = (
+        system.db("hotels")
+        .execute("SELECT status FROM hotel_bookings WHERE saga_id = ?", (saga_id,))
+        .fetchall()
+    )
     assert hotels == [("held",)]
 
 
@@ -40,9 +47,11 @@ def test_sold_out_hotel_compensates_the_flight(system: System) -> None:
     assert "Reykjavik" in result["error"]
     statuses = [s["status"] for s in result["steps"]]
     assert statuses == ["completed", "compensated", "failed"], result["steps"]
-    flights = system.db("flights").execute(
-        "SELECT status FROM flight_bookings WHERE saga_id = ?", (saga_id,)
-    ).fetchall()
+    flights = (
+        system.db("flights")
+        .execute("SELECT status FROM flight_bookings WHERE saga_id = ?", (saga_id,))
+        .fetchall()
+    )
     assert sorted(flights) == [("cancelled",), ("cancelled",)]
 
 
@@ -52,10 +61,20 @@ def test_bare_json_with_kcat_starts_a_saga(system: System) -> None:
     request_id = str(uuid.uuid4())
     body = json.loads(open("examples/requests/day-trip.json").read())
     body["request_id"] = request_id
+    # Plain kcat, no headers, no key: exactly what a user with any Kafka client would send.
     subprocess.run(
-        ["kcat", "-P", "-b", system.settings.kafka_bootstrap_servers,
-         "-t", system.settings.requests_topic],
-        input=json.dumps(body).encode(), check=True, timeout=30,
+        [
+            "kcat",
+            "-P",
+            "-b",
+            system.settings.kafka_bootstrap_servers,
+            "-t",
+            system.settings.requests_topic,
+        ],
+        input=json.dumps(body).encode(),
+        check=True,
+        timeout=30,
+        env=kcat_env(),
     )
     result = system.results({request_id})[request_id]
     assert result["status"] == "completed"
@@ -75,9 +94,18 @@ def test_free_text_request_is_planned(system: System) -> None:
 def test_cli_publish_wait_prints_the_result(system: System) -> None:
     env = system.settings.to_env()
     run = subprocess.run(
-        [".venv/bin/itinerant", "publish", "examples/requests/trip.json", "--wait",
-         "--timeout", "60"],
-        capture_output=True, text=True, timeout=90, env={**env, "PATH": "/usr/bin:/bin"},
+        [
+            ".venv/bin/itinerant",
+            "publish",
+            "examples/requests/trip.json",
+            "--wait",
+            "--timeout",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**env, "PATH": "/usr/bin:/bin"},
     )
     assert run.returncode == 0, run.stderr
     assert '"status": "completed"' in run.stdout
@@ -85,18 +113,32 @@ def test_cli_publish_wait_prints_the_result(system: System) -> None:
 
 def test_status_shows_steps_and_timeline(system: System) -> None:
     saga_id = system.publish(
-        TripRequest(traveller=Traveller(name="Status Check"), origin="BCN", destination="AMS",
-                    depart_date="2027-09-01", return_date="2027-09-03")  # type: ignore[arg-type]
+        TripRequest(
+            traveller=Traveller(name="Status Check"),
+            origin="BCN",
+            destination="AMS",
+            depart_date="2027-09-01",
+            return_date="2027-09-03",
+        )  # type: ignore[arg-type]
     )
     system.results({saga_id})
     env = {**system.settings.to_env(), "PATH": "/usr/bin:/bin", "COLUMNS": "200"}
-    run = subprocess.run([".venv/bin/itinerant", "status", saga_id, "--json"],
-                         capture_output=True, text=True, timeout=30, env=env)
+    run = subprocess.run(
+        [".venv/bin/itinerant", "status", saga_id, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
     assert run.returncode == 0, run.stderr
     saga = json.loads(run.stdout)
     assert saga["state"] == "completed"
     assert [s["agent"] for s in saga["steps"]] == [
-        "planner", "flights", "hotels", "validator", "notifier"
+        "planner",
+        "flights",
+        "hotels",
+        "validator",
+        "notifier",
     ]
     assert all(s["duration_ms"] >= 0 for s in saga["steps"])
     events = [t["event"] for t in saga["timeline"]]
