@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -59,7 +60,7 @@ def test_bare_json_with_kcat_starts_a_saga(system: System) -> None:
     if shutil.which("kcat") is None:
         pytest.skip("kcat is not installed (make test installs it with apt-get)")
     request_id = str(uuid.uuid4())
-    body = json.loads(open("examples/requests/day-trip.json").read())
+    body = json.loads(Path("examples/requests/day-trip.json").read_text())
     body["request_id"] = request_id
     # Plain kcat, no headers, no key: exactly what a user with any Kafka client would send.
     subprocess.run(
