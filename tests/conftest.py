@@ -22,3 +22,11 @@ def mesh(settings: Settings) -> Iterator[InMemoryMesh]:
     yield built
     for store in built.stores.values():
         store.close()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    from tests.integration.conftest import docker_engine_answers
+
+    if docker_engine_answers():
+        return "integration broker: Apache Kafka through testcontainers"
+    return "integration broker: embedded Tansu (no Docker engine answered, so no Apache Kafka)"

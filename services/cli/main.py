@@ -23,6 +23,7 @@ from services.runtime.errors import ItinerantError
 from services.runtime.settings import Settings
 
 from . import demo as demo_module
+from .dlq import dlq_app
 from .kafka_io import publish_request, wait_for_results
 from .render import saga_tables
 from .requests import RequestError, load_request, read_source, request_from_flags
@@ -35,6 +36,7 @@ app = typer.Typer(
 )
 topics_app = typer.Typer(help="Topic administration.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
+app.add_typer(dlq_app, name="dlq")
 console = Console()
 err = Console(stderr=True)
 

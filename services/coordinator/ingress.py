@@ -60,7 +60,7 @@ def read_request(record: InRecord, max_bytes: int) -> Accepted | Refused:
     try:
         request = _decode(record, max_bytes)
     except ItinerantError as exc:
-        return Refused(message_id, fallback_saga, exc)
+        return Refused(message_id, _client_request_id(record, max_bytes) or fallback_saga, exc)
     return Accepted(
         message_id=message_id,
         saga_id=request.request_id or fallback_saga,
@@ -68,6 +68,21 @@ def read_request(record: InRecord, max_bytes: int) -> Accepted | Refused:
         traceparent=_header(record, "traceparent"),
         tracestate=_header(record, "tracestate"),
     )
+
+
+def _client_request_id(record: InRecord, max_bytes: int) -> str | None:
+    """The client's ``request_id`` from a request we refuse, so its answer is keyed by it."""
+    if not record.value or len(record.value) > max_bytes:
+        return None
+    try:
+        raw = json.loads(record.value)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if isinstance(raw, dict):
+        value = raw.get("request_id")
+        if isinstance(value, str) and 0 < len(value) <= 100:
+            return value
+    return None
 
 
 def _decode(record: InRecord, max_bytes: int) -> TripRequest:
@@ -90,7 +105,7 @@ def _decode(record: InRecord, max_bytes: int) -> TripRequest:
         )
     try:
         raw = json.loads(value)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise UndecodableMessage(
             f"the request is not JSON: {exc}",
             reason="invalid_json",

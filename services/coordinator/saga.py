@@ -194,6 +194,8 @@ def _completed(
         if record.compensable:
             saga.note(now, "late_step", f"{label} completed after the saga stopped; compensating")
             record.status = StepStatus.COMPENSATING
+            if saga.state is SagaState.COMPENSATING:
+                saga.compensation_queue.append(record.index)  # finish only once it is undone
             return [Compensate(record, saga.reason or "late")]
         return []
     if saga.state is not SagaState.RUNNING:
@@ -247,6 +249,8 @@ def _next_compensation(saga: Saga, now: datetime) -> list[Command]:
         return [Finish()]
     record = saga.step(saga.compensation_queue[0])
     assert record is not None
+    if record.status is StepStatus.COMPENSATING:
+        return []  # already asked for; wait for its step_compensated
     record.status = StepStatus.COMPENSATING
     return [Compensate(record, saga.reason or "compensation")]
 

@@ -52,7 +52,7 @@ class Budget(BaseModel):
     def decode(cls, raw: bytes) -> Budget:
         try:
             return cls.model_validate(json.loads(raw))
-        except (ValueError, ValidationError) as exc:
+        except (ValueError, ValidationError, RecursionError) as exc:
             raise InvalidSlip(
                 f"ce_budget is not a valid budget: {exc}", reason="invalid_budget"
             ) from exc

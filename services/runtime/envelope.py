@@ -152,7 +152,7 @@ class Envelope:
     def from_record(cls, record: InRecord) -> Envelope:
         """Decode headers; raise a poison-message error naming what is missing or wrong."""
         required = ("ce_id", "ce_type", "ce_source", "ce_sagaid")
-        values = {name: _text(record.header(name)) for name in required}
+        values = {name: _text(record.header(name), name) for name in required}
         missing = [name for name, value in values.items() if not value]
         if missing:
             raise MissingHeader(f"message lacks required header(s) {missing}")
@@ -166,24 +166,24 @@ class Envelope:
             source=values["ce_source"] or "",
             saga_id=values["ce_sagaid"] or "",
             data=record.value,
-            time=_time(_text(record.header("ce_time"))),
-            causation_id=_text(record.header("ce_causationid")),
+            time=_time(_text(record.header("ce_time"), "ce_time")),
+            causation_id=_text(record.header("ce_causationid"), "ce_causationid"),
             slip=Slip.decode(slip_raw) if slip_raw else None,
             budget=Budget.decode(budget_raw) if budget_raw else None,
-            traceparent=_text(record.header("traceparent")),
-            tracestate=_text(record.header("tracestate")),
-            dataschema=_text(record.header("ce_dataschema")),
-            replay_count=_int(_text(record.header(REPLAY_COUNT))),
+            traceparent=_text(record.header("traceparent"), "traceparent"),
+            tracestate=_text(record.header("tracestate"), "tracestate"),
+            dataschema=_text(record.header("ce_dataschema"), "ce_dataschema"),
+            replay_count=_int(_text(record.header(REPLAY_COUNT), REPLAY_COUNT)),
         )
 
 
-def _text(raw: bytes | None) -> str | None:
+def _text(raw: bytes | None, name: str) -> str | None:
     if raw is None:
         return None
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise MissingHeader("a CloudEvents header is not UTF-8", reason="undecodable") from exc
+        raise MissingHeader(f"header {name!r} is not UTF-8", reason="undecodable") from exc
 
 
 def _time(text: str | None) -> datetime:

@@ -27,6 +27,7 @@ class ItinerantError(Exception):
     disposition: ClassVar[Disposition] = Disposition.DEAD_LETTER
     reason: str = "error"
     hint: str = ""
+    attempts: int = 1
 
     def __init__(self, message: str, *, reason: str | None = None, hint: str | None = None):
         super().__init__(message)
@@ -111,6 +112,10 @@ class HandlerError(NonRetryableError):
 class RetriesExhausted(NonRetryableError):
     reason = "retries_exhausted"
     hint = "a dependency kept failing; check it, then replay from the DLQ"
+
+    def __init__(self, message: str, *, attempts: int):
+        super().__init__(message)
+        self.attempts = attempts
 
 
 # --- retryable --------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from .errors import (
     UnsupportedVersion,
 )
 from .events import COMPENSATE_ACTION, CompensateCommand, StepEvent, StepEventKind, event_type
-from .ids import derived_id
+from .ids import derived_id, name_id
 from .llm import LLMProvider
 from .settings import Settings
 from .slip import ParallelGroup, Slip, Step
@@ -92,12 +92,12 @@ class Processor:
         env: Envelope | None = None
         attempts = 1
         try:
-            if record.value is not None and len(record.value) > self.settings.max_message_bytes:
+            env = Envelope.from_record(record)
+            if len(env.data) > self.settings.max_message_bytes:
                 raise MessageTooLarge(
-                    f"message of {len(record.value)} bytes exceeds "
+                    f"message of {len(env.data)} bytes exceeds "
                     f"ITINERANT_MAX_MESSAGE_BYTES={self.settings.max_message_bytes}"
                 )
-            env = Envelope.from_record(record)
             with tracing.process_span(
                 self.service,
                 record.topic,
@@ -117,7 +117,7 @@ class Processor:
                 if result.error is not None:
                     tracing.mark_error(span, result.error.reason, str(result.error))
         except ItinerantError as exc:
-            result = self._dead_letter(record, env, exc, attempts)
+            result = self._dead_letter(record, env, exc, max(attempts, exc.attempts))
         except Exception as exc:  # a bug in the runtime itself: still never escape the loop
             log.exception("unexpected failure handling %s@%s", record.topic, record.offset)
             result = self._dead_letter(record, env, HandlerError(repr(exc)), attempts)
@@ -139,7 +139,7 @@ class Processor:
             )
         action = name[len(prefix) :]
         if action == COMPENSATE_ACTION:
-            return await self._compensate(env, version)
+            return await self._compensate(record, env, version)
         spec = self.agent.handlers.get(action)
         if spec is None:
             raise UnsupportedVersion(
@@ -240,13 +240,14 @@ class Processor:
         """Full-jitter exponential backoff, bounded by attempts and by the deadline."""
         if attempt >= self.settings.max_attempts:
             raise RetriesExhausted(
-                f"gave up after {attempt} attempts: {error.describe()}"
+                f"gave up after {attempt} attempts: {error.describe()}", attempts=attempt
             ) from error
         cap = min(self.settings.retry_max_delay_s, self.settings.retry_base_delay_s * 2**attempt)
         delay = random.uniform(0, cap)
         if now_utc() + timedelta(seconds=delay) >= budget.deadline:
             raise RetriesExhausted(
-                f"the deadline leaves no time for try {attempt + 1}: {error.describe()}"
+                f"the deadline leaves no time for try {attempt + 1}: {error.describe()}",
+                attempts=attempt,
             ) from error
         return delay
 
@@ -404,6 +405,17 @@ class Processor:
                 saga_id=saga_id,
             )
         ]
+        if env is None and saga_id:
+            # Headers too broken to decode, but the saga is known: it must still be parked.
+            env = Envelope(
+                id=_header_text(record, "ce_id")
+                or name_id(record.topic, record.partition, record.offset),
+                type="unknown.v1",
+                source=self.source,
+                saga_id=saga_id,
+                data=b"",
+                traceparent=_header_text(record, "traceparent"),
+            )
         if env is not None:
             event = StepEvent(
                 kind=kind,
@@ -424,7 +436,9 @@ class Processor:
 
     # -- compensation --------------------------------------------------------------------------
 
-    async def _compensate(self, env: Envelope, version: int) -> tuple[Processed, int]:
+    async def _compensate(
+        self, record: InRecord, env: Envelope, version: int
+    ) -> tuple[Processed, int]:
         if version != 1:
             raise UnsupportedVersion(f"compensate accepts v1, got v{version}")
         command = CompensateCommand.model_validate(self._decode(env, CompensateCommand))
@@ -437,11 +451,11 @@ class Processor:
             except RetryableError as exc:
                 error: ItinerantError = exc
             except ItinerantError as exc:
-                return self._compensation_failed(env, command, exc, attempt), attempt
+                return self._compensation_failed(record, env, command, exc, attempt), attempt
             try:
                 delay = self._retry_delay(attempt, budget, error)
             except RetriesExhausted as exhausted:
-                return self._compensation_failed(env, command, exhausted, attempt), attempt
+                return self._compensation_failed(record, env, command, exhausted, attempt), attempt
             metrics.RETRIES.labels(self.service, error.reason).inc()
             await asyncio.sleep(delay)
 
@@ -485,10 +499,14 @@ class Processor:
         return Processed("compensated", outputs, seqs)
 
     def _compensation_failed(
-        self, env: Envelope, command: CompensateCommand, error: ItinerantError, attempts: int
+        self,
+        record: InRecord,
+        env: Envelope,
+        command: CompensateCommand,
+        error: ItinerantError,
+        attempts: int,
     ) -> Processed:
         """Dead-letter the compensate command (an operator can replay it) and tell the saga."""
-        record = InRecord(self.topic, -1, -1, env.saga_id.encode(), env.data, env.headers())
         return self._dead_letter(
             record,
             env,

@@ -126,7 +126,7 @@ class Slip(BaseModel):
     def decode(cls, raw: bytes) -> Slip:
         try:
             return cls.model_validate(json.loads(raw))
-        except (ValueError, ValidationError) as exc:
+        except (ValueError, ValidationError, RecursionError) as exc:
             raise InvalidSlip(f"ce_routingslip is not a valid routing slip: {_short(exc)}") from exc
 
 
