@@ -85,6 +85,36 @@ class FlightLeg(BaseModel):
     price_usd: float
 
 
+class FlightQuote(BaseModel):
+    """What flights.search found: bookable now, held by nobody."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outbound: FlightLeg
+    inbound: FlightLeg
+    seats: int
+    total_usd: float
+
+
+class HotelQuote(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hotel_id: str
+    hotel_name: str
+    city: str
+    nights: int
+    rooms: int
+    total_usd: float
+
+
+class Refund(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    booking_ref: str
+    amount_usd: float
+    status: Literal["refunded"]
+
+
 class FlightBooking(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -132,10 +162,13 @@ class TripDocument(BaseModel):
 
     request: TripRequest
     plan: Plan | None = None
+    flight_quote: FlightQuote | None = None
+    hotel_quote: HotelQuote | None = None
     flight: FlightBooking | None = None
     hotel: HotelBooking | None = None
     validation: Validation | None = None
     confirmation: Confirmation | None = None
+    refund: Refund | None = None
 
     def require_plan(self) -> Plan:
         if self.plan is None:

@@ -14,6 +14,7 @@ class StepSummary(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     index: int
+    branch: int | None = None
     agent: str
     action: str
     status: str

@@ -1,10 +1,14 @@
 """The saga state machine (DESIGN §8), pure: state in, event in, new state and commands out.
 
-running -> completed
-running -> parked -> running                      (dead-lettered step, then replayed)
-running | parked -> compensating -> compensated   (business failure, timeout, budget, discard)
-compensating -> failed                            (a compensation could not finish)
-rejected                                          (ingress refused the request)
+    running -> completed
+    running -> parked -> running                      (dead-lettered step, then replayed)
+    running | parked -> compensating -> compensated   (business failure, timeout, budget, discard)
+    compensating -> failed                            (a compensation could not finish)
+    rejected                                          (ingress refused the request)
+
+It is also the aggregator of parallel groups (scatter-gather, DESIGN §4): branches report here,
+and when the group's join holds (all, first, quorum:N) their outputs are merged in branch order
+and the step after the group is dispatched.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.runtime.budget import Budget
 from services.runtime.events import StepEvent, StepEventKind
+from services.runtime.slip import ParallelGroup, Slip, Visit
 
 
 class SagaState(StrEnum):
@@ -40,6 +46,7 @@ TERMINAL = frozenset(
 
 class StepStatus(StrEnum):
     COMPLETED = "completed"
+    SKIPPED = "skipped"
     FAILED = "failed"
     DEADLETTERED = "deadlettered"
     COMPENSATING = "compensating"
@@ -47,10 +54,14 @@ class StepStatus(StrEnum):
     COMPENSATION_FAILED = "compensation_failed"
 
 
+StepKey = tuple[int, int | None]
+
+
 class StepRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     index: int
+    branch: int | None = None
     agent: str
     action: str
     status: StepStatus
@@ -61,6 +72,53 @@ class StepRecord(BaseModel):
     output: dict[str, Any] | None = None
     reason: str | None = None
     error: str | None = None
+
+    @property
+    def key(self) -> StepKey:
+        return (self.index, self.branch)
+
+
+class BranchResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    output: dict[str, Any]
+    visit: Visit
+    budget: Budget | None = None
+
+
+class GroupState(BaseModel):
+    """A parallel group being gathered."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int
+    join: str
+    size: int
+    started_at: datetime
+    timeout_at: datetime
+    slip: Slip  # the slip as fanned out: cursor on the group, no branch
+    base_budget: Budget | None = None
+    results: dict[int, BranchResult] = Field(default_factory=dict)
+    failed: list[int] = Field(default_factory=list)
+    joined_at: datetime | None = None
+
+    @property
+    def needed(self) -> int:
+        if self.join == "all":
+            return self.size
+        if self.join == "first":
+            return 1
+        return min(int(self.join.split(":", 1)[1]), self.size)
+
+    @property
+    def open(self) -> bool:
+        return self.joined_at is None
+
+    def satisfied(self) -> bool:
+        return len(self.results) >= self.needed
+
+    def hopeless(self) -> bool:
+        return self.size - len(self.failed) < self.needed
 
 
 class TimelineEntry(BaseModel):
@@ -84,15 +142,16 @@ class Saga(BaseModel):
     reason: str | None = None
     error: str | None = None
     steps: list[StepRecord] = Field(default_factory=list)
-    compensation_queue: list[int] = Field(default_factory=list)
+    compensation_queue: list[StepKey] = Field(default_factory=list)
+    groups: dict[int, GroupState] = Field(default_factory=dict)
     output: dict[str, Any] | None = None
     timeline: list[TimelineEntry] = Field(default_factory=list)
     parked_message_id: str | None = None
     traceparent: str | None = None
 
-    def step(self, index: int) -> StepRecord | None:
+    def step(self, index: int, branch: int | None = None) -> StepRecord | None:
         for record in self.steps:
-            if record.index == index:
+            if record.index == index and record.branch == branch:
                 return record
         return None
 
@@ -101,7 +160,7 @@ class Saga(BaseModel):
 
 
 _DONE_OR_UNDOING = frozenset(
-    {StepStatus.COMPLETED, StepStatus.COMPENSATING, StepStatus.COMPENSATED}
+    {StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.COMPENSATING, StepStatus.COMPENSATED}
 )
 
 
@@ -115,11 +174,21 @@ class Compensate:
 
 
 @dataclass(frozen=True)
+class Dispatch:
+    """Send the merged output of a joined group to the step after it."""
+
+    group: int
+    slip: Slip
+    budget: Budget
+    output: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Finish:
     """Write the saga's result."""
 
 
-Command = Compensate | Finish
+Command = Compensate | Dispatch | Finish
 
 
 # --- transitions ----------------------------------------------------------------------------
@@ -144,12 +213,22 @@ def start(
 def on_event(saga: Saga, ev: StepEvent, now: datetime, step_timeout: float) -> list[Command]:
     """Apply one progress event; mutates ``saga`` and returns what must be done."""
     saga.updated_at = now
-    label = f"{ev.agent}.{ev.action}"
+    label = _label(ev)
     if ev.kind is StepEventKind.COMPLETED:
+        if ev.branch is not None:
+            return _branch_completed(saga, ev, now, step_timeout, label)
         return _completed(saga, ev, now, step_timeout, label)
     if ev.kind is StepEventKind.FAILED:
         _record(saga, ev, StepStatus.FAILED)
         saga.note(now, "step_failed", f"{label}: {ev.reason}: {ev.error}")
+        group = saga.groups.get(ev.step) if ev.branch is not None else None
+        if group is not None:
+            if not group.open or ev.branch in group.failed:
+                return []
+            group.failed.append(ev.branch)  # type: ignore[arg-type]
+            if not group.hopeless():
+                saga.note(now, "branch_failed", f"{label}; the {group.join} join can still hold")
+                return []
         return begin_compensation(saga, now, ev.reason or "business_failure", ev.error)
     if ev.kind is StepEventKind.DEADLETTERED:
         _record(saga, ev, StepStatus.DEADLETTERED)
@@ -164,7 +243,7 @@ def on_event(saga: Saga, ev: StepEvent, now: datetime, step_timeout: float) -> l
     if ev.kind is StepEventKind.COMPENSATED:
         return _compensated(saga, ev, now, label)
     if ev.kind is StepEventKind.COMPENSATION_FAILED:
-        record = saga.step(ev.step)
+        record = saga.step(ev.step, ev.branch)
         if record is not None:
             record.status = StepStatus.COMPENSATION_FAILED
             record.error = ev.error
@@ -177,47 +256,168 @@ def on_event(saga: Saga, ev: StepEvent, now: datetime, step_timeout: float) -> l
     return []
 
 
+def _label(ev: StepEvent) -> str:
+    branch = f"[{ev.branch}]" if ev.branch is not None else ""
+    return f"{ev.agent}.{ev.action}{branch}"
+
+
 def _completed(
     saga: Saga, ev: StepEvent, now: datetime, step_timeout: float, label: str
 ) -> list[Command]:
     existing = saga.step(ev.step)
     if existing is not None and existing.status in _DONE_OR_UNDOING:
         return []  # a repeat of an event already applied
-    record = _record(saga, ev, StepStatus.COMPLETED)
-    saga.note(now, "step_completed", f"{label} in {ev.duration_ms:.0f} ms")
+    record = _record(saga, ev, StepStatus.SKIPPED if ev.skipped else StepStatus.COMPLETED)
+    how = "skipped (its condition does not hold)" if ev.skipped else f"in {ev.duration_ms:.0f} ms"
+    saga.note(now, "step_skipped" if ev.skipped else "step_completed", f"{label} {how}")
     if saga.state is SagaState.PARKED:
-        saga.state = SagaState.RUNNING
-        saga.reason = saga.error = saga.parked_message_id = None
-        saga.note(now, "resumed", f"{label} completed after replay")
+        _resume(saga, now, label)
     if saga.state in (SagaState.COMPENSATING, SagaState.COMPENSATED, SagaState.FAILED):
-        # A side effect reported after compensation began (events may cross): undo it too.
-        if record.compensable:
-            saga.note(now, "late_step", f"{label} completed after the saga stopped; compensating")
-            record.status = StepStatus.COMPENSATING
-            if saga.state is SagaState.COMPENSATING:
-                saga.compensation_queue.append(record.index)  # finish only once it is undone
-            return [Compensate(record, saga.reason or "late")]
-        return []
+        return _late(saga, record, now, label)
     if saga.state is not SagaState.RUNNING:
         return []
     if ev.final:
-        saga.state = SagaState.COMPLETED
-        saga.output = ev.output
-        saga.step_deadline = None
-        saga.note(now, "completed")
-        return [Finish()]
+        return _complete(saga, ev.output, now)
     saga.step_deadline = now + timedelta(seconds=step_timeout)
+    if ev.slip is not None and not ev.slip.at_end:
+        _open_group(saga, ev.slip, ev.budget, now)
     return []
 
 
+def _branch_completed(
+    saga: Saga, ev: StepEvent, now: datetime, step_timeout: float, label: str
+) -> list[Command]:
+    assert ev.branch is not None
+    existing = saga.step(ev.step, ev.branch)
+    if existing is not None and existing.status in _DONE_OR_UNDOING:
+        return []  # a duplicate branch result
+    record = _record(saga, ev, StepStatus.SKIPPED if ev.skipped else StepStatus.COMPLETED)
+    saga.note(now, "branch_completed", f"{label} in {ev.duration_ms:.0f} ms")
+    if saga.state is SagaState.PARKED:
+        _resume(saga, now, label)
+    if saga.state is not SagaState.RUNNING:
+        return _late(saga, record, now, label)
+    group = saga.groups.get(ev.step)
+    if group is None and ev.slip is not None:
+        group = _open_group(saga, ev.slip, None, now)
+    if group is None:
+        return []
+    if not group.open:
+        saga.note(now, "late_branch", f"{label} arrived after the {group.join} join; ignored")
+        return _late(saga, record, now, label)
+    visit = (
+        ev.slip.visited[-1]
+        if ev.slip and ev.slip.visited
+        else Visit(agent=ev.agent, id=ev.message_id, at=ev.at)
+    )
+    group.results[ev.branch] = BranchResult(output=ev.output or {}, visit=visit, budget=ev.budget)
+    if not group.satisfied():
+        return []
+    return _join(saga, group, now, step_timeout)
+
+
+def _join(saga: Saga, group: GroupState, now: datetime, step_timeout: float) -> list[Command]:
+    group.joined_at = now
+    ordered = [group.results[i] for i in sorted(group.results)]
+    merged = merge_outputs([r.output for r in ordered])
+    slip = group.slip.joined([r.visit for r in ordered])
+    budget = merge_budgets(group.base_budget, [r.budget for r in ordered if r.budget])
+    took = (now - group.started_at).total_seconds() * 1000
+    saga.note(
+        now,
+        "joined",
+        f"group {group.index} ({group.join}) joined {sorted(group.results)} after {took:.0f} ms",
+    )
+    if slip.at_end:
+        return _complete(saga, merged, now)
+    saga.step_deadline = now + timedelta(seconds=step_timeout)
+    _open_group(saga, slip, budget, now)
+    return [Dispatch(group=group.index, slip=slip, budget=budget, output=merged)]
+
+
+def _open_group(saga: Saga, slip: Slip, budget: Budget | None, now: datetime) -> GroupState | None:
+    """Record a parallel group at the slip's cursor when its branches are (about to be) out."""
+    if slip.at_end or not isinstance(slip.current, ParallelGroup):
+        return None
+    if slip.next in saga.groups:
+        return saga.groups[slip.next]
+    spec = slip.current
+    base_slip = slip.model_copy(update={"branch": None})
+    if budget is None or slip.branch is not None:
+        # Opened from a branch result: its visit and hop are not part of the group's base.
+        base_slip = base_slip.model_copy(update={"visited": slip.visited[:-1]})
+        budget = budget.model_copy(update={"hops": max(budget.hops - 1, 0)}) if budget else None
+    group = GroupState(
+        index=slip.next,
+        join=spec.join,
+        size=len(spec.parallel),
+        started_at=now,
+        timeout_at=now + timedelta(seconds=spec.timeout_s),
+        slip=base_slip,
+        base_budget=budget,
+    )
+    saga.groups[slip.next] = group
+    saga.step_deadline = group.timeout_at
+    return group
+
+
+def merge_outputs(outputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Branch outputs merged in branch order: for each top-level key, the last non-null value."""
+    merged: dict[str, Any] = {}
+    for output in outputs:
+        for key, value in output.items():
+            if value is not None or key not in merged:
+                merged[key] = value
+    return merged
+
+
+def merge_budgets(base: Budget | None, branches: list[Budget]) -> Budget:
+    """Every branch's spend counts: hops, tokens and cost add up across branches."""
+    if not branches:
+        assert base is not None
+        return base
+    root = base or branches[0].model_copy(update={"hops": 0, "tokens": 0, "cost_usd": 0.0})
+    return root.spent(
+        hops=sum(b.hops - root.hops for b in branches),
+        tokens=sum(b.tokens - root.tokens for b in branches),
+        cost_usd=sum(b.cost_usd - root.cost_usd for b in branches),
+    )
+
+
+def _complete(saga: Saga, output: dict[str, Any] | None, now: datetime) -> list[Command]:
+    saga.state = SagaState.COMPLETED
+    saga.output = output
+    saga.step_deadline = None
+    saga.note(now, "completed")
+    return [Finish()]
+
+
+def _resume(saga: Saga, now: datetime, label: str) -> None:
+    saga.state = SagaState.RUNNING
+    saga.reason = saga.error = saga.parked_message_id = None
+    saga.note(now, "resumed", f"{label} completed after replay")
+
+
+def _late(saga: Saga, record: StepRecord, now: datetime, label: str) -> list[Command]:
+    """A side effect reported after the saga stopped, or by a branch that lost its join:
+    undo it too (events may cross in flight)."""
+    if not record.compensable or record.status is not StepStatus.COMPLETED:
+        return []
+    saga.note(now, "late_step", f"{label} is not part of the outcome; compensating it")
+    record.status = StepStatus.COMPENSATING
+    if saga.state is SagaState.COMPENSATING:
+        saga.compensation_queue.append(record.key)  # finish only once it is undone
+    return [Compensate(record, saga.reason or "late")]
+
+
 def _compensated(saga: Saga, ev: StepEvent, now: datetime, label: str) -> list[Command]:
-    record = saga.step(ev.step)
+    record = saga.step(ev.step, ev.branch)
     if record is None or record.status is StepStatus.COMPENSATED:
         return []
     record.status = StepStatus.COMPENSATED
     saga.note(now, "step_compensated", label)
-    if ev.step in saga.compensation_queue:
-        saga.compensation_queue.remove(ev.step)
+    if record.key in saga.compensation_queue:
+        saga.compensation_queue.remove(record.key)
     if saga.state is not SagaState.COMPENSATING:
         return []
     return _next_compensation(saga, now)
@@ -234,11 +434,12 @@ def begin_compensation(
     saga.error = error
     saga.step_deadline = None
     saga.compensation_queue = [
-        r.index
-        for r in sorted(saga.steps, key=lambda r: r.index, reverse=True)
+        r.key
+        for r in sorted(saga.steps, key=lambda r: (r.index, r.branch or 0), reverse=True)
         if r.compensable and r.status is StepStatus.COMPLETED
     ]
-    saga.note(now, "compensating", f"{reason}; undoing steps {saga.compensation_queue}")
+    undo = [f"{i}" if b is None else f"{i}[{b}]" for i, b in saga.compensation_queue]
+    saga.note(now, "compensating", f"{reason}; undoing steps {undo}")
     return _next_compensation(saga, now)
 
 
@@ -247,7 +448,7 @@ def _next_compensation(saga: Saga, now: datetime) -> list[Command]:
         saga.state = SagaState.COMPENSATED
         saga.note(now, "compensated", saga.reason or "")
         return [Finish()]
-    record = saga.step(saga.compensation_queue[0])
+    record = saga.step(*saga.compensation_queue[0])
     assert record is not None
     if record.status is StepStatus.COMPENSATING:
         return []  # already asked for; wait for its step_compensated
@@ -256,13 +457,25 @@ def _next_compensation(saga: Saga, now: datetime) -> list[Command]:
 
 
 def on_tick(saga: Saga, now: datetime) -> list[Command]:
-    """Deadlines: the request's own, and the step timeout of a running saga."""
+    """Deadlines: the request's own, a parallel group's timeout, a running step's timeout."""
     if saga.state in (SagaState.RUNNING, SagaState.PARKED) and now >= saga.deadline:
         saga.updated_at = now
         return begin_compensation(
             saga, now, "budget_exceeded:deadline", f"deadline {saga.deadline.isoformat()} passed"
         )
-    if saga.state is SagaState.RUNNING and saga.step_deadline and now >= saga.step_deadline:
+    if saga.state is not SagaState.RUNNING:
+        return []
+    for group in saga.groups.values():
+        if group.open and now >= group.timeout_at:
+            saga.updated_at = now
+            return begin_compensation(
+                saga,
+                now,
+                "group_timeout",
+                f"parallel group {group.index} ({group.join}) had {sorted(group.results)} of "
+                f"{group.size} branches after {(group.timeout_at - group.started_at).seconds}s",
+            )
+    if saga.step_deadline and now >= saga.step_deadline:
         saga.updated_at = now
         done = sorted(r.index for r in saga.steps if r.status is StepStatus.COMPLETED)
         return begin_compensation(
@@ -274,6 +487,7 @@ def on_tick(saga: Saga, now: datetime) -> list[Command]:
 def _record(saga: Saga, ev: StepEvent, status: StepStatus) -> StepRecord:
     record = StepRecord(
         index=ev.step,
+        branch=ev.branch,
         agent=ev.agent,
         action=ev.action,
         status=status,
@@ -281,10 +495,10 @@ def _record(saga: Saga, ev: StepEvent, status: StepStatus) -> StepRecord:
         at=ev.at,
         duration_ms=ev.duration_ms,
         compensable=ev.compensable,
-        output=ev.output if ev.compensable or ev.final else None,
+        output=ev.output if ev.compensable or ev.final or ev.branch is not None else None,
         reason=ev.reason,
         error=ev.error,
     )
-    saga.steps = [r for r in saga.steps if r.index != ev.step] + [record]
-    saga.steps.sort(key=lambda r: r.index)
+    saga.steps = [r for r in saga.steps if r.key != record.key] + [record]
+    saga.steps.sort(key=lambda r: (r.index, -1 if r.branch is None else r.branch))
     return record

@@ -7,15 +7,16 @@ messages to send, so a restarted coordinator resumes every saga, timers included
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
 from datetime import timedelta
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.contracts.trip import TripDocument
-from services.runtime import metrics, tracing
+from services.runtime import metrics, routing, tracing
 from services.runtime.budget import Budget
 from services.runtime.dlq import dead_letter
 from services.runtime.envelope import Envelope, InRecord, OutMessage, now_utc, parse_type
@@ -33,6 +34,7 @@ from .results import RESULT_TYPE, Origin, SagaResult, StepSummary
 from .saga import (
     Command,
     Compensate,
+    Dispatch,
     Finish,
     Saga,
     SagaState,
@@ -45,6 +47,20 @@ from .saga import (
 log = logging.getLogger(__name__)
 
 SERVICE = "coordinator"
+DISCARD_TYPE = "itinerant.saga.discard_requested"
+
+
+class DiscardRequest(BaseModel):
+    """``itinerant.saga.discard_requested.v1``: an operator (or an A2A cancel) stops a saga."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    saga_id: str
+    why: str = Field(min_length=1, max_length=500)
+    entry: str | None = None
+    by: str = "operator"
+
+
 SOURCE = f"/itinerant/{SERVICE}"
 FIRST_STEP = Step(agent="planner", action="plan")
 
@@ -173,10 +189,15 @@ class Coordinator:
         started = time.perf_counter()
         try:
             env = Envelope.from_record(record)
-            if parse_type(env.type)[0].split(".")[:2] != ["itinerant", "saga"]:
+            name = parse_type(env.type)[0]
+            if name.split(".")[:2] != ["itinerant", "saga"]:
                 raise SchemaViolation(f"not a saga event: {env.type}", reason="unsupported_type")
             try:
-                event = StepEvent.model_validate_json(env.data)
+                event: StepEvent | DiscardRequest = (
+                    DiscardRequest.model_validate_json(env.data)
+                    if name == DISCARD_TYPE
+                    else StepEvent.model_validate_json(env.data)
+                )
             except ValidationError as exc:
                 raise SchemaViolation(f"invalid saga event: {exc.errors()[:3]}") from exc
         except ItinerantError as exc:
@@ -208,7 +229,7 @@ class Coordinator:
         self._observe(record.topic, processed, started)
         return processed
 
-    def _apply_event(self, env: Envelope, event: StepEvent) -> Processed:
+    def _apply_event(self, env: Envelope, event: StepEvent | DiscardRequest) -> Processed:
         recorded = self.store.recorded_outputs(env.id)
         if recorded is not None:
             return Processed("duplicate", recorded)
@@ -219,7 +240,12 @@ class Coordinator:
                 log.warning("event %s for unknown saga %s ignored", env.id, event.saga_id)
                 self.store.record(conn, env.id, [])
                 return Processed("ignored")
-            commands = on_event(saga, event, now, self.settings.step_timeout_s)
+            if isinstance(event, DiscardRequest):
+                saga.updated_at = now
+                saga.note(now, "discard_requested", f"by {event.by}: {event.why}")
+                commands = begin_compensation(saga, now, "discarded", f"{event.why} ({event.by})")
+            else:
+                commands = on_event(saga, event, now, self.settings.step_timeout_s)
             outputs = self._execute(conn, saga, commands, env.id)
             seqs = self.store.record(conn, env.id, outputs)
         return Processed("ok", outputs, seqs)
@@ -267,6 +293,8 @@ class Coordinator:
         for command in commands:
             if isinstance(command, Compensate):
                 outputs.append(self._compensate_message(saga, command, cause))
+            elif isinstance(command, Dispatch):
+                outputs.extend(self._dispatch_after_join(saga, command, cause))
             elif isinstance(command, Finish):
                 outputs.append(self._finish(saga, cause))
         repository.save(conn, saga)
@@ -276,10 +304,14 @@ class Coordinator:
         step = command.step
         saga.note(saga.updated_at, "compensate", f"{step.agent}.{step.action} (step {step.index})")
         payload = CompensateCommand(
-            action=step.action, step=step.index, output=step.output or {}, reason=command.reason
+            action=step.action,
+            step=step.index,
+            branch=step.branch,
+            output=step.output or {},
+            reason=command.reason,
         )
         return Envelope(
-            id=derived_id(cause, SERVICE, f"compensate:{step.index}"),
+            id=derived_id(cause, SERVICE, f"compensate:{step.index}:{step.branch}"),
             type=f"itinerant.{step.agent}.compensate.v1",
             source=SOURCE,
             saga_id=saga.saga_id,
@@ -287,6 +319,23 @@ class Coordinator:
             causation_id=cause,
             traceparent=saga.traceparent,
         ).to_message(self.settings.agent_topic(step.agent))
+
+    def _dispatch_after_join(self, saga: Saga, command: Dispatch, cause: str) -> list[OutMessage]:
+        """Gather: the merged output of a joined group goes to the step after it."""
+        data = json.dumps(command.output).encode()
+        return [
+            envelope.to_message(self.settings.agent_topic(agent), self.settings.max_slip_bytes)
+            for agent, envelope in routing.deliveries(
+                forward_id=derived_id(cause, SERVICE, f"join:{command.group}"),
+                causation_id=cause,
+                source=SOURCE,
+                saga_id=saga.saga_id,
+                slip=command.slip,
+                budget=command.budget,
+                data=data,
+                traceparent=saga.traceparent,
+            )
+        ]
 
     def _finish(self, saga: Saga, cause: str) -> OutMessage:
         now = now_utc()
@@ -302,6 +351,7 @@ class Coordinator:
             steps=[
                 StepSummary(
                     index=s.index,
+                    branch=s.branch,
                     agent=s.agent,
                     action=s.action,
                     status=s.status.value,

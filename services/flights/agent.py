@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from services.contracts.trip import FlightBooking, FlightLeg, TripDocument
+from services.contracts.trip import FlightBooking, FlightLeg, FlightQuote, Refund, TripDocument
 from services.inventory import Flight, catalogue
 from services.runtime.agent import Agent, HandlerContext
 from services.runtime.errors import BusinessFailure
@@ -30,6 +30,31 @@ CREATE INDEX IF NOT EXISTS flight_bookings_by_flight ON flight_bookings(flight_n
 agent = Agent("flights", "Books flights against the inventory.", migrations=(BOOKINGS,))
 
 
+@agent.handler("search")
+async def search(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
+    """Find the flights of the plan with enough free seats; holds nothing."""
+    plan = trip.require_plan()
+    inject_inventory_faults(ctx)
+    legs = []
+    for flight, day in (
+        (_flight(plan.origin, plan.destination), plan.depart_date),
+        (_flight(plan.destination, plan.origin), plan.return_date),
+    ):
+        free = flight.seats - _seats_taken(ctx, flight, day)
+        if free < plan.travellers:
+            raise BusinessFailure(
+                f"flight {flight.flight_no} on {day} has {free} seat(s) left", reason="sold_out"
+            )
+        legs.append(_leg(flight, day, plan.travellers))
+    quote = FlightQuote(
+        outbound=legs[0],
+        inbound=legs[1],
+        seats=plan.travellers,
+        total_usd=round(sum(leg.price_usd for leg in legs), 2),
+    )
+    return trip.model_copy(update={"flight_quote": quote})
+
+
 @agent.handler("book", side_effects=True)
 async def book(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
     plan = trip.require_plan()
@@ -43,13 +68,7 @@ async def book(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
     ):
         _hold(ctx, booking_id, leg, flight, day, plan.travellers)
     legs = [
-        FlightLeg(
-            flight_no=f.flight_no,
-            origin=f.origin,
-            destination=f.destination,
-            date=day,
-            price_usd=f.price_usd * plan.travellers,
-        )
+        _leg(f, day, plan.travellers)
         for f, day in ((outbound, plan.depart_date), (inbound, plan.return_date))
     ]
     booking = FlightBooking(
@@ -74,6 +93,54 @@ async def cancel(trip: TripDocument, ctx: HandlerContext) -> None:
     ctx.log.info("cancelled flights %s", trip.flight.booking_id)
 
 
+@agent.handler("refund", side_effects=True)
+async def refund(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
+    """Refund a held booking by its reference (both legs)."""
+    ref = trip.request.booking_ref
+    if not ref:
+        raise BusinessFailure("a refund needs the booking_ref to refund", reason="invalid_request")
+    rows = ctx.db.execute(
+        "SELECT flight_no, seats, status FROM flight_bookings WHERE booking_id = ?", (ref,)
+    ).fetchall()
+    if not rows:
+        raise BusinessFailure(f"no booking {ref!r} to refund", reason="unknown_booking")
+    if any(r[2] == "refunded" for r in rows) and not any(r[2] == "held" for r in rows):
+        raise BusinessFailure(f"booking {ref} was already refunded", reason="already_refunded")
+    if not any(r[2] == "held" for r in rows):
+        raise BusinessFailure(
+            f"booking {ref} is cancelled; nothing to refund", reason="not_refundable"
+        )
+    flights = catalogue().flights
+    amount = round(sum(flights[r[0]].price_usd * r[1] for r in rows if r[0] in flights), 2)
+    ctx.db.execute(
+        "UPDATE flight_bookings SET status = 'refunded' WHERE booking_id = ? AND status = 'held'",
+        (ref,),
+    )
+    ctx.log.info("refunded %s: $%.2f", ref, amount)
+    return trip.model_copy(
+        update={"refund": Refund(booking_ref=ref, amount_usd=amount, status="refunded")}
+    )
+
+
+def _leg(flight: Flight, day: date, travellers: int) -> FlightLeg:
+    return FlightLeg(
+        flight_no=flight.flight_no,
+        origin=flight.origin,
+        destination=flight.destination,
+        date=day,
+        price_usd=flight.price_usd * travellers,
+    )
+
+
+def _seats_taken(ctx: HandlerContext, flight: Flight, day: date) -> int:
+    taken: int = ctx.db.execute(
+        "SELECT COALESCE(SUM(seats), 0) FROM flight_bookings "
+        "WHERE flight_no = ? AND day = ? AND status = 'held' AND idempotency_key != ?",
+        (flight.flight_no, day.isoformat(), ctx.idempotency_key),
+    ).fetchone()[0]
+    return taken
+
+
 def _flight(origin: str, destination: str) -> Flight:
     flight = catalogue().flight_on_route(origin, destination)
     if flight is None:
@@ -85,11 +152,7 @@ def _hold(
     ctx: HandlerContext, booking_id: str, leg: str, flight: Flight, day: date, seats: int
 ) -> None:
     """Hold seats, keyed by the step's idempotency key: a repeat holds nothing new."""
-    taken = ctx.db.execute(
-        "SELECT COALESCE(SUM(seats), 0) FROM flight_bookings "
-        "WHERE flight_no = ? AND day = ? AND status = 'held' AND idempotency_key != ?",
-        (flight.flight_no, day.isoformat(), ctx.idempotency_key),
-    ).fetchone()[0]
+    taken = _seats_taken(ctx, flight, day)
     if taken + seats > flight.seats:
         raise BusinessFailure(
             f"flight {flight.flight_no} on {day} is sold out ({flight.seats - taken} seats left)",

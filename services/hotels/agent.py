@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.contracts.trip import HotelBooking, TripDocument
+from services.contracts.trip import HotelBooking, HotelQuote, TripDocument
 from services.inventory import Hotel, catalogue
 from services.runtime.agent import Agent, HandlerContext
 from services.runtime.errors import BusinessFailure
@@ -26,6 +26,28 @@ agent = Agent("hotels", "Books hotel rooms against the inventory.", migrations=(
 
 def rooms_for(travellers: int) -> int:
     return (travellers + 1) // 2
+
+
+@agent.handler("search")
+async def search(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
+    """Quote the cheapest hotel of the destination from the catalogue. Rooms are not held, and
+    availability is confirmed on booking (as with real hotel search APIs)."""
+    plan = trip.require_plan()
+    hotels = catalogue().hotels_in(plan.destination)
+    if not hotels:
+        raise BusinessFailure(f"no hotels in {plan.destination}", reason="no_hotels")
+    hotel = hotels[0]
+    rooms = rooms_for(plan.travellers)
+    nights = (plan.return_date - plan.depart_date).days
+    quote = HotelQuote(
+        hotel_id=hotel.hotel_id,
+        hotel_name=hotel.name,
+        city=hotel.city,
+        nights=nights,
+        rooms=rooms,
+        total_usd=round(hotel.nightly_usd * nights * rooms, 2),
+    )
+    return trip.model_copy(update={"hotel_quote": quote})
 
 
 @agent.handler("book", side_effects=True)

@@ -12,6 +12,8 @@ agent = Agent("notifier", "Renders the booking confirmation.")
 
 @agent.handler()
 async def notify(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
+    if trip.refund is not None:
+        return trip.model_copy(update={"confirmation": refund_confirmation(trip, ctx.saga_id)})
     plan = trip.require_plan()
     cities = catalogue().cities
     lines = [
@@ -35,3 +37,14 @@ async def notify(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
         reference=f"IT-{ctx.saga_id[:8].upper()}", total_usd=total, text="\n".join(lines)
     )
     return trip.model_copy(update={"confirmation": confirmation})
+
+
+def refund_confirmation(trip: TripDocument, saga_id: str) -> Confirmation:
+    assert trip.refund is not None
+    text = (
+        f"Dear {trip.request.traveller.name},\n"
+        f"booking {trip.refund.booking_ref} is refunded: ${trip.refund.amount_usd:.2f}."
+    )
+    return Confirmation(
+        reference=f"IT-{saga_id[:8].upper()}", total_usd=-trip.refund.amount_usd, text=text
+    )

@@ -7,7 +7,7 @@ from services.inventory import catalogue
 from services.runtime.agent import Agent, AgentServices, HandlerContext
 from services.runtime.errors import BusinessFailure
 from services.runtime.llm import DeterministicProvider
-from services.runtime.slip import SlipStep, Step
+from services.runtime.slip import ParallelGroup, SlipStep, Step
 
 from .understanding import PlanDraft, read_free_text
 
@@ -25,13 +25,18 @@ def register_rules(services: AgentServices) -> None:
 @agent.handler("plan")
 async def plan(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
     draft = await understand(trip.request, ctx)
+    if draft.flow == "refund":
+        if trip.request.booking_ref is None:
+            raise BusinessFailure("a refund needs a booking_ref", reason="incomplete_request")
+        ctx.reroute(REFUND_ROUTE)
+        return trip
     if draft.flow != "trip":
         raise BusinessFailure(
             f"cannot handle this request ({draft.note or draft.flow}); {SUPPORTED}",
             reason="unsupported_request",
         )
     the_plan = to_plan(draft, trip.request, planned_by=ctx.provider.name)
-    ctx.reroute(route_for(the_plan))
+    ctx.reroute(route_for(the_plan, parallel=ctx.settings.parallel_search))
     return trip.model_copy(update={"plan": the_plan})
 
 
@@ -99,10 +104,30 @@ def to_plan(draft: PlanDraft, request: TripRequest, *, planned_by: str) -> Plan:
     )
 
 
-def route_for(the_plan: Plan) -> list[SlipStep]:
-    """Content-based routing: a same-day return needs no hotel."""
-    steps: list[SlipStep] = [Step(agent="flights", action="book")]
-    if the_plan.needs_hotel:
-        steps.append(Step(agent="hotels", action="book"))
-    steps += [Step(agent="validator"), Step(agent="notifier")]
-    return steps
+NEEDS_HOTEL = "plan.needs_hotel"
+REFUND_ROUTE: list[SlipStep] = [Step(agent="flights", action="refund"), Step(agent="notifier")]
+
+
+def route_for(the_plan: Plan, *, parallel: bool = True) -> list[SlipStep]:
+    """The trip flow: search flights and hotels (in parallel), then book, validate, confirm.
+    The hotel steps carry a filter, so a same-day return skips them."""
+    searches: list[SlipStep] = [
+        Step(agent="flights", action="search"),
+        Step(agent="hotels", action="search", when=NEEDS_HOTEL),
+    ]
+    search: list[SlipStep] = (
+        [
+            ParallelGroup(
+                parallel=[s for s in searches if isinstance(s, Step)], join="all", timeout_s=20.0
+            )
+        ]
+        if parallel
+        else searches
+    )
+    return [
+        *search,
+        Step(agent="flights", action="book"),
+        Step(agent="hotels", action="book", when=NEEDS_HOTEL),
+        Step(agent="validator"),
+        Step(agent="notifier"),
+    ]

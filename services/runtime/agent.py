@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from .budget import Budget
 from .llm import LLMProvider
+from .settings import Settings
 from .slip import Slip, SlipStep
 
 Handler = Callable[[Any, "HandlerContext"], Awaitable[BaseModel]]
@@ -51,6 +52,7 @@ class HandlerContext:
     budget: Budget
     slip: Slip
     log: logging.LoggerAdapter[logging.Logger]
+    settings: Settings
     route: list[SlipStep] | None = None
     tokens: int = 0
     cost_usd: float = 0.0

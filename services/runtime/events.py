@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from .budget import Budget
+from .slip import Slip
 
 
 class StepEventKind(StrEnum):
@@ -40,6 +41,7 @@ class StepEvent(BaseModel):
     at: datetime
     duration_ms: float = 0.0
     budget: Budget | None = None
+    slip: Slip | None = Field(default=None, description="the slip after this step")
 
     @property
     def ce_type(self) -> str:
@@ -57,6 +59,7 @@ class CompensateCommand(BaseModel):
 
     action: str
     step: int
+    branch: int | None = None
     output: dict[str, Any]
     reason: str
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from . import metrics, tracing
+from . import conditions, metrics, routing, tracing
 from .agent import Agent, AgentServices, HandlerContext, HandlerSpec
 from .budget import Budget
 from .dlq import dead_letter
@@ -42,7 +42,7 @@ from .events import COMPENSATE_ACTION, CompensateCommand, StepEvent, StepEventKi
 from .ids import derived_id, name_id
 from .llm import LLMProvider
 from .settings import Settings
-from .slip import ParallelGroup, Slip, Step
+from .slip import Slip, Step
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -159,9 +159,7 @@ class Processor:
                 f"slip cursor {slip.next} is out of range for its {len(slip.steps)} steps",
                 reason="invalid_slip",
             )
-        step = slip.current
-        if isinstance(step, ParallelGroup):
-            raise InvalidSlip("parallel groups are fanned out before delivery; got a group")
+        step = slip.own_step()
         if step.agent != self.service:
             raise InvalidSlip(f"slip cursor points at {step.agent!r}, not at {self.service!r}")
         return slip.next, step
@@ -170,7 +168,7 @@ class Processor:
         if env.slip is None:
             raise InvalidSlip("agent messages need a ce_routingslip header", reason="missing_slip")
         slip = env.slip
-        step_index, _step = self._own_step(slip)
+        step_index, step = self._own_step(slip)
         slip.check_agents(self.settings.agents)
         budget = env.budget or default_budget(self.settings)
         try:
@@ -184,6 +182,8 @@ class Processor:
                 return self._stop_saga(env, spec.action, step_index, exc), 1
             raise
         payload = self._decode(env, spec.input_model)
+        if step.when is not None and not conditions.evaluate(step.when, json.loads(env.data)):
+            return self._skip(env, spec, slip, budget, step_index, payload), 1
         attempt = 0
         while True:
             attempt += 1
@@ -280,7 +280,9 @@ class Processor:
             tracestate=tracestate or env.tracestate,
             **attrs,
         )
-        message = out.to_message(topic, self.settings.max_slip_bytes)
+        return self._checked(out.to_message(topic, self.settings.max_slip_bytes), kind)
+
+    def _checked(self, message: OutMessage, kind: str) -> OutMessage:
         if len(message.value) > self.settings.max_message_bytes:
             raise MessageTooLarge(
                 f"{self.service} produced a {len(message.value)}-byte {kind} message, over "
@@ -312,24 +314,44 @@ class Processor:
         )
 
     def _forward(self, env: Envelope, slip: Slip, budget: Budget, data: bytes) -> list[OutMessage]:
-        step = slip.current
-        if isinstance(step, ParallelGroup):
-            raise InvalidSlip(
-                "parallel groups need the coordinator's fan-out, which this runtime does not "
-                "provide yet",
-                reason="unsupported_slip",
+        """Messages for the step at the cursor: one, or one per branch of a parallel group."""
+        traceparent, tracestate = tracing.current_traceparent()
+        messages = []
+        for agent, out in routing.deliveries(
+            forward_id=derived_id(env.id, self.service, "forward"),
+            causation_id=env.id,
+            source=self.source,
+            saga_id=env.saga_id,
+            slip=slip,
+            budget=budget,
+            data=data,
+            traceparent=traceparent or env.traceparent,
+            tracestate=tracestate or env.tracestate,
+        ):
+            messages.append(
+                self._checked(
+                    out.to_message(self.settings.agent_topic(agent), self.settings.max_slip_bytes),
+                    "forward",
+                )
             )
-        return [
-            self._message(
-                env,
-                "forward",
-                self.settings.agent_topic(step.agent),
-                f"itinerant.{step.agent}.{step.action}.v1",
-                data,
-                slip=slip,
-                budget=budget,
-            )
-        ]
+        return messages
+
+    def _skip(
+        self,
+        env: Envelope,
+        spec: HandlerSpec,
+        slip: Slip,
+        budget: Budget,
+        step_index: int,
+        payload: BaseModel,
+    ) -> Processed:
+        """Message filter: the step's `when` does not hold, so pass the payload on unchanged."""
+        started = time.perf_counter()
+        with self.store.transaction() as conn:
+            ctx = self._context(env, conn, slip, budget)
+            outputs = self._step_outputs(env, spec, ctx, step_index, payload, started, skipped=True)
+            seqs = self.store.record(conn, env.id, outputs)
+        return Processed("skipped", outputs, seqs)
 
     def _step_outputs(
         self,
@@ -339,29 +361,41 @@ class Processor:
         step_index: int,
         result: BaseModel,
         started: float,
+        *,
+        skipped: bool = False,
     ) -> list[OutMessage]:
-        """The progress event, then the message to the next step (unless this was the last)."""
+        """The progress event, then the message(s) to the next step. A branch of a parallel
+        group only reports to the coordinator, which joins the branches and moves on."""
+        branch = ctx.slip.branch
+        if ctx.route is not None and branch is not None:
+            raise HandlerError(f"{self.service}.{spec.action} rerouted inside a parallel group")
         slip = ctx.slip if ctx.route is None else ctx.slip.with_remaining(ctx.route)
-        slip = slip.advanced(self.service, env.id, now_utc())
+        slip = slip.advanced(self.service, env.id, now_utc(), skipped=skipped)
         slip.check_agents(self.settings.agents)
         budget = ctx.budget.spent(hops=1, tokens=ctx.tokens, cost_usd=ctx.cost_usd)
         data = result.model_dump_json().encode()
         final = slip.at_end
+        reported = final or branch is not None or (spec.side_effects and not skipped)
         event = self._step_event(
             env,
             StepEventKind.COMPLETED,
             spec.action,
             step_index,
+            branch=branch,
             final=final,
-            compensable=spec.side_effects and spec.action in self.agent.compensations,
-            output=json.loads(data) if (final or spec.side_effects) else None,
+            skipped=skipped,
+            compensable=spec.side_effects
+            and not skipped
+            and spec.action in self.agent.compensations,
+            output=json.loads(data) if reported else None,
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
             budget=budget,
+            slip=slip,
         )
         # The progress event is sent (and acknowledged) before the forward, so the coordinator
         # knows of a side effect before any later step can fail and ask for its compensation.
         outputs = [self.event(env, event)]
-        if not final:
+        if not final and branch is None:
             outputs += self._forward(env, slip, budget, data)
         return outputs
 
@@ -384,6 +418,7 @@ class Processor:
         kind: StepEventKind = StepEventKind.DEADLETTERED,
         action: str | None = None,
         step: int | None = None,
+        branch: int | None = None,
     ) -> Processed:
         metrics.DLQ_MESSAGES.labels(self.service, exc.reason).inc()
         log.error(
@@ -423,6 +458,7 @@ class Processor:
                 agent=self.service,
                 action=action or _action_of(env, self.service),
                 step=step if step is not None else (env.slip.next if env.slip else -1),
+                branch=branch if branch is not None else (env.slip.branch if env.slip else None),
                 message_id=env.id,
                 at=now_utc(),
                 reason=exc.reason,
@@ -492,6 +528,7 @@ class Processor:
                 StepEventKind.COMPENSATED,
                 command.action,
                 command.step,
+                branch=command.branch,
                 reason=command.reason,
             )
             outputs = [self.event(env, event)]
@@ -515,6 +552,7 @@ class Processor:
             kind=StepEventKind.COMPENSATION_FAILED,
             action=command.action,
             step=command.step,
+            branch=command.branch,
         )
 
     def _context(self, env: Envelope, conn: Any, slip: Slip, budget: Budget) -> HandlerContext:
@@ -530,6 +568,7 @@ class Processor:
                 logging.getLogger(f"itinerant.{self.service}"),
                 {"saga_id": env.saga_id, "message_id": env.id},
             ),
+            settings=self.settings,
         )
 
 

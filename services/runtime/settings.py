@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     step_timeout_s: float = Field(default=60.0, gt=0, description="A step stuck longer fails.")
     timer_interval_s: float = Field(default=1.0, gt=0, description="Coordinator timer tick.")
 
+    parallel_search: bool = Field(
+        default=True,
+        description="Trip flow searches flights and hotels in parallel (false: in turn).",
+    )
     metrics_port_base: int = Field(
         default=9400, ge=0, description="Service i exposes metrics on base+i (0 = off)."
     )

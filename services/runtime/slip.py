@@ -60,6 +60,7 @@ class Slip(BaseModel):
     v: Literal[1] = 1
     steps: list[SlipStep] = Field(min_length=1, max_length=64)
     next: int = Field(default=0, ge=0)
+    branch: int | None = Field(default=None, ge=0, description="branch of a parallel group")
     visited: list[Visit] = Field(default_factory=list)
 
     # -- reading -------------------------------------------------------------------------------
@@ -74,6 +75,36 @@ class Slip(BaseModel):
     def at_end(self) -> bool:
         return self.next >= len(self.steps)
 
+    def own_step(self) -> Step:
+        """The step this message is for: the current step, or its branch of a group."""
+        step = self.current
+        if isinstance(step, ParallelGroup):
+            if self.branch is None or self.branch >= len(step.parallel):
+                raise InvalidSlip(
+                    f"slip points at a parallel group but its branch is {self.branch!r}"
+                )
+            return step.parallel[self.branch]
+        if self.branch is not None:
+            raise InvalidSlip("slip has a branch but does not point at a parallel group")
+        return step
+
+    def deliveries(self) -> list[tuple[Slip, Step]]:
+        """Where the step at the cursor goes: one delivery, or one per branch of a group."""
+        step = self.current
+        if isinstance(step, ParallelGroup):
+            return [(self.model_copy(update={"branch": i}), b) for i, b in enumerate(step.parallel)]
+        return [(self.model_copy(update={"branch": None}), step)]
+
+    def joined(self, branch_visits: list[Visit]) -> Slip:
+        """The slip after a parallel group: every branch's visit recorded, cursor past it."""
+        return self.model_copy(
+            update={
+                "next": self.next + 1,
+                "branch": None,
+                "visited": [*self.visited, *branch_visits],
+            }
+        )
+
     def agents(self) -> list[str]:
         names: list[str] = []
         for step in self.steps:
@@ -83,8 +114,11 @@ class Slip(BaseModel):
     # -- changing (returns a new slip) ---------------------------------------------------------
 
     def advanced(self, agent: str, message_id: str, at: datetime, *, skipped: bool = False) -> Slip:
+        """After this agent's step. A branch records its visit but keeps the cursor on its group:
+        the coordinator moves past the group when the join holds."""
         visit = Visit(agent=agent, id=message_id, at=at, skipped=skipped)
-        return self.model_copy(update={"next": self.next + 1, "visited": [*self.visited, visit]})
+        step = self.next if self.branch is not None else self.next + 1
+        return self.model_copy(update={"next": step, "visited": [*self.visited, visit]})
 
     def with_remaining(self, steps: list[SlipStep]) -> Slip:
         """Dynamic routing: replace every step after the current one."""

@@ -19,8 +19,11 @@ TRIP = {
 }
 
 
-async def run_until(mesh: InMemoryMesh, topic: str) -> OutMessage:
-    while mesh.queue and mesh.queue[0].topic != topic:
+async def run_until(mesh: InMemoryMesh, topic: str, ce_type: bytes | None = None) -> OutMessage:
+    def wanted(m: OutMessage) -> bool:
+        return m.topic == topic and (ce_type is None or m.header("ce_type") == ce_type)
+
+    while mesh.queue and not wanted(mesh.queue[0]):
         await mesh.deliver(mesh.queue.popleft())
     assert mesh.queue, f"nothing was sent to {topic}"
     return mesh.queue.popleft()
@@ -32,7 +35,9 @@ def ids(messages: list[OutMessage]) -> list[tuple[str, bytes | None]]:
 
 async def test_same_flights_message_twice_books_once(mesh: InMemoryMesh) -> None:
     saga_id = mesh.publish_request(dict(TRIP))
-    message = await run_until(mesh, mesh.settings.agent_topic("flights"))
+    message = await run_until(
+        mesh, mesh.settings.agent_topic("flights"), b"itinerant.flights.book.v1"
+    )
     first = await mesh.deliver(message)
     second = await mesh.deliver(message)
     assert first is not None and second is not None
@@ -58,12 +63,14 @@ async def test_same_flights_message_twice_books_once(mesh: InMemoryMesh) -> None
     assert mesh.results()[saga_id]["status"] == "completed"
     saga = mesh.saga(saga_id)
     assert saga is not None and saga.state is SagaState.COMPLETED
-    assert [s.agent for s in saga.steps] == [
-        "planner",
-        "flights",
-        "hotels",
-        "validator",
-        "notifier",
+    assert [(s.agent, s.action) for s in saga.steps] == [
+        ("planner", "plan"),
+        ("flights", "search"),
+        ("hotels", "search"),
+        ("flights", "book"),
+        ("hotels", "book"),
+        ("validator", "run"),
+        ("notifier", "run"),
     ]
     # Re-sent outputs keep their ids, so a results reader sees one result (it may arrive twice).
     assert len({m.header("ce_id") for m in mesh.log[mesh.settings.results_topic]}) == 1

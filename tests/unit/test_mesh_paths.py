@@ -27,8 +27,14 @@ async def test_trip_completes_with_confirmation(mesh: InMemoryMesh) -> None:
     assert itinerary["confirmation"]["total_usd"] == pytest.approx(
         itinerary["flight"]["total_usd"] + itinerary["hotel"]["total_usd"]
     )
-    assert [s["agent"] for s in result["steps"]] == [
-        "planner", "flights", "hotels", "validator", "notifier"
+    assert [(s["agent"], s["action"], s["branch"]) for s in result["steps"]] == [
+        ("planner", "plan", None),
+        ("flights", "search", 0),
+        ("hotels", "search", 1),
+        ("flights", "book", None),
+        ("hotels", "book", None),
+        ("validator", "run", None),
+        ("notifier", "run", None),
     ]
 
 
@@ -38,7 +44,9 @@ async def test_sold_out_hotel_cancels_the_flight(mesh: InMemoryMesh) -> None:
     result = mesh.results()[saga_id]
     assert result["status"] == "compensated"
     assert result["reason"] == "sold_out"
-    rows = mesh.stores["flights"].connection.execute(
-        "SELECT status FROM flight_bookings WHERE saga_id = ?", (saga_id,)
-    ).fetchall()
+    rows = (
+        mesh.stores["flights"]
+        .connection.execute("SELECT status FROM flight_bookings WHERE saga_id = ?", (saga_id,))
+        .fetchall()
+    )
     assert [r[0] for r in rows] == ["cancelled", "cancelled"]

@@ -9,11 +9,12 @@ import pytest
 
 from services.contracts.trip import FlightBooking, FlightLeg, Plan, TripDocument, TripRequest
 from services.inventory import catalogue
-from services.planner.agent import route_for, to_plan
+from services.planner.agent import NEEDS_HOTEL, route_for, to_plan
 from services.planner.understanding import PlanDraft, read_free_text
 from services.runtime.agent import HandlerContext
+from services.runtime.conditions import evaluate
 from services.runtime.errors import BusinessFailure
-from services.runtime.slip import Step
+from services.runtime.slip import ParallelGroup, Step
 from services.validator.agent import validate
 
 NO_CTX = cast(HandlerContext, None)  # the validator uses nothing from its context
@@ -77,19 +78,40 @@ def plan(depart: date, back: date, **changes: object) -> Plan:
     return Plan.model_validate({**base, **changes})
 
 
-def test_route_for_same_day_trip_skips_hotels() -> None:
+def test_route_for_searches_in_parallel_then_books_with_hotel_filters() -> None:
     day = date(2027, 6, 1)
-    assert route_for(plan(day, day)) == [
+    route = route_for(plan(day, date(2027, 6, 3)))
+    assert route[0] == ParallelGroup(
+        parallel=[
+            Step(agent="flights", action="search"),
+            Step(agent="hotels", action="search", when="plan.needs_hotel"),
+        ],
+        join="all",
+        timeout_s=20.0,
+    )
+    assert route[1:] == [
         Step(agent="flights", action="book"),
+        Step(agent="hotels", action="book", when="plan.needs_hotel"),
         Step(agent="validator"),
         Step(agent="notifier"),
     ]
-    assert route_for(plan(day, date(2027, 6, 3))) == [
-        Step(agent="flights", action="book"),
-        Step(agent="hotels", action="book"),
-        Step(agent="validator"),
-        Step(agent="notifier"),
+    sequential = route_for(plan(day, day), parallel=False)
+    assert [s.agent for s in sequential if isinstance(s, Step)] == [
+        "flights",
+        "hotels",
+        "flights",
+        "hotels",
+        "validator",
+        "notifier",
     ]
+
+
+def test_hotel_filter_skips_a_same_day_trip_only() -> None:
+    day = date(2027, 6, 1)
+    same_day = plan(day, day).model_dump(mode="json")
+    stay = plan(day, date(2027, 6, 3)).model_dump(mode="json")
+    assert evaluate(NEEDS_HOTEL, {"plan": same_day}) is False
+    assert evaluate(NEEDS_HOTEL, {"plan": stay}) is True
 
 
 def request() -> TripRequest:
