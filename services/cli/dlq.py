@@ -301,7 +301,7 @@ def fetch_saga(settings: Settings, saga_id: str) -> tuple[dict[str, Any] | None,
     """The saga from the coordinator's HTTP view, or (None, why not)."""
     url = f"http://127.0.0.1:{settings.coordinator_http_port}/sagas/{saga_id}"
     try:
-        with urllib.request.urlopen(url, timeout=3) as response:
+        with urllib.request.urlopen(url, timeout=5) as response:
             return json.loads(response.read()), None
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
@@ -387,6 +387,11 @@ def _show(settings: Settings, view: EntryView, now: datetime) -> None:
 
 # --- commands ---------------------------------------------------------------------------------
 
+
+def _help(*paragraphs: str) -> str:
+    return "\n\n".join(paragraphs)
+
+
 ReasonOpt = Annotated[str | None, typer.Option("--reason", help="only this x-dlq-reason")]
 ServiceOpt = Annotated[str | None, typer.Option("--service", help="only from this service")]
 SagaOpt = Annotated[str | None, typer.Option("--saga", help="only this saga (id or prefix)")]
@@ -404,7 +409,14 @@ def _since(text: str | None) -> datetime | None:
         _fail(str(exc), EXIT_USAGE)
 
 
-@dlq_app.command("list")
+@dlq_app.command(
+    "list",
+    help=_help(
+        "Every dead-lettered message and what happened to it (pending, replayed, discarded).",
+        "Reads the whole dead-letter topic and the operators' actions; filters combine.",
+        "Exit codes: 0 ok (also when nothing matches); 1 broker or other failure; 2 bad usage.",
+    ),
+)
 def list_cmd(
     reason: ReasonOpt = None,
     service: ServiceOpt = None,
@@ -415,10 +427,6 @@ def list_cmd(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON array for scripts")] = False,
 ) -> None:
-    """Every dead-lettered message and what happened to it (pending, replayed, discarded).
-
-    Exit codes: 0 ok (also when nothing matches); 1 broker or other failure; 2 bad usage.
-    """
     if status is not None and status not in ("pending", "replayed", "discarded"):
         _fail(f"--status must be pending, replayed or discarded, not {status!r}", EXIT_USAGE)
     cutoff = _since(since)
@@ -451,15 +459,18 @@ def list_cmd(
         )
 
 
-@dlq_app.command("show")
+@dlq_app.command(
+    "show",
+    help=_help(
+        "One entry: headers, payload, the error and its saga's timeline.",
+        "The timeline comes from the coordinator's saga view; it is left out if that is down.",
+        "Exit codes: 0 ok; 1 broker or other failure; 2 unknown id or ambiguous prefix.",
+    ),
+)
 def show_cmd(
     entry: Annotated[str, typer.Argument(help="entry id, or any unique prefix of it")],
     as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts")] = False,
 ) -> None:
-    """One entry: headers, payload, the error and its saga's timeline (from the coordinator).
-
-    Exit codes: 0 ok; 1 broker or other failure; 2 unknown id or ambiguous prefix.
-    """
     settings = _settings()
     view = _resolve_or_fail(_snapshot_or_fail(settings), entry)
     now = datetime.now(UTC)
@@ -469,7 +480,8 @@ def show_cmd(
         body["key"] = view.entry.key.decode("utf-8", errors="replace") if view.entry.key else None
         text, is_json = payload_text(view.entry.value)
         body["payload"] = json.loads(text) if is_json else text
-        saga, why_not = None, "the entry names no saga"
+        saga: dict[str, Any] | None = None
+        why_not: str | None = "the entry names no saga"
         if view.entry.saga_id:
             saga, why_not = fetch_saga(settings, view.entry.saga_id)
         body["saga"] = saga
@@ -486,7 +498,22 @@ def _resolve_or_fail(views: Sequence[EntryView], prefix: str) -> EntryView:
         _fail(str(exc), EXIT_USAGE)
 
 
-@dlq_app.command("replay")
+@dlq_app.command(
+    "replay",
+    help=_help(
+        "Put dead letters back on their origin topic, to be processed again.",
+        "Each goes back with its original key, value, headers and message id, without the "
+        "x-dlq-* headers and with x-replay-count incremented (a bare record without a ce_id "
+        "goes back exactly as it was). Every replay is recorded so other operators see it.",
+        "Give one entry id (or a unique prefix), or select with --reason, --saga or --all: "
+        "then only the newest entry of each message is replayed, and entries already "
+        "replayed or discarded are skipped unless --force.",
+        "Exit codes: 0 ok (also when nothing matches); 1 broker or other failure; 2 bad "
+        "usage, unknown id or ambiguous prefix; 3 refused because already replayed or "
+        "discarded (add --force; for a selection, only when every matching entry was "
+        "refused).",
+    ),
+)
 def replay_cmd(
     entry: Annotated[
         str | None, typer.Argument(help="entry id, or any unique prefix of it")
@@ -503,16 +530,6 @@ def replay_cmd(
         bool, typer.Option("--force", help="replay even if already replayed or discarded")
     ] = False,
 ) -> None:
-    """Put dead letters back on their origin topic: original key, value, headers and id, no
-    x-dlq-* headers, x-replay-count + 1. Each replay is recorded for every operator to see.
-
-    Give one entry id, or select with --reason, --saga or --all (only the newest entry of each
-    message; entries already replayed or discarded are skipped unless --force).
-
-    Exit codes: 0 ok (also nothing to replay); 1 broker or other failure; 2 bad usage, unknown
-    id or ambiguous prefix; 3 refused: already replayed or discarded (add --force), for a
-    selection only when every matching entry was refused.
-    """
     chosen_ways = sum([entry is not None, reason is not None, saga is not None, all_])
     if chosen_ways != 1:
         _fail(
@@ -597,7 +614,16 @@ def replay_cmd(
         )
 
 
-@dlq_app.command("discard")
+@dlq_app.command(
+    "discard",
+    help=_help(
+        "Give up on a dead letter: record why and ask the coordinator to compensate its saga.",
+        "Publishes itinerant.saga.discard_requested.v1 to the saga events topic and records "
+        "the discard so other operators see it.",
+        "Exit codes: 0 ok; 1 broker or other failure; 2 bad usage, unknown id or ambiguous "
+        "prefix; 3 refused because already discarded (add --force).",
+    ),
+)
 def discard_cmd(
     entry: Annotated[str, typer.Argument(help="entry id, or any unique prefix of it")],
     why: Annotated[str, typer.Option("--why", help="why it is given up (recorded, required)")],
@@ -605,11 +631,6 @@ def discard_cmd(
         bool, typer.Option("--force", help="record and ask again even if already discarded")
     ] = False,
 ) -> None:
-    """Give up on a dead letter: record it and ask the coordinator to stop (compensate) its saga.
-
-    Exit codes: 0 ok; 1 broker or other failure; 2 bad usage, unknown id or ambiguous prefix;
-    3 refused: already discarded (add --force).
-    """
     if not why.strip():
         _fail('--why must say why (e.g. --why "card declined, customer informed")', EXIT_USAGE)
     settings = _settings()

@@ -270,7 +270,7 @@ class EntryView:
         else:
             text = "pending"
         if self.later:
-            text += f", failed again as {self.later[-1]}"
+            text += f", failed again (latest: {self.later[-1]})"
         return text
 
     def age(self, now: datetime) -> timedelta | None:
