@@ -14,6 +14,7 @@ AGENT_MODULES = {
     "hotels": "services.hotels.agent",
     "validator": "services.validator.agent",
     "notifier": "services.notifier.agent",
+    "probe": "services.probe.agent",  # diagnostic; runs only when listed in ITINERANT_AGENTS
 }
 
 

@@ -206,7 +206,7 @@ def start(
         deadline=deadline,
         step_deadline=now + timedelta(seconds=step_timeout),
     )
-    saga.note(now, "started", "dispatched to planner")
+    saga.note(now, "started")
     return saga
 
 

@@ -62,13 +62,14 @@ class DiscardRequest(BaseModel):
 
 
 SOURCE = f"/itinerant/{SERVICE}"
-FIRST_STEP = Step(agent="planner", action="plan")
 
 
 class Coordinator:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
+        agent, action = settings.entry_step.split(".", 1)
+        self.first_step = Step(agent=agent, action=action)
 
     # -- ingress -------------------------------------------------------------------------------
 
@@ -118,18 +119,24 @@ class Coordinator:
                 self.settings.step_timeout_s,
             )
             saga.traceparent, _ = tracing.current_traceparent()
-            saga.note(now, "origin", f"{record.topic}[{record.partition}]@{record.offset}")
+            saga.note(
+                now,
+                "dispatched",
+                f"to {self.first_step.agent}.{self.first_step.action}; request from "
+                f"{record.topic}[{record.partition}]@{record.offset}",
+            )
+            first = self.first_step
             dispatch = Envelope(
                 id=derived_id(read.message_id, SERVICE, "dispatch"),
-                type=f"itinerant.{FIRST_STEP.agent}.{FIRST_STEP.action}.v1",
+                type=f"itinerant.{first.agent}.{first.action}.v1",
                 source=SOURCE,
                 saga_id=saga.saga_id,
                 data=TripDocument(request=request).model_dump_json().encode(),
                 causation_id=read.message_id,
-                slip=Slip(steps=[FIRST_STEP]),
+                slip=Slip(steps=[first]),
                 budget=budget,
                 traceparent=saga.traceparent,
-            ).to_message(self.settings.agent_topic(FIRST_STEP.agent), self.settings.max_slip_bytes)
+            ).to_message(self.settings.agent_topic(first.agent), self.settings.max_slip_bytes)
             repository.save(conn, saga)
             seqs = self.store.record(conn, read.message_id, [dispatch])
         return Processed("ok", [dispatch], seqs)

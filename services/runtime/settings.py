@@ -40,6 +40,12 @@ class Settings(BaseSettings):
         default=list(DEFAULT_AGENTS), description="Agent names a routing slip may name."
     )
 
+    entry_step: str = Field(
+        default="planner.plan",
+        pattern=r"^[a-z0-9_-]+\.[a-z0-9_-]+$",
+        description="agent.action the coordinator dispatches every new request to.",
+    )
+
     fetch_wait_ms: int = Field(default=10, ge=1, description="Consumer fetch wait (Faust: 1500).")
     session_timeout_s: float = Field(default=6.0, gt=0, description="Consumer group session.")
     producer_linger_ms: float = Field(default=2.0, ge=0, description="Producer batching delay.")
@@ -126,8 +132,19 @@ class Settings(BaseSettings):
     def dlq_topic(self) -> str:
         return self.topic("dlq")
 
+    @property
+    def dlq_actions_topic(self) -> str:
+        """Operators' replays and discards, keyed by DLQ entry id."""
+        return self.topic("dlq.actions")
+
     def all_topics(self) -> list[str]:
-        fixed = [self.requests_topic, self.results_topic, self.events_topic, self.dlq_topic]
+        fixed = [
+            self.requests_topic,
+            self.results_topic,
+            self.events_topic,
+            self.dlq_topic,
+            self.dlq_actions_topic,
+        ]
         return fixed + [self.agent_topic(a) for a in self.agents]
 
     def service_names(self) -> list[str]:
