@@ -34,7 +34,8 @@ agent = Agent("flights", "Books flights against the inventory.", migrations=(BOO
 async def search(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
     """Find the flights of the plan with enough free seats; holds nothing."""
     plan = trip.require_plan()
-    inject_inventory_faults(ctx)
+    with ctx.guard("inventory"):
+        inject_inventory_faults(ctx)
     legs = []
     for flight, day in (
         (_flight(plan.origin, plan.destination), plan.depart_date),
@@ -58,7 +59,8 @@ async def search(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
 @agent.handler("book", side_effects=True)
 async def book(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
     plan = trip.require_plan()
-    inject_inventory_faults(ctx)
+    with ctx.guard("inventory"):
+        inject_inventory_faults(ctx)
     outbound = _flight(plan.origin, plan.destination)
     inbound = _flight(plan.destination, plan.origin)
     booking_id = f"FB-{ctx.idempotency_key[:8].upper()}"

@@ -3,7 +3,6 @@ inventory calls fail with a retryable error, as a flaky dependency would."""
 
 from __future__ import annotations
 
-import os
 import random
 
 from services.runtime.agent import HandlerContext
@@ -11,7 +10,7 @@ from services.runtime.errors import DependencyUnavailable
 
 
 def inject_inventory_faults(ctx: HandlerContext) -> None:
-    rate = float(os.environ.get("ITINERANT_FAULT_INVENTORY_RATE", "0") or 0)
+    rate = ctx.settings.fault_inventory_rate
     if rate > 0 and random.random() < rate:
         raise DependencyUnavailable(
             "inventory did not answer (injected fault)", reason="inventory_unavailable"

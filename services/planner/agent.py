@@ -51,9 +51,10 @@ async def understand(request: TripRequest, ctx: HandlerContext) -> PlanDraft:
             travellers=request.travellers,
             budget_usd=request.budget_usd,
         )
-    completion = await ctx.provider.generate(
-        "plan_trip", request.text, PlanDraft, max_tokens=ctx.budget.tokens_left or None
-    )
+    with ctx.guard("llm"):
+        completion = await ctx.provider.generate(
+            "plan_trip", request.text, PlanDraft, max_tokens=ctx.budget.tokens_left or None
+        )
     ctx.spend(
         tokens=completion.prompt_tokens + completion.completion_tokens,
         cost_usd=completion.cost_usd,

@@ -17,11 +17,13 @@ import logging
 import sqlite3
 import typing
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
+from . import circuit
 from .budget import Budget
 from .llm import LLMProvider
 from .settings import Settings
@@ -65,6 +67,15 @@ class HandlerContext:
     def reroute(self, steps: list[SlipStep]) -> None:
         """Dynamic routing: replace every step after this one."""
         self.route = list(steps)
+
+    def guard(self, dependency: str) -> AbstractContextManager[None]:
+        """Calls to ``dependency`` inside this block go through its circuit breaker."""
+        return circuit.breaker(
+            self.service,
+            dependency,
+            self.settings.circuit_threshold,
+            self.settings.circuit_reset_s,
+        ).guard()
 
     def spend(self, *, tokens: int = 0, cost_usd: float = 0.0) -> None:
         self.tokens += tokens

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     retry_base_delay_s: float = Field(default=0.2, ge=0, description="First backoff delay.")
     retry_max_delay_s: float = Field(default=2.0, ge=0, description="Largest backoff delay.")
 
+    circuit_threshold: int = Field(default=5, ge=1, description="Failures that open a circuit.")
+    circuit_reset_s: float = Field(default=10.0, gt=0, description="Open circuit's cool-down.")
+    fault_inventory_rate: float = Field(
+        default=0.0, ge=0, le=1, description="Chaos testing: share of inventory calls that fail."
+    )
+
     default_max_hops: int = Field(default=20, ge=1, description="Hop budget of a request.")
     default_deadline_s: float = Field(default=120.0, gt=0, description="Deadline of a request.")
     default_max_tokens: int = Field(default=20_000, ge=0, description="Token budget.")
