@@ -14,9 +14,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench.loadgen import PhaseResult, Sink, make_producer, open_loop, saturation, warm_up
-from bench.procs import ProcGroup
-from bench.scenario import Scenario
+from bench.loadgen import (
+    DEFAULT_CODEC,
+    Codec,
+    PhaseResult,
+    Sink,
+    make_producer,
+    open_loop,
+    saturation,
+    warm_up,
+)
+from bench.procs import ProcGroup, rss_mb
+from bench.scenario import ChainTopics, Scenario
 from bench.tansu import TansuBroker
 
 
@@ -50,6 +59,18 @@ class BenchConfig:
         )
 
 
+@dataclass
+class PhaseContext:
+    """What a scenario's ``after`` hook gets: the live harness objects of its run."""
+
+    producer: Any
+    sink: Sink
+    topics: ChainTopics
+    codec: Codec
+    cfg: BenchConfig
+    log: Callable[[str], None]
+
+
 def _measured(procs: ProcGroup, phase: Callable[[], PhaseResult]) -> PhaseResult:
     before = procs.cpu()
     res = phase()
@@ -64,7 +85,16 @@ def run_scenario(
     sc: Scenario, cfg: BenchConfig, workdir: Path, log: Callable[[str], None]
 ) -> dict[str, Any]:
     """Run ``sc`` on its own fresh broker; return the results as a JSON-ready dict."""
-    out: dict[str, Any] = {"name": sc.name, "title": sc.title, "slot": sc.slot}
+    out: dict[str, Any] = {
+        "name": sc.name,
+        "title": sc.title,
+        "slot": sc.slot,
+        "unit": getattr(sc, "unit", "msg"),
+    }
+    configure = getattr(sc, "configure", None)
+    if configure is not None:
+        cfg = configure(cfg)
+    codec: Codec = getattr(sc, "codec", None) or DEFAULT_CODEC
     t_begin = time.monotonic()
     broker = TansuBroker(log_path=workdir / f"tansu-{sc.name}.log")
     sink: Sink | None = None
@@ -73,9 +103,9 @@ def run_scenario(
     try:
         broker.start()
         topics = sc.topics(f"bench.{sc.name}.{uuid.uuid4().hex[:6]}", cfg.partitions)
-        broker.create_topics(topics.names, cfg.partitions)
-        out["topics"] = {"names": list(topics.names), "partitions": topics.partitions}
-        sink = Sink(broker.bootstrap, topics.exit, topics.partitions).start()
+        broker.create_topics(topics.all, cfg.partitions)
+        out["topics"] = {"names": list(topics.all), "partitions": topics.partitions}
+        sink = Sink(broker.bootstrap, topics.exit, topics.partitions, codec).start()
         producer = make_producer(broker.bootstrap)
         procs = ProcGroup()
         procs.add("broker", "tansu", broker.pid)
@@ -85,11 +115,16 @@ def run_scenario(
         started = True
         for label, pid in sc.processes().items():
             procs.add("scenario", label, pid)
-        out["ready_s"] = round(warm_up(producer, sink, topics.entry, sc.ready_timeout_s), 2)
+        out["ready_s"] = round(
+            warm_up(producer, sink, topics.entry, sc.ready_timeout_s, codec=codec), 2
+        )
         out["start_to_ready_s"] = round(time.monotonic() - t0, 2)
         log(f"  ready after {out['start_to_ready_s']} s")
 
         out["idle_cores"] = procs.idle_cpu(cfg.idle_s)
+        out["idle_rss_mb"] = {
+            f"scenario/{label}": round(rss_mb(pid), 1) for label, pid in sc.processes().items()
+        }
         log(f"  idle cores {out['idle_cores']}")
 
         # Size the measured saturation run to last about saturation_target_s: grow a pilot
@@ -97,12 +132,12 @@ def run_scenario(
         lo, hi = cfg.saturation_bounds
         n = cfg.saturation_pilot
         while True:
-            pilot = saturation(producer, sink, topics.entry, n)
+            pilot = saturation(producer, sink, topics.entry, n, codec=codec)
             if pilot.duration_s >= cfg.saturation_target_s / 2 or n >= hi:
                 break
             n = int(min(hi, max(2 * n, pilot.throughput * cfg.saturation_target_s)))
         n = int(min(hi, max(lo, pilot.throughput * cfg.saturation_target_s)))
-        sat = _measured(procs, lambda: saturation(producer, sink, topics.entry, n))
+        sat = _measured(procs, lambda: saturation(producer, sink, topics.entry, n, codec=codec))
         out["saturation"] = sat.to_dict()
         log(
             f"  saturation {sat.throughput:.0f} msg/s over {sat.received}/{sat.sent} msgs, "
@@ -118,7 +153,16 @@ def run_scenario(
         for rate in rates:
             frac = rate / sat.throughput if sat.throughput else math.nan
             res = _measured(
-                procs, partial(open_loop, producer, sink, topics.entry, rate, cfg.load_duration_s)
+                procs,
+                partial(
+                    open_loop,
+                    producer,
+                    sink,
+                    topics.entry,
+                    rate,
+                    cfg.load_duration_s,
+                    codec=codec,
+                ),
             )
             d = res.to_dict()
             d["fraction_of_saturation"] = round(frac, 3)
@@ -131,6 +175,9 @@ def run_scenario(
         sc.processes()
         out["peak_rss_mb"] = procs.peak_rss()
         out["cpu_s_per_1k_saturation"] = sat.cpu_s_per_1k
+        after = getattr(sc, "after", None)
+        if after is not None:
+            out["extra"] = after(PhaseContext(producer, sink, topics, codec, cfg, log))
     except Exception as exc:  # one broken scenario must not lose the others' results
         out["error"] = f"{type(exc).__name__}: {exc}"
         out["traceback"] = traceback.format_exc()

@@ -14,12 +14,45 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 HDR_TIME = "bench-t"
 HDR_RUN = "bench-run"
+
+Encoded = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
+
+
+class Codec(Protocol):
+    """How a scenario's messages carry the run id and intended send time in and out.
+
+    ``encode`` builds (key, value, headers) of an entry message; ``decode`` reads an exit message
+    (a confluent ``Message``) and returns (run id, intended send time in monotonic ns), or ``None``
+    for a message that is not one of ours (or not the final one).
+    """
+
+    def encode(self, run: str, seq: int, intended_ns: int) -> Encoded: ...
+
+    def decode(self, msg: Any) -> tuple[str, int] | None: ...
+
+
+class HeaderCodec:
+    """The baseline codec: a fixed payload, run id and time in headers passed through."""
+
+    def encode(self, run: str, seq: int, intended_ns: int) -> Encoded:
+        headers = [(HDR_RUN, run.encode()), (HDR_TIME, str(intended_ns).encode())]
+        return str(seq).encode(), PAYLOAD, headers
+
+    def decode(self, msg: Any) -> tuple[str, int] | None:
+        hdrs = dict(msg.headers() or [])
+        run, t = hdrs.get(HDR_RUN), hdrs.get(HDR_TIME)
+        if run is None or t is None:
+            return None
+        return run.decode(), int(t)
+
+
+DEFAULT_CODEC = HeaderCodec()
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -72,8 +105,11 @@ class Sink:
     misses a message) with ``fetch.wait.max.ms=10``, and files each message under its run id.
     """
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, partitions: int, codec: Codec = DEFAULT_CODEC
+    ) -> None:
         self.topic = topic
+        self.codec = codec
         self._consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
@@ -108,13 +144,16 @@ class Sink:
                 for m in msgs:
                     if m.error():
                         continue
-                    hdrs = dict(m.headers() or [])
-                    run, t = hdrs.get(HDR_RUN), hdrs.get(HDR_TIME)
-                    if run is None or t is None:
+                    try:
+                        got = self.codec.decode(m)
+                    except Exception:
+                        got = None
+                    if got is None:
                         self.foreign += 1
                         continue
-                    r = self._runs.setdefault(run.decode(), _Run())
-                    r.intended.append(int(t))
+                    run, t = got
+                    r = self._runs.setdefault(run, _Run())
+                    r.intended.append(t)
                     r.received.append(now)
                 self._cond.notify_all()
 
@@ -158,11 +197,18 @@ def make_producer(bootstrap: str, linger_ms: float = 5.0) -> Producer:
 PAYLOAD = b'{"bench":true,"pad":"' + b"x" * 200 + b'"}'
 
 
-def _send(producer: Producer, topic: str, run: str, seq: int, intended_ns: int) -> None:
-    headers = [(HDR_RUN, run.encode()), (HDR_TIME, str(intended_ns).encode())]
+def _send(
+    producer: Producer,
+    topic: str,
+    run: str,
+    seq: int,
+    intended_ns: int,
+    codec: Codec = DEFAULT_CODEC,
+) -> None:
+    key, value, headers = codec.encode(run, seq, intended_ns)
     while True:
         try:
-            producer.produce(topic, PAYLOAD, key=str(seq).encode(), headers=headers)
+            producer.produce(topic, value, key=key, headers=headers)
             return
         except BufferError:
             producer.poll(0.001)
@@ -200,6 +246,7 @@ def open_loop(
     rate: float,
     duration_s: float,
     drain_timeout_s: float = 15.0,
+    codec: Codec = DEFAULT_CODEC,
 ) -> PhaseResult:
     """Send at a fixed arrival rate for ``duration_s`` regardless of how the system keeps up."""
     run = new_run_id(f"load{int(rate)}")
@@ -214,7 +261,7 @@ def open_loop(
         while sent < due:
             intended = t0 + int(sent * interval_ns)
             max_lag = max(max_lag, now - intended)
-            _send(producer, topic, run, sent, intended)
+            _send(producer, topic, run, sent, intended, codec)
             sent += 1
         producer.poll(0)
         if sent < total:
@@ -239,13 +286,18 @@ def open_loop(
 
 
 def saturation(
-    producer: Producer, sink: Sink, topic: str, n: int, drain_timeout_s: float = 30.0
+    producer: Producer,
+    sink: Sink,
+    topic: str,
+    n: int,
+    drain_timeout_s: float = 30.0,
+    codec: Codec = DEFAULT_CODEC,
 ) -> PhaseResult:
     """Send ``n`` messages as fast as possible; throughput = n / (last arrival - first send)."""
     run = new_run_id("sat")
     t0 = time.monotonic_ns()
     for i in range(n):
-        _send(producer, topic, run, i, time.monotonic_ns())
+        _send(producer, topic, run, i, time.monotonic_ns(), codec)
         if i % 1000 == 0:
             producer.poll(0)
     producer.flush(30)
@@ -265,7 +317,14 @@ def saturation(
     )
 
 
-def warm_up(producer: Producer, sink: Sink, topic: str, timeout_s: float, burst: int = 20) -> float:
+def warm_up(
+    producer: Producer,
+    sink: Sink,
+    topic: str,
+    timeout_s: float,
+    burst: int = 20,
+    codec: Codec = DEFAULT_CODEC,
+) -> float:
     """Block until the chain delivers end to end; return seconds it took.
 
     Sends one probe every 0.25 s until one arrives (consumer groups joined), then a burst of
@@ -278,13 +337,13 @@ def warm_up(producer: Producer, sink: Sink, topic: str, timeout_s: float, burst:
     while sink.count(run) == 0:
         if time.monotonic() > deadline:
             raise TimeoutError(f"no warm-up message reached {sink.topic} in {timeout_s}s")
-        _send(producer, topic, run, seq, time.monotonic_ns())
+        _send(producer, topic, run, seq, time.monotonic_ns(), codec)
         producer.flush(5)
         seq += 1
         sink.wait(run, 1, 0.25)
     burst_run = new_run_id("warmburst")
     for i in range(burst):
-        _send(producer, topic, burst_run, i, time.monotonic_ns())
+        _send(producer, topic, burst_run, i, time.monotonic_ns(), codec)
     producer.flush(5)
     got = sink.wait(burst_run, burst, max(1.0, deadline - time.monotonic()))
     if len(got.received) < burst:

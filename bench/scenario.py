@@ -8,6 +8,16 @@ To add a scenario (e.g. Itinerant's own runtime) write a module with a class sat
 :class:`Scenario` and a function ``scenarios(quick: bool) -> list[Scenario]``, then run
 ``python -m bench.run --extra your.module`` (or call ``bench.run.main(extra=[...])``).
 Set ``slot = "s3"`` to fill the "scenario 3 / scenario 2" ratio column of the report.
+
+Optional members a scenario may define (the harness uses them when present):
+
+- ``codec``: a :class:`bench.loadgen.Codec` when messages cannot carry the baseline's
+  ``bench-*`` headers end to end (Itinerant regenerates headers; the time rides in the payload);
+- ``unit``: what one message is ("msg", "saga"), for the report;
+- ``configure(cfg) -> cfg``: per-scenario changes of the run's :class:`bench.harness.BenchConfig`
+  (e.g. fewer, longer phases for a slow end-to-end flow);
+- ``after(ctx) -> dict``: extra measurements after the load phases, with the harness's producer,
+  sink and topics (``bench.harness.PhaseContext``); the dict lands in the results as ``extra``.
 """
 
 from __future__ import annotations
@@ -33,6 +43,11 @@ class ChainTopics:
 
     names: tuple[str, ...]
     partitions: int
+    extra: tuple[str, ...] = ()  # topics the scenario needs that are neither entry nor exit path
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return (*self.names, *self.extra)
 
     @property
     def entry(self) -> str:
