@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -20,6 +19,7 @@ from rich.console import Console
 
 from services.runtime.broker import require_broker
 from services.runtime.errors import ItinerantError
+from services.runtime.logs import configure_logging
 from services.runtime.settings import Settings
 
 from . import demo as demo_module
@@ -28,6 +28,8 @@ from .kafka_io import publish_request, wait_for_results
 from .render import saga_tables
 from .requests import RequestError, load_request, read_source, request_from_flags
 from .supervisor import Supervisor
+from .top import top_command
+from .trace import trace_command
 
 app = typer.Typer(
     help="Itinerant: AI agents as ordinary, well-behaved Kafka microservices.",
@@ -59,9 +61,18 @@ def worker(service: Annotated[str, typer.Argument(help="coordinator or an agent 
     from services.registry import build_worker
 
     settings = _settings()
+    if service == "gateway":
+        from services.gateway.app import main as gateway_main
+
+        configure_logging(service, settings.log_level)
+        try:
+            gateway_main(settings)
+        except ItinerantError as exc:
+            raise _fail(exc.describe(), 2) from exc
+        return
     if service not in settings.service_names():
         raise _fail(f"no service {service!r}; services: {', '.join(settings.service_names())}", 2)
-    logging.basicConfig(level=settings.log_level)
+    configure_logging(service, settings.log_level)
     try:
         require_broker(settings.kafka_bootstrap_servers, settings.broker_timeout_s)
         build_worker(service, settings).run()
@@ -339,6 +350,21 @@ def kcat(ctx: typer.Context) -> None:
     if "-b" not in args:
         args = ["-b", _settings().kafka_bootstrap_servers, *args]
     os.execve(binary, [binary, *args], kcat_env())
+
+
+@app.command()
+def agents(
+    url: Annotated[str | None, typer.Option(help="gateway base URL (default: settings)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show the mesh's A2A agent card (skills, modes, auth)."""
+    from services.gateway.cli import agents as show
+
+    show(url=url, as_json=as_json)
+
+
+app.command("trace")(trace_command)
+app.command("top")(top_command)
 
 
 @app.command("schemas")

@@ -50,6 +50,8 @@ class Supervisor:
     def __post_init__(self) -> None:
         if not self.services:
             self.services = self.settings.service_names()
+            if self.settings.gateway_port:
+                self.services.append("gateway")
 
     @property
     def run_dir(self) -> Path:

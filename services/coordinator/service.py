@@ -16,7 +16,7 @@ from datetime import timedelta
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.contracts.trip import TripDocument
-from services.runtime import metrics, routing, tracing
+from services.runtime import logs, metrics, routing, tracing
 from services.runtime.budget import Budget
 from services.runtime.dlq import dead_letter
 from services.runtime.envelope import Envelope, InRecord, OutMessage, now_utc, parse_type
@@ -137,6 +137,7 @@ class Coordinator:
                 budget=budget,
                 traceparent=saga.traceparent,
             ).to_message(self.settings.agent_topic(first.agent), self.settings.max_slip_bytes)
+            dispatch = tracing.stamp(dispatch, saga.saga_id)
             repository.save(conn, saga)
             seqs = self.store.record(conn, read.message_id, [dispatch])
         return Processed("ok", [dispatch], seqs)
@@ -231,6 +232,8 @@ class Coordinator:
             message_id=env.id,
             partition=record.partition,
             offset=record.offset,
+            replay_count=env.replay_count,
+            event_type=env.type,
         ):
             processed = self._apply_event(env, event)
         self._observe(record.topic, processed, started)
@@ -264,7 +267,7 @@ class Coordinator:
         done: list[Processed] = []
         conn = self.store.connection
         for saga_id in repository.due(conn, now):
-            with self.store.transaction() as txn:
+            with logs.saga_context(saga_id), self.store.transaction() as txn:
                 saga = repository.load(txn, saga_id)
                 if saga is None:
                     continue
@@ -305,7 +308,7 @@ class Coordinator:
             elif isinstance(command, Finish):
                 outputs.append(self._finish(saga, cause))
         repository.save(conn, saga)
-        return outputs
+        return [tracing.stamp(m, saga.saga_id) for m in outputs]
 
     def _compensate_message(self, saga: Saga, command: Compensate, cause: str) -> OutMessage:
         step = command.step

@@ -107,13 +107,18 @@ class Processor:
                 message_id=env.id,
                 partition=record.partition,
                 offset=record.offset,
+                replay_count=env.replay_count,
+                event_type=env.type,
             ) as span:
-                recorded = self.store.recorded_outputs(env.id)
-                if recorded is not None:
-                    span.set_attribute("itinerant.duplicate", True)
-                    result = Processed("duplicate", recorded)
-                else:
-                    result, attempts = await self._dispatch(env, record)
+                try:
+                    recorded = self.store.recorded_outputs(env.id)
+                    if recorded is not None:
+                        span.set_attribute("itinerant.duplicate", True)
+                        result = Processed("duplicate", recorded)
+                    else:
+                        result, attempts = await self._dispatch(env, record)
+                except ItinerantError as exc:  # dead-letter inside the span: same trace, logs
+                    result = self._dead_letter(record, env, exc, max(attempts, exc.attempts))
                 if result.error is not None:
                     tracing.mark_error(span, result.error.reason, str(result.error))
         except ItinerantError as exc:
@@ -197,6 +202,7 @@ class Processor:
                 raise
             delay = self._retry_delay(attempt, budget, error)
             metrics.RETRIES.labels(self.service, error.reason).inc()
+            tracing.retry_event(attempt, error.reason, delay)
             log.warning("retry %d of %s in %.2fs: %s", attempt, env.id, delay, error)
             await asyncio.sleep(delay)
 
@@ -268,7 +274,6 @@ class Processor:
     def _message(
         self, env: Envelope, kind: str, topic: str, ce_type: str, data: bytes, **attrs: Any
     ) -> OutMessage:
-        traceparent, tracestate = tracing.current_traceparent()
         out = Envelope(
             id=derived_id(env.id, self.service, kind),
             type=ce_type,
@@ -276,19 +281,21 @@ class Processor:
             saga_id=env.saga_id,
             data=data,
             causation_id=env.id,
-            traceparent=traceparent or env.traceparent,
-            tracestate=tracestate or env.tracestate,
+            traceparent=env.traceparent,
+            tracestate=env.tracestate,
             **attrs,
         )
         return self._checked(out.to_message(topic, self.settings.max_slip_bytes), kind)
 
     def _checked(self, message: OutMessage, kind: str) -> OutMessage:
+        """Size-checked, and with a ``send`` span of its own in the saga's trace."""
         if len(message.value) > self.settings.max_message_bytes:
             raise MessageTooLarge(
                 f"{self.service} produced a {len(message.value)}-byte {kind} message, over "
                 f"ITINERANT_MAX_MESSAGE_BYTES={self.settings.max_message_bytes}"
             )
-        return message
+        saga = message.key.decode(errors="replace") if message.key else None
+        return tracing.stamp(message, saga)
 
     def event(self, env: Envelope, event: StepEvent) -> OutMessage:
         return self._message(
@@ -315,7 +322,6 @@ class Processor:
 
     def _forward(self, env: Envelope, slip: Slip, budget: Budget, data: bytes) -> list[OutMessage]:
         """Messages for the step at the cursor: one, or one per branch of a parallel group."""
-        traceparent, tracestate = tracing.current_traceparent()
         messages = []
         for agent, out in routing.deliveries(
             forward_id=derived_id(env.id, self.service, "forward"),
@@ -325,8 +331,8 @@ class Processor:
             slip=slip,
             budget=budget,
             data=data,
-            traceparent=traceparent or env.traceparent,
-            tracestate=tracestate or env.tracestate,
+            traceparent=env.traceparent,
+            tracestate=env.tracestate,
         ):
             messages.append(
                 self._checked(
@@ -493,6 +499,7 @@ class Processor:
             except RetriesExhausted as exhausted:
                 return self._compensation_failed(record, env, command, exhausted, attempt), attempt
             metrics.RETRIES.labels(self.service, error.reason).inc()
+            tracing.retry_event(attempt, error.reason, delay)
             await asyncio.sleep(delay)
 
     async def _undo(self, env: Envelope, command: CompensateCommand) -> Processed:

@@ -84,6 +84,19 @@ class Settings(BaseSettings):
         description="Address the metrics endpoints bind (0.0.0.0 in containers).",
     )
     coordinator_http_port: int = Field(default=8470, ge=0, description="Saga HTTP view.")
+    gateway_host: str = Field(default="127.0.0.1", description="Address the A2A gateway binds.")
+    gateway_port: int = Field(
+        default=8480, ge=0, le=65535, description="A2A gateway port (0: `up` does not start it)."
+    )
+    gateway_token: SecretStr | None = Field(
+        default=None, description="Bearer token A2A clients must send (unset: no auth)."
+    )
+    gateway_max_body_bytes: int = Field(
+        default=262_144, ge=1024, description="Largest A2A request body (HTTP 413 beyond)."
+    )
+    gateway_public_url: str | None = Field(
+        default=None, description="URL in the agent card (default http://<host>:<port>/)."
+    )
     log_level: str = Field(default="INFO", description="Log level of the services.")
 
     llm_provider: Literal["deterministic", "openai"] = Field(
@@ -113,6 +126,8 @@ class Settings(BaseSettings):
                 env[key] = str(value)
         if self.llm_api_key is not None:
             env["ITINERANT_LLM_API_KEY"] = self.llm_api_key.get_secret_value()
+        if self.gateway_token is not None:
+            env["ITINERANT_GATEWAY_TOKEN"] = self.gateway_token.get_secret_value()
         return env
 
     def topic(self, name: str) -> str:

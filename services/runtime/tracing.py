@@ -29,6 +29,7 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from . import logs
+from .envelope import OutMessage, replace_headers
 
 log = logging.getLogger(__name__)
 
@@ -304,3 +306,25 @@ def trace_id_of(traceparent: str | None) -> str | None:
         return None
     parts = traceparent.split("-")
     return parts[1] if len(parts) == 4 else None
+
+
+def stamp(message: OutMessage, saga_id: str | None) -> OutMessage:
+    """Give an outgoing message its own ``send <topic>`` span: the message's ``traceparent``
+    header is replaced (never appended) by that span's context. The span's parent is the current
+    span, else the context the message already carries (e.g. a saga's, in a timer)."""
+    raw_id = message.header("ce_id")
+    raw_parent = message.header("traceparent")
+    raw_state = message.header("tracestate")
+    traceparent, tracestate = send_traceparent(
+        message.topic,
+        message_id=raw_id.decode() if raw_id else None,
+        saga_id=saga_id,
+        fallback=raw_parent.decode() if raw_parent else None,
+        fallback_state=raw_state.decode() if raw_state else None,
+    )
+    if traceparent is None:
+        return message
+    updates = [("traceparent", traceparent.encode())]
+    if tracestate:
+        updates.append(("tracestate", tracestate.encode()))
+    return replace(message, headers=replace_headers(message.headers, updates))

@@ -14,7 +14,7 @@ from typing import Any
 
 import faust
 
-from . import metrics, tracing
+from . import lag, logs, metrics, tracing
 from .envelope import InRecord
 from .faust_transport import app_class, broker_url
 from .processor import Processed
@@ -95,8 +95,15 @@ class Worker:
         )
         for subscription in self.subscriptions:
             self._add_agent(app, subscription)
-        for timer in self.timers:
-            self._add_timer(app, timer)
+        for index, timer in enumerate(self.timers):
+            self._add_timer(app, timer, f"{self.service}.timer{index}")
+        lag_monitor = lag.LagMonitor(
+            self.service,
+            settings,
+            [s.topic for s in self.subscriptions],
+            broker_storage=self.service == "coordinator",
+        )
+        self._add_timer(app, Timer(lag.DEFAULT_INTERVAL_S, lag_monitor.tick), f"{self.service}.lag")
 
         @app.task  # type: ignore[untyped-decorator]
         async def _recover() -> None:
@@ -140,7 +147,7 @@ class Worker:
 
         app.agent(topic, name=name, concurrency=1)(consume)
 
-    def _add_timer(self, app: faust.App, timer: Timer) -> None:
+    def _add_timer(self, app: faust.App, timer: Timer, name: str) -> None:
         async def tick() -> None:
             try:
                 for processed in await timer.tick():
@@ -148,17 +155,23 @@ class Worker:
             except Exception:
                 log.exception("timer of %s failed", self.service)
 
-        app.timer(timer.interval_s, name=f"{self.service}.timer")(tick)
+        app.timer(timer.interval_s, name=name)(tick)
 
     def run(self) -> None:
         """Run until SIGTERM/SIGINT (Faust's worker handles signals and stops cleanly)."""
+        logs.configure_logging(self.service, self.settings.log_level)
         check_topics(self.settings, [s.topic for s in self.subscriptions])
         tracing.configure(self.service, self.settings.data_dir)
         metrics.serve(self.settings.metrics_port(self.service), self.settings.metrics_host)
         metrics.SERVICE_UP.labels(self.service).set(1)
         self.ready_file().unlink(missing_ok=True)
         app = self.build_app()
-        worker = faust.Worker(app, loglevel=self.settings.log_level, quiet=True)
+        # Logging stays ours (JSON lines, set up above): faust must not reconfigure it, and
+        # its terminal spinner must not write cursor codes into the log file.
+        worker = faust.Worker(
+            app, loglevel=self.settings.log_level, quiet=True, override_logging=False
+        )
+        worker.spinner = None
         try:
             worker.execute_from_commandline()
         finally:

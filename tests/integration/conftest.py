@@ -169,6 +169,7 @@ def start_system(broker: Broker, data_dir: Path, **overrides: Any) -> System:
         partitions=2,
         metrics_port_base=free_port_block(8),
         coordinator_http_port=free_port(),
+        gateway_port=free_port(),
         **overrides,
     )
     supervisor = Supervisor(settings)

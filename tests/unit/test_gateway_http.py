@@ -250,7 +250,7 @@ def test_config_from_environment(monkeypatch: pytest.MonkeyPatch, settings: Sett
     monkeypatch.setenv("ITINERANT_GATEWAY_PORT", "9999")
     monkeypatch.setenv("ITINERANT_GATEWAY_TOKEN", "t")
     monkeypatch.setenv("ITINERANT_GATEWAY_HOST", "0.0.0.0")
-    config = gateway_config(settings)
+    config = gateway_config(Settings(coordinator_http_port=settings.coordinator_http_port))
     assert (config.port, config.token, config.host) == (9999, "t", "0.0.0.0")
     assert config.public_url == "http://127.0.0.1:9999/"
     assert config.coordinator_url.endswith(f":{settings.coordinator_http_port}")
