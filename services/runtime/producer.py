@@ -4,9 +4,10 @@ has acknowledged every message, which is what lets a service commit its input of
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -67,23 +68,28 @@ class AsyncProducer:
             pending = failed
 
     async def _send_once(self, messages: Sequence[OutMessage]) -> list[OutMessage]:
+        """Produce every message; one future for the whole batch, settled by the last report."""
         loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[KafkaError | None]] = []
-        for message in messages:
-            future: asyncio.Future[KafkaError | None] = loop.create_future()
-            futures.append(future)
+        done: asyncio.Future[None] = loop.create_future()
+        failures: list[tuple[int, KafkaError]] = []
+        remaining = [len(messages)]
+        lock = threading.Lock()
 
-            def deliver(
-                err: KafkaError | None, _msg: Any, fut: asyncio.Future[Any] = future
-            ) -> None:
-                loop.call_soon_threadsafe(_settle, fut, err)
+        def report(index: int, err: KafkaError | None) -> None:
+            with lock:  # delivery reports come from the poll thread (and rarely this one)
+                if err is not None:
+                    failures.append((index, err))
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                loop.call_soon_threadsafe(_settle, done, None)
 
-            self._produce(message, deliver)
-        results = await asyncio.gather(*futures)
+        for index, message in enumerate(messages):
+            self._produce(message, functools.partial(_report_at, report, index))
+        await done
         failed = []
-        for message, err in zip(messages, results, strict=True):
-            if err is None:
-                continue
+        for index, err in sorted(failures, key=lambda f: f[0]):
+            message = messages[index]
             if err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
                 raise MessageTooLarge(f"kafka refused a {len(message.value)}-byte message: {err}")
             failed.append(message)
@@ -111,6 +117,12 @@ class AsyncProducer:
         self._thread.join(timeout=1.0)
 
 
-def _settle(future: asyncio.Future[KafkaError | None], err: KafkaError | None) -> None:
+def _settle(future: asyncio.Future[None], _: None) -> None:
     if not future.done():
-        future.set_result(err)
+        future.set_result(None)
+
+
+def _report_at(
+    report: Callable[[int, KafkaError | None], None], index: int, err: KafkaError | None, _msg: Any
+) -> None:
+    report(index, err)

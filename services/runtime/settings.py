@@ -11,6 +11,8 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_AGENTS = ("planner", "flights", "hotels", "validator", "notifier")
+# Slip steps that are no agent: the runtime forwards them to the coordinator (saga events topic).
+COORDINATOR_STEPS = frozenset({"approval"})
 
 
 class Settings(BaseSettings):
@@ -48,6 +50,10 @@ class Settings(BaseSettings):
 
     fetch_wait_ms: int = Field(default=10, ge=1, description="Consumer fetch wait (Faust: 1500).")
     session_timeout_s: float = Field(default=6.0, gt=0, description="Consumer group session.")
+    batch_max: int = Field(default=100, ge=1, description="Records handled per batch at most.")
+    batch_window_ms: float = Field(
+        default=2.0, gt=0, description="How long a batch waits to fill before it is handled."
+    )
     producer_linger_ms: float = Field(default=2.0, ge=0, description="Producer batching delay.")
     broker_timeout_s: float = Field(default=5.0, gt=0, description="How long to wait for Kafka.")
 
@@ -106,6 +112,40 @@ class Settings(BaseSettings):
     llm_api_key: SecretStr | None = Field(default=None, description="API key for the LLM.")
     llm_model: str = Field(default="gpt-4o-mini", description="Model name for the LLM.")
     llm_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one LLM call.")
+    llm_models: dict[str, str] = Field(
+        default_factory=dict,
+        description='Model per agent, JSON (e.g. {"planner": "gpt-4o"}); others use '
+        "ITINERANT_LLM_MODEL.",
+    )
+    llm_prices: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {
+            "gpt-4o-mini": (0.15, 0.60),
+            "gpt-4o": (2.50, 10.00),
+            "default": (1.00, 3.00),
+        },
+        description="USD per 1M prompt and completion tokens by model, JSON; `default` prices "
+        "any other model.",
+    )
+    max_replans: int = Field(
+        default=2, ge=0, description="Re-plans after the validator rejects an LLM's facts."
+    )
+    approval_threshold_usd: float = Field(
+        default=5000.0,
+        ge=0,
+        description="Trips and refunds above this amount wait for a human approval.",
+    )
+    approval_timeout_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How long a saga waits for an approval (and never past its deadline).",
+    )
+
+    def llm_model_for(self, agent: str) -> str:
+        return self.llm_models.get(agent, self.llm_model)
+
+    def llm_price(self, model: str) -> tuple[float, float]:
+        """USD per 1M (prompt, completion) tokens of ``model``."""
+        return self.llm_prices.get(model) or self.llm_prices.get("default") or (0.0, 0.0)
 
     def to_env(self) -> dict[str, str]:
         """These settings as environment variables, for child processes."""
@@ -118,7 +158,7 @@ class Settings(BaseSettings):
             )
             if value is None:
                 continue
-            if isinstance(value, list):
+            if isinstance(value, list | dict):
                 env[key] = json.dumps(value)
             elif isinstance(value, bool):
                 env[key] = "true" if value else "false"
@@ -135,6 +175,8 @@ class Settings(BaseSettings):
         return f"{self.topic_prefix}{name}"
 
     def agent_topic(self, agent: str) -> str:
+        if agent in COORDINATOR_STEPS:
+            return self.events_topic  # a step the coordinator itself runs (human approval)
         return self.topic(f"agent.{agent}")
 
     @property

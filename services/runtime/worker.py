@@ -57,15 +57,19 @@ class Worker:
             self._producer = AsyncProducer(self.settings, client_id=f"itinerant-{self.service}")
         return self._producer
 
-    async def deliver(self, processed: Processed) -> None:
-        """Send outputs (progress events first, acknowledged, then the rest); mark them sent."""
-        events = [m for m in processed.outputs if m.topic == self.settings.events_topic]
-        rest = [m for m in processed.outputs if m.topic != self.settings.events_topic]
+    async def deliver(self, *batch: Processed) -> None:
+        """Send the outputs of a batch of handled records: every progress event first, awaited
+        until Kafka acknowledged them all, then every other output, likewise; then mark them sent.
+        One round trip per kind per batch, not per record, and the coordinator still learns of a
+        step before any message it caused can reach the next step."""
+        outputs = [m for processed in batch for m in processed.outputs]
+        events = [m for m in outputs if m.topic == self.settings.events_topic]
+        rest = [m for m in outputs if m.topic != self.settings.events_topic]
         if events:
             await self.producer.send_all(events)
         if rest:
             await self.producer.send_all(rest)
-        self.store.mark_sent(processed.outbox_seqs)
+        self.store.mark_sent([seq for processed in batch for seq in processed.outbox_seqs])
 
     async def flush_outbox(self) -> None:
         """Send what a crash left in the outbox (outputs recorded but not acknowledged)."""
@@ -127,31 +131,32 @@ class Worker:
         name = f"{self.service}.{subscription.topic}"
 
         async def consume(stream: Any) -> None:
-            async for event in stream.events():
-                message = event.message
-                record = InRecord(
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    key=message.key,
-                    value=message.value,
-                    headers=_headers(message.headers),
-                )
+            # Faust acknowledges a batch only after this body returns for it, so offsets are
+            # committed only after the batch's outputs were acknowledged by Kafka.
+            batches = stream.take_events(
+                self.settings.batch_max, within=self.settings.batch_window_ms / 1000
+            )
+            async for events in batches:
+                handled = []
+                for event in events:
+                    record = _record(event.message)
+                    try:
+                        handled.append(await subscription.handle(record))
+                    except Exception:  # never let an exception stop the agent silently
+                        log.exception(
+                            "failed on %s[%d]@%d", record.topic, record.partition, record.offset
+                        )
                 try:
-                    processed = await subscription.handle(record)
-                    await self.deliver(processed)
-                except Exception:  # never let an exception stop the agent silently
-                    log.exception(
-                        "failed on %s[%d]@%d", record.topic, record.partition, record.offset
-                    )
+                    await self.deliver(*handled)
+                except Exception:
+                    log.exception("could not deliver the outputs of %d record(s)", len(events))
 
         app.agent(topic, name=name, concurrency=1)(consume)
 
     def _add_timer(self, app: faust.App, timer: Timer, name: str) -> None:
         async def tick() -> None:
             try:
-                for processed in await timer.tick():
-                    await self.deliver(processed)
+                await self.deliver(*await timer.tick())
             except Exception:
                 log.exception("timer of %s failed", self.service)
 
@@ -179,6 +184,17 @@ class Worker:
                 self._producer.close()
             tracing.shutdown()
             self.store.close()
+
+
+def _record(message: Any) -> InRecord:
+    return InRecord(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        headers=_headers(message.headers),
+    )
 
 
 def _headers(raw: Any) -> list[tuple[str, bytes]]:
