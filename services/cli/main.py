@@ -23,6 +23,7 @@ from services.runtime.logs import configure_logging
 from services.runtime.settings import Settings
 
 from . import demo as demo_module
+from .approvals import approvals_app
 from .dlq import dlq_app
 from .kafka_io import publish_request, wait_for_results
 from .render import saga_tables
@@ -39,6 +40,7 @@ app = typer.Typer(
 topics_app = typer.Typer(help="Topic administration.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(approvals_app, name="approvals")
 console = Console()
 err = Console(stderr=True)
 

@@ -12,6 +12,7 @@ STATE_STYLE = {
     "rejected": "magenta",
     "failed": "bold red",
     "parked": "red",
+    "awaiting_approval": "bold magenta",
     "running": "cyan",
     "compensating": "yellow",
 }
@@ -36,6 +37,11 @@ def saga_tables(saga: dict[str, Any]) -> list[Table]:
             "to resume",
             "fix the cause, then `itinerant dlq replay --saga "
             f"{saga['saga_id']}` (or `itinerant dlq discard` to compensate)",
+        )
+    if saga["state"] == "awaiting_approval":
+        head.add_row(
+            "to resume",
+            f"`itinerant approvals approve {saga['saga_id']} --why ...` (or reject)",
         )
     steps = Table(title="steps")
     for column in ("#", "agent", "action", "status", "ms", "at", "reason"):

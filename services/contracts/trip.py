@@ -43,6 +43,12 @@ class TripRequest(BaseModel):
     booking_ref: str | None = Field(default=None, max_length=64, description="for refunds")
     max_hops: int | None = Field(default=None, ge=1, le=100)
     deadline_s: float | None = Field(default=None, gt=0, le=3600)
+    max_tokens: int | None = Field(
+        default=None, ge=0, description="LLM token budget (never above the configured default)"
+    )
+    max_cost_usd: float | None = Field(
+        default=None, ge=0, description="LLM spend budget (never above the configured default)"
+    )
 
     @model_validator(mode="after")
     def _enough_to_plan(self) -> TripRequest:
@@ -61,6 +67,30 @@ class TripRequest(BaseModel):
         return self
 
 
+class Proposal(BaseModel):
+    """Facts an LLM planner proposes (flight numbers, hotel, prices). Nothing is booked from them:
+    the validator checks each against the inventory and the quotes, and a wrong one is re-planned.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    outbound_flight: str | None = Field(default=None, max_length=16)
+    return_flight: str | None = Field(default=None, max_length=16)
+    hotel_id: str | None = Field(default=None, max_length=32)
+    flights_usd: float | None = Field(default=None, description="both legs, all travellers")
+    hotel_usd: float | None = Field(default=None, description="every night and room")
+    total_usd: float | None = None
+
+
+class Replan(BaseModel):
+    """Why the validator sent the trip back to the planner (fed to the next prompt)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    attempt: int = Field(ge=1)
+    issues: list[str] = Field(min_length=1)
+
+
 class Plan(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -73,6 +103,7 @@ class Plan(BaseModel):
     budget_usd: float | None = None
     needs_hotel: bool = True
     planned_by: str
+    proposal: Proposal | None = None
 
 
 class FlightLeg(BaseModel):
@@ -112,7 +143,7 @@ class Refund(BaseModel):
 
     booking_ref: str
     amount_usd: float
-    status: Literal["refunded"]
+    status: Literal["quoted", "refunded"]
 
 
 class FlightBooking(BaseModel):
@@ -145,6 +176,9 @@ class Validation(BaseModel):
     ok: bool
     checks: list[str] = Field(default_factory=list)
     issues: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(
+        default_factory=list, description="not wrong, but a human should look (approval)"
+    )
 
 
 class Confirmation(BaseModel):
@@ -169,6 +203,7 @@ class TripDocument(BaseModel):
     validation: Validation | None = None
     confirmation: Confirmation | None = None
     refund: Refund | None = None
+    replan: Replan | None = None
 
     def require_plan(self) -> Plan:
         if self.plan is None:

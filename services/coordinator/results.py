@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.runtime.budget import Budget
 
 RESULT_TYPE = "itinerant.result.v1"
 
@@ -42,3 +44,6 @@ class SagaResult(BaseModel):
     finished_at: datetime
     duration_ms: float
     origin: Origin | None = None
+    budget: Budget | None = Field(
+        default=None, description="the request's limits and its spend (hops, tokens, cost)"
+    )

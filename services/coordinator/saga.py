@@ -2,7 +2,9 @@
 
     running -> completed
     running -> parked -> running                      (dead-lettered step, then replayed)
-    running | parked -> compensating -> compensated   (business failure, timeout, budget, discard)
+    running -> awaiting_approval -> running           (approval gate: a human approved)
+    running | parked | awaiting_approval -> compensating -> compensated
+                          (business failure, timeout, budget, discard, approval rejected/expired)
     compensating -> failed                            (a compensation could not finish)
     rejected                                          (ingress refused the request)
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,6 +30,7 @@ from services.runtime.slip import ParallelGroup, Slip, Visit
 class SagaState(StrEnum):
     RUNNING = "running"
     PARKED = "parked"
+    AWAITING_APPROVAL = "awaiting_approval"
     COMPENSATING = "compensating"
     COMPENSATED = "compensated"
     COMPLETED = "completed"
@@ -48,6 +51,7 @@ class StepStatus(StrEnum):
     COMPLETED = "completed"
     SKIPPED = "skipped"
     FAILED = "failed"
+    AWAITING_APPROVAL = "awaiting_approval"
     DEADLETTERED = "deadlettered"
     COMPENSATING = "compensating"
     COMPENSATED = "compensated"
@@ -121,6 +125,26 @@ class GroupState(BaseModel):
         return self.size - len(self.failed) < self.needed
 
 
+class ApprovalHold(BaseModel):
+    """A step held at the approval gate: what to send on once a human says yes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step: int
+    message_id: str
+    requested_at: datetime
+    deadline: datetime
+    reasons: list[str]
+    amount_usd: float | None = None
+    slip: Slip  # as it reached the gate: cursor on the approval step
+    budget: Budget
+    payload: dict[str, Any]
+    decision: Literal["approved", "rejected", "expired"] | None = None
+    by: str | None = None
+    why: str | None = None
+    decided_at: datetime | None = None
+
+
 class TimelineEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -148,6 +172,8 @@ class Saga(BaseModel):
     timeline: list[TimelineEntry] = Field(default_factory=list)
     parked_message_id: str | None = None
     traceparent: str | None = None
+    approval: ApprovalHold | None = None
+    budget: Budget | None = Field(default=None, description="limits and spend, latest known")
 
     def step(self, index: int, branch: int | None = None) -> StepRecord | None:
         for record in self.steps:
@@ -175,12 +201,13 @@ class Compensate:
 
 @dataclass(frozen=True)
 class Dispatch:
-    """Send the merged output of a joined group to the step after it."""
+    """Send the merged output of a joined group (or a released approval) to the step after it."""
 
     group: int
     slip: Slip
     budget: Budget
     output: dict[str, Any]
+    label: str = ""  # names the forward's derived id (default: join:<group>)
 
 
 @dataclass(frozen=True)
@@ -214,6 +241,8 @@ def on_event(saga: Saga, ev: StepEvent, now: datetime, step_timeout: float) -> l
     """Apply one progress event; mutates ``saga`` and returns what must be done."""
     saga.updated_at = now
     label = _label(ev)
+    if ev.budget is not None:
+        _spent(saga, ev.budget)
     if ev.kind is StepEventKind.COMPLETED:
         if ev.branch is not None:
             return _branch_completed(saga, ev, now, step_timeout, label)
@@ -254,6 +283,15 @@ def on_event(saga: Saga, ev: StepEvent, now: datetime, step_timeout: float) -> l
         saga.error = f"compensation of {label} failed: {ev.error}"
         return [Finish()]
     return []
+
+
+def _spent(saga: Saga, budget: Budget) -> None:
+    """Keep the budget with the most spend seen (events of parallel branches may cross)."""
+    if saga.budget is None or (budget.hops, budget.tokens) >= (
+        saga.budget.hops,
+        saga.budget.tokens,
+    ):
+        saga.budget = budget
 
 
 def _label(ev: StepEvent) -> str:
@@ -456,13 +494,154 @@ def _next_compensation(saga: Saga, now: datetime) -> list[Command]:
     return [Compensate(record, saga.reason or "compensation")]
 
 
+# --- the approval gate (human in the loop) --------------------------------------------------
+
+
+def on_approval_request(
+    saga: Saga,
+    *,
+    step: int,
+    message_id: str,
+    slip: Slip,
+    budget: Budget,
+    payload: dict[str, Any],
+    reasons: list[str],
+    amount_usd: float | None,
+    now: datetime,
+    approval_timeout: float,
+    step_timeout: float,
+) -> list[Command]:
+    """The runtime forwarded a step's output to the approval gate. With no reason to ask, the
+    gate opens at once (its visit marked skipped); otherwise the saga waits for a human until the
+    approval timeout or its own deadline, whichever comes first."""
+    saga.updated_at = now
+    existing = saga.step(step)
+    if existing is not None:
+        return []  # a repeat
+    if saga.state is not SagaState.RUNNING:
+        saga.note(now, "approval_ignored", f"gate at step {step} reached while {saga.state}")
+        return []
+    if not reasons:
+        _gate_record(saga, step, message_id, now, StepStatus.COMPLETED)
+        saga.note(now, "approval_not_needed", f"step {step}: no approval policy applies")
+        return _release(saga, slip, budget, payload, message_id, now, step_timeout, skipped=True)
+    deadline = min(now + timedelta(seconds=approval_timeout), saga.deadline)
+    _gate_record(saga, step, message_id, now, StepStatus.AWAITING_APPROVAL)
+    saga.approval = ApprovalHold(
+        step=step,
+        message_id=message_id,
+        requested_at=now,
+        deadline=deadline,
+        reasons=reasons,
+        amount_usd=amount_usd,
+        slip=slip,
+        budget=budget,
+        payload=payload,
+    )
+    saga.state = SagaState.AWAITING_APPROVAL
+    saga.reason = "approval_required"
+    saga.error = "; ".join(reasons)
+    saga.step_deadline = deadline
+    saga.note(now, "awaiting_approval", f"step {step}: {saga.error}; until {deadline.isoformat()}")
+    return []
+
+
+def on_decision(
+    saga: Saga,
+    *,
+    approve: bool,
+    by: str,
+    why: str,
+    message_id: str,
+    now: datetime,
+    step_timeout: float,
+) -> list[Command]:
+    """A human's approve or reject (a control event on the saga's timeline, with who and why)."""
+    saga.updated_at = now
+    verb = "approve" if approve else "reject"
+    hold = saga.approval
+    if saga.state is not SagaState.AWAITING_APPROVAL or hold is None or hold.decision:
+        saga.note(now, "approval_ignored", f"{verb} by {by}: {why} (saga is {saga.state})")
+        return []
+    hold.decision = "approved" if approve else "rejected"
+    hold.by, hold.why, hold.decided_at = by, why, now
+    record = saga.step(hold.step)
+    if not approve:
+        if record is not None:
+            record.status = StepStatus.FAILED
+            record.reason = "approval_rejected"
+            record.error = f"rejected by {by}: {why}"
+        saga.note(now, "rejected", f"by {by}: {why}")
+        return begin_compensation(saga, now, "approval_rejected", f"rejected by {by}: {why}")
+    if record is not None:
+        record.status = StepStatus.COMPLETED
+        record.duration_ms = round((now - hold.requested_at).total_seconds() * 1000, 3)
+    saga.note(now, "approved", f"by {by}: {why}")
+    saga.state = SagaState.RUNNING
+    saga.reason = saga.error = None
+    return _release(saga, hold.slip, hold.budget, hold.payload, message_id, now, step_timeout)
+
+
+def _gate_record(
+    saga: Saga, step: int, message_id: str, now: datetime, status: StepStatus
+) -> StepRecord:
+    record = StepRecord(
+        index=step, agent="approval", action="gate", status=status, message_id=message_id, at=now
+    )
+    saga.steps = sorted(
+        [*saga.steps, record], key=lambda r: (r.index, -1 if r.branch is None else r.branch)
+    )
+    return record
+
+
+def _release(
+    saga: Saga,
+    slip: Slip,
+    budget: Budget,
+    payload: dict[str, Any],
+    message_id: str,
+    now: datetime,
+    step_timeout: float,
+    *,
+    skipped: bool = False,
+) -> list[Command]:
+    step = slip.next
+    after = slip.advanced("approval", message_id, now, skipped=skipped)
+    spent = budget.spent(hops=1)
+    _spent(saga, spent)
+    if after.at_end:
+        return _complete(saga, payload, now)
+    saga.step_deadline = now + timedelta(seconds=step_timeout)
+    _open_group(saga, after, spent, now)
+    return [
+        Dispatch(group=step, slip=after, budget=spent, output=payload, label=f"approval:{step}")
+    ]
+
+
 def on_tick(saga: Saga, now: datetime) -> list[Command]:
-    """Deadlines: the request's own, a parallel group's timeout, a running step's timeout."""
-    if saga.state in (SagaState.RUNNING, SagaState.PARKED) and now >= saga.deadline:
+    """Deadlines: the request's own, a parallel group's timeout, a running step's timeout, an
+    approval nobody gave in time."""
+    waiting = (SagaState.RUNNING, SagaState.PARKED, SagaState.AWAITING_APPROVAL)
+    if saga.state in waiting and now >= saga.deadline:
         saga.updated_at = now
+        if saga.approval is not None and saga.state is SagaState.AWAITING_APPROVAL:
+            saga.approval.decision = "expired"
         return begin_compensation(
             saga, now, "budget_exceeded:deadline", f"deadline {saga.deadline.isoformat()} passed"
         )
+    if saga.state is SagaState.AWAITING_APPROVAL:
+        hold = saga.approval
+        if hold is not None and now >= hold.deadline:
+            saga.updated_at = now
+            hold.decision = "expired"
+            record = saga.step(hold.step)
+            if record is not None:
+                record.status = StepStatus.FAILED
+                record.reason = "approval_timeout"
+            return begin_compensation(
+                saga, now, "approval_timeout", f"no approval by {hold.deadline.isoformat()}"
+            )
+        return []
     if saga.state is not SagaState.RUNNING:
         return []
     for group in saga.groups.values():

@@ -11,7 +11,9 @@ import json
 import logging
 import sqlite3
 import time
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -29,6 +31,7 @@ from services.runtime.slip import Slip, Step
 from services.runtime.store import Store
 
 from . import repository
+from .approval import DECISION_TYPE, ApprovalDecision, approval_reasons
 from .ingress import Accepted, Refused, read_request
 from .results import RESULT_TYPE, Origin, SagaResult, StepSummary
 from .saga import (
@@ -39,6 +42,8 @@ from .saga import (
     Saga,
     SagaState,
     begin_compensation,
+    on_approval_request,
+    on_decision,
     on_event,
     on_tick,
     start,
@@ -62,6 +67,22 @@ class DiscardRequest(BaseModel):
 
 
 SOURCE = f"/itinerant/{SERVICE}"
+GATE_PREFIX = "itinerant.approval."  # a slip step the coordinator runs (settings.COORDINATOR_STEPS)
+
+
+@dataclass(frozen=True)
+class GateRequest:
+    """A step's output forwarded by the runtime to the approval gate."""
+
+    saga_id: str
+    slip: Slip
+    budget: Budget
+    payload: dict[str, Any]
+    reasons: list[str]
+    amount_usd: float | None
+
+
+Control = StepEvent | DiscardRequest | ApprovalDecision | GateRequest
 
 
 class Coordinator:
@@ -103,8 +124,18 @@ class Coordinator:
         budget = Budget(
             max_hops=min(request.max_hops or self.settings.default_max_hops, 100),
             deadline=now + timedelta(seconds=deadline_s),
-            max_tokens=self.settings.default_max_tokens,
-            max_cost_usd=self.settings.default_max_cost_usd,
+            max_tokens=min(
+                self.settings.default_max_tokens,
+                request.max_tokens
+                if request.max_tokens is not None
+                else self.settings.default_max_tokens,
+            ),
+            max_cost_usd=min(
+                self.settings.default_max_cost_usd,
+                request.max_cost_usd
+                if request.max_cost_usd is not None
+                else self.settings.default_max_cost_usd,
+            ),
         )
         with self.store.transaction() as conn:
             if repository.load(conn, read.saga_id) is not None:
@@ -198,16 +229,20 @@ class Coordinator:
         try:
             env = Envelope.from_record(record)
             name = parse_type(env.type)[0]
-            if name.split(".")[:2] != ["itinerant", "saga"]:
+            if name.startswith(GATE_PREFIX):
+                event: Control = self._gate_request(env)
+            elif name.split(".")[:2] != ["itinerant", "saga"]:
                 raise SchemaViolation(f"not a saga event: {env.type}", reason="unsupported_type")
-            try:
-                event: StepEvent | DiscardRequest = (
-                    DiscardRequest.model_validate_json(env.data)
-                    if name == DISCARD_TYPE
-                    else StepEvent.model_validate_json(env.data)
-                )
-            except ValidationError as exc:
-                raise SchemaViolation(f"invalid saga event: {exc.errors()[:3]}") from exc
+            else:
+                try:
+                    if name == DISCARD_TYPE:
+                        event = DiscardRequest.model_validate_json(env.data)
+                    elif name == DECISION_TYPE:
+                        event = ApprovalDecision.model_validate_json(env.data)
+                    else:
+                        event = StepEvent.model_validate_json(env.data)
+                except ValidationError as exc:
+                    raise SchemaViolation(f"invalid saga event: {exc.errors()[:3]}") from exc
         except ItinerantError as exc:
             metrics.DLQ_MESSAGES.labels(SERVICE, exc.reason).inc()
             dlq = dead_letter(
@@ -239,7 +274,21 @@ class Coordinator:
         self._observe(record.topic, processed, started)
         return processed
 
-    def _apply_event(self, env: Envelope, event: StepEvent | DiscardRequest) -> Processed:
+    def _gate_request(self, env: Envelope) -> GateRequest:
+        if env.slip is None or env.budget is None:
+            raise SchemaViolation(
+                "an approval step needs ce_routingslip and ce_budget headers", reason="missing_slip"
+            )
+        if env.slip.branch is not None:
+            raise SchemaViolation("an approval step cannot be a branch of a parallel group")
+        try:
+            payload = json.loads(env.data)
+            reasons, amount = approval_reasons(payload, self.settings.approval_threshold_usd)
+        except (ValueError, ValidationError) as exc:
+            raise SchemaViolation(f"the payload at the approval gate is not a trip: {exc}") from exc
+        return GateRequest(env.saga_id, env.slip, env.budget, payload, reasons, amount)
+
+    def _apply_event(self, env: Envelope, event: Control) -> Processed:
         recorded = self.store.recorded_outputs(env.id)
         if recorded is not None:
             return Processed("duplicate", recorded)
@@ -254,6 +303,35 @@ class Coordinator:
                 saga.updated_at = now
                 saga.note(now, "discard_requested", f"by {event.by}: {event.why}")
                 commands = begin_compensation(saga, now, "discarded", f"{event.why} ({event.by})")
+            elif isinstance(event, GateRequest):
+                commands = on_approval_request(
+                    saga,
+                    step=event.slip.next,
+                    message_id=env.id,
+                    slip=event.slip,
+                    budget=event.budget,
+                    payload=event.payload,
+                    reasons=event.reasons,
+                    amount_usd=event.amount_usd,
+                    now=now,
+                    approval_timeout=self.settings.approval_timeout_s,
+                    step_timeout=self.settings.step_timeout_s,
+                )
+                outcome = "requested" if saga.state is SagaState.AWAITING_APPROVAL else "not_needed"
+                metrics.APPROVALS.labels(outcome).inc()
+            elif isinstance(event, ApprovalDecision):
+                waiting = saga.state is SagaState.AWAITING_APPROVAL
+                commands = on_decision(
+                    saga,
+                    approve=event.decision == "approve",
+                    by=event.by,
+                    why=event.why,
+                    message_id=env.id,
+                    now=now,
+                    step_timeout=self.settings.step_timeout_s,
+                )
+                if waiting:
+                    metrics.APPROVALS.labels(f"{event.decision}d").inc()
             else:
                 commands = on_event(saga, event, now, self.settings.step_timeout_s)
             outputs = self._execute(conn, saga, commands, env.id)
@@ -271,7 +349,10 @@ class Coordinator:
                 saga = repository.load(txn, saga_id)
                 if saga is None:
                     continue
+                waiting = saga.state is SagaState.AWAITING_APPROVAL
                 commands = on_tick(saga, now)
+                if waiting and saga.state is not SagaState.AWAITING_APPROVAL:
+                    metrics.APPROVALS.labels("expired").inc()
                 outputs = self._execute(txn, saga, commands, f"{saga_id}:tick:{saga.reason}")
                 seqs = self.store.record(txn, None, outputs)
             done.append(Processed("timeout", outputs, seqs))
@@ -336,7 +417,7 @@ class Coordinator:
         return [
             envelope.to_message(self.settings.agent_topic(agent), self.settings.max_slip_bytes)
             for agent, envelope in routing.deliveries(
-                forward_id=derived_id(cause, SERVICE, f"join:{command.group}"),
+                forward_id=derived_id(cause, SERVICE, command.label or f"join:{command.group}"),
                 causation_id=cause,
                 source=SOURCE,
                 saga_id=saga.saga_id,
@@ -372,6 +453,7 @@ class Coordinator:
             started_at=saga.created_at,
             finished_at=now,
             duration_ms=round(duration * 1000, 3),
+            budget=saga.budget,
         )
         return self._result_message(saga.saga_id, cause, result, saga.traceparent)
 

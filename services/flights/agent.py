@@ -95,9 +95,46 @@ async def cancel(trip: TripDocument, ctx: HandlerContext) -> None:
     ctx.log.info("cancelled flights %s", trip.flight.booking_id)
 
 
+@agent.handler("quote_refund")
+async def quote_refund(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
+    """What a refund would pay back, refunding nothing: the approval policy needs the amount
+    before the refund runs."""
+    ref, amount = _refundable(trip, ctx)
+    return trip.model_copy(
+        update={"refund": Refund(booking_ref=ref, amount_usd=amount, status="quoted")}
+    )
+
+
 @agent.handler("refund", side_effects=True)
 async def refund(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
     """Refund a held booking by its reference (both legs)."""
+    ref, amount = _refundable(trip, ctx)
+    approved = any(v.agent == "approval" and not v.skipped for v in ctx.slip.visited)
+    if amount > ctx.settings.approval_threshold_usd and not approved:
+        # The coordinator's approval gate decides; this is the last line of defence against a
+        # route that skipped it.
+        raise BusinessFailure(
+            f"a refund of ${amount:.2f} is over ${ctx.settings.approval_threshold_usd:.2f} and "
+            "was not approved",
+            reason="approval_required",
+        )
+    if trip.refund is not None and trip.refund.amount_usd + 0.005 < amount:
+        raise BusinessFailure(
+            f"booking {ref} would refund ${amount:.2f}, more than the ${trip.refund.amount_usd:.2f}"
+            " quoted (and approved)",
+            reason="refund_changed",
+        )
+    ctx.db.execute(
+        "UPDATE flight_bookings SET status = 'refunded' WHERE booking_id = ? AND status = 'held'",
+        (ref,),
+    )
+    ctx.log.info("refunded %s: $%.2f", ref, amount)
+    return trip.model_copy(
+        update={"refund": Refund(booking_ref=ref, amount_usd=amount, status="refunded")}
+    )
+
+
+def _refundable(trip: TripDocument, ctx: HandlerContext) -> tuple[str, float]:
     ref = trip.request.booking_ref
     if not ref:
         raise BusinessFailure("a refund needs the booking_ref to refund", reason="invalid_request")
@@ -114,14 +151,7 @@ async def refund(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
         )
     flights = catalogue().flights
     amount = round(sum(flights[r[0]].price_usd * r[1] for r in rows if r[0] in flights), 2)
-    ctx.db.execute(
-        "UPDATE flight_bookings SET status = 'refunded' WHERE booking_id = ? AND status = 'held'",
-        (ref,),
-    )
-    ctx.log.info("refunded %s: $%.2f", ref, amount)
-    return trip.model_copy(
-        update={"refund": Refund(booking_ref=ref, amount_usd=amount, status="refunded")}
-    )
+    return ref, amount
 
 
 def _leg(flight: Flight, day: date, travellers: int) -> FlightLeg:

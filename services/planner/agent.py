@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from services.contracts.trip import Plan, TripDocument, TripRequest
+from services.contracts.trip import Plan, Replan, TripDocument, TripRequest
 from services.inventory import catalogue
 from services.runtime.agent import Agent, AgentServices, HandlerContext
 from services.runtime.errors import BusinessFailure
-from services.runtime.llm import DeterministicProvider
+from services.runtime.llm import FEEDBACK_MARKER, DeterministicProvider
 from services.runtime.slip import ParallelGroup, SlipStep, Step
 
 from .understanding import PlanDraft, read_free_text
@@ -24,7 +24,7 @@ def register_rules(services: AgentServices) -> None:
 
 @agent.handler("plan")
 async def plan(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
-    draft = await understand(trip.request, ctx)
+    draft = await understand(trip.request, ctx, trip.replan)
     if draft.flow == "refund":
         if trip.request.booking_ref is None:
             raise BusinessFailure("a refund needs a booking_ref", reason="incomplete_request")
@@ -37,10 +37,30 @@ async def plan(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
         )
     the_plan = to_plan(draft, trip.request, planned_by=ctx.provider.name)
     ctx.reroute(route_for(the_plan, parallel=ctx.settings.parallel_search))
-    return trip.model_copy(update={"plan": the_plan})
+    # A re-plan starts from the request again: quotes of the rejected plan are dropped.
+    return trip.model_copy(
+        update={"plan": the_plan, "flight_quote": None, "hotel_quote": None, "validation": None}
+    )
 
 
-async def understand(request: TripRequest, ctx: HandlerContext) -> PlanDraft:
+def prompt_for(request: TripRequest, replan: Replan | None) -> str:
+    """The user's words first; the validator's findings on a rejected plan after the marker."""
+    assert request.text is not None
+    if replan is None:
+        return request.text
+    issues = "\n".join(f"- {issue}" for issue in replan.issues)
+    return (
+        f"{request.text}{FEEDBACK_MARKER}"
+        f"Your previous plan (attempt {replan.attempt}) was rejected because these facts are "
+        f"wrong according to our inventory:\n{issues}\n"
+        "Plan again. Propose only flight numbers, hotels and prices you are sure of; leave a "
+        "proposal field empty rather than guess."
+    )
+
+
+async def understand(
+    request: TripRequest, ctx: HandlerContext, replan: Replan | None = None
+) -> PlanDraft:
     if request.text is None:
         return PlanDraft(
             flow=request.kind or "trip",
@@ -51,14 +71,8 @@ async def understand(request: TripRequest, ctx: HandlerContext) -> PlanDraft:
             travellers=request.travellers,
             budget_usd=request.budget_usd,
         )
-    with ctx.guard("llm"):
-        completion = await ctx.provider.generate(
-            "plan_trip", request.text, PlanDraft, max_tokens=ctx.budget.tokens_left or None
-        )
-    ctx.spend(
-        tokens=completion.prompt_tokens + completion.completion_tokens,
-        cost_usd=completion.cost_usd,
-    )
+    # Budget before and after, circuit breaker, usage: ctx.generate does it all.
+    completion = await ctx.generate("plan_trip", prompt_for(request, replan), PlanDraft)
     draft = completion.value
     # Structured fields the user gave win over what was read from the text.
     return draft.model_copy(
@@ -102,16 +116,26 @@ def to_plan(draft: PlanDraft, request: TripRequest, *, planned_by: str) -> Plan:
         budget_usd=draft.budget_usd,
         needs_hotel=draft.return_date > draft.depart_date,
         planned_by=planned_by,
+        proposal=draft.proposal,
     )
 
 
 NEEDS_HOTEL = "plan.needs_hotel"
-REFUND_ROUTE: list[SlipStep] = [Step(agent="flights", action="refund"), Step(agent="notifier")]
+# A step the coordinator runs: it holds the saga for a human when the approval policy says so.
+APPROVAL = Step(agent="approval", action="gate")
+REFUND_ROUTE: list[SlipStep] = [
+    Step(agent="flights", action="quote_refund"),
+    APPROVAL,
+    Step(agent="flights", action="refund"),
+    Step(agent="notifier"),
+]
 
 
 def route_for(the_plan: Plan, *, parallel: bool = True) -> list[SlipStep]:
-    """The trip flow: search flights and hotels (in parallel), then book, validate, confirm.
-    The hotel steps carry a filter, so a same-day return skips them."""
+    """The trip flow: search flights and hotels (in parallel), validate the quotes and the
+    planner's facts (a wrong fact goes back to the planner), pass the approval gate, then book
+    and confirm. Nothing is booked before validation and approval, so a re-plan or a rejection
+    has nothing to undo. The hotel steps carry a filter, so a same-day return skips them."""
     searches: list[SlipStep] = [
         Step(agent="flights", action="search"),
         Step(agent="hotels", action="search", when=NEEDS_HOTEL),
@@ -127,8 +151,9 @@ def route_for(the_plan: Plan, *, parallel: bool = True) -> list[SlipStep]:
     )
     return [
         *search,
+        Step(agent="validator"),
+        APPROVAL,
         Step(agent="flights", action="book"),
         Step(agent="hotels", action="book", when=NEEDS_HOTEL),
-        Step(agent="validator"),
         Step(agent="notifier"),
     ]

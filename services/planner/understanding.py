@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.contracts.trip import Proposal
 from services.inventory import catalogue
 
 
@@ -23,6 +24,10 @@ class PlanDraft(BaseModel):
     travellers: int | None = Field(default=None, ge=1, le=9)
     budget_usd: float | None = None
     note: str | None = None
+    proposal: Proposal | None = Field(
+        default=None,
+        description="flight numbers, hotel id and prices you propose; every one is checked",
+    )
 
 
 _DATE = re.compile(r"\b(\d{4}-\d{2}-\d{2})\b")

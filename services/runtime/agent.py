@@ -23,11 +23,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from . import circuit
+from . import circuit, metrics
 from .budget import Budget
-from .llm import LLMProvider
+from .errors import BudgetExceeded
+from .llm import Completion, LLMProvider
 from .settings import Settings
 from .slip import Slip, SlipStep
+
+T = typing.TypeVar("T", bound=BaseModel)
 
 Handler = Callable[[Any, "HandlerContext"], Awaitable[BaseModel]]
 Compensation = Callable[[Any, "HandlerContext"], Awaitable[None]]
@@ -80,6 +83,74 @@ class HandlerContext:
     def spend(self, *, tokens: int = 0, cost_usd: float = 0.0) -> None:
         self.tokens += tokens
         self.cost_usd += cost_usd
+
+    @property
+    def tokens_left(self) -> int:
+        """Tokens the request may still spend, this step's own spend included."""
+        return max(self.budget.tokens_left - self.tokens, 0)
+
+    async def generate(self, task: str, prompt: str, output: type[T]) -> Completion[T]:
+        """Ask the LLM for a typed answer, within the request's budget (DESIGN §6).
+
+        Before the call: nothing left of the token or cost budget stops the saga, and the
+        request's ``max_tokens`` is what is left. The call goes through the ``llm`` circuit
+        breaker (a reply that does not validate is the model's fault, not the server's, so it
+        does not open the circuit). After it: the usage is added to this step's spend, and a
+        call that took the request past a limit stops the saga at this step."""
+        metered = self.provider.metered
+        if metered:
+            self._check_spend(before=True)
+        failure: Exception | None = None
+        with self.guard("llm"):
+            try:
+                completion = await self.provider.generate(
+                    task, prompt, output, max_tokens=self.tokens_left if metered else None
+                )
+            except BudgetExceeded as exc:  # e.g. the reply was cut at the tokens left
+                metrics.BUDGET_EXCEEDED.labels(self.service, exc.which).inc()
+                raise
+            except Exception as exc:  # re-raised below, outside the breaker
+                if getattr(exc, "server_answered", False):
+                    failure = exc
+                else:
+                    raise
+        if failure is not None:
+            raise failure
+        self.spend(
+            tokens=completion.prompt_tokens + completion.completion_tokens,
+            cost_usd=completion.cost_usd,
+        )
+        if metered:
+            self._check_spend(before=False)
+        return completion
+
+    def _check_spend(self, *, before: bool) -> None:
+        spent = self.budget.spent(tokens=self.tokens, cost_usd=self.cost_usd)
+        over: BudgetExceeded | None = None
+        if before and spent.tokens >= spent.max_tokens:
+            over = BudgetExceeded(
+                "tokens", f"no tokens left: used {spent.tokens} of {spent.max_tokens}"
+            )
+        elif before and spent.cost_usd >= spent.max_cost_usd:
+            over = BudgetExceeded(
+                "cost", f"no money left: spent ${spent.cost_usd:.6f} of ${spent.max_cost_usd:.6f}"
+            )
+        elif spent.tokens > spent.max_tokens:
+            over = BudgetExceeded(
+                "tokens",
+                f"the LLM call took the request to {spent.tokens} tokens, over its "
+                f"{spent.max_tokens}",
+            )
+        elif spent.cost_usd > spent.max_cost_usd:
+            over = BudgetExceeded(
+                "cost",
+                f"the LLM call took the request to ${spent.cost_usd:.6f}, over its "
+                f"${spent.max_cost_usd:.6f}",
+            )
+        if over is not None:
+            metrics.BUDGET_EXCEEDED.labels(self.service, over.which).inc()
+            self.log.warning("stopping the saga: %s", over)
+            raise over
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,10 @@ from .errors import NonRetryableError
 
 T = TypeVar("T", bound=BaseModel)
 
+# A prompt may carry feedback (e.g. a validator's findings) after this line; rule-based
+# providers read only what comes before it.
+FEEDBACK_MARKER = "\n--- feedback ---\n"
+
 
 @dataclass(frozen=True)
 class Completion(Generic[T]):
@@ -28,6 +32,7 @@ class Completion(Generic[T]):
 
 class LLMProvider(Protocol):
     name: str
+    metered: bool  # spends tokens and money (checked against the request's budget)
 
     async def generate(
         self, task: str, prompt: str, output: type[T], *, max_tokens: int | None = None
@@ -41,6 +46,7 @@ class DeterministicProvider:
     """Rule-based stand-in for an LLM: same input, same output, no network, no tokens."""
 
     name = "deterministic-rules"
+    metered = False
 
     def __init__(self) -> None:
         self._rules: dict[str, Rule] = {}
@@ -58,5 +64,5 @@ class DeterministicProvider:
                 reason="llm_no_rule",
                 hint="register a rule or set ITINERANT_LLM_PROVIDER=openai",
             )
-        value: Any = rule(prompt)
+        value: Any = rule(prompt.split(FEEDBACK_MARKER, 1)[0].strip())
         return Completion(value=output.model_validate(value.model_dump()), model=self.name)

@@ -61,6 +61,11 @@ LLM_COST = Counter("itinerant_llm_cost_usd_total", "LLM spend in US dollars.", [
 BUDGET_EXCEEDED = Counter(
     "itinerant_budget_exceeded_total", "Requests stopped by a budget, by kind.", ["service", "kind"]
 )
+APPROVALS = Counter(
+    "itinerant_approvals_total",
+    "Approval gates passed, by outcome (not_needed, requested, approved, rejected, expired).",
+    ["outcome"],
+)
 BROKER_PARTITION_MESSAGES = Gauge(
     "itinerant_broker_partition_messages",
     "Messages stored in a partition (high watermark); the embedded broker stalls past ~20k "

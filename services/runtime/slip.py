@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import InvalidSlip, LoopDetected, MessageTooLarge, UnknownAgent
+from .settings import COORDINATOR_STEPS
 
 _JOIN = re.compile(r"^(all|first|quorum:[1-9][0-9]*)$")
 
@@ -127,7 +128,9 @@ class Slip(BaseModel):
     # -- checks --------------------------------------------------------------------------------
 
     def check_agents(self, known: list[str]) -> None:
-        unknown = sorted({a for a in self.agents() if a not in known})
+        unknown = sorted(
+            {a for a in self.agents() if a not in known and a not in COORDINATOR_STEPS}
+        )
         if unknown:
             raise UnknownAgent(
                 f"routing slip names unknown agent(s) {unknown}; known agents: {sorted(known)}"

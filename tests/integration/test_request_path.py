@@ -51,6 +51,8 @@ def test_sold_out_hotel_compensates_the_flight(system: System) -> None:
         ("planner", "plan", "completed"),
         ("flights", "search", "completed"),
         ("hotels", "search", "completed"),
+        ("validator", "run", "completed"),
+        ("approval", "gate", "completed"),
         ("flights", "book", "compensated"),
         ("hotels", "book", "failed"),
     ], result["steps"]
@@ -90,9 +92,10 @@ def test_bare_json_with_kcat_starts_a_saga(system: System) -> None:
         ("planner", "plan", "completed"),
         ("flights", "search", "completed"),
         ("hotels", "search", "skipped"),
+        ("validator", "run", "completed"),
+        ("approval", "gate", "completed"),
         ("flights", "book", "completed"),
         ("hotels", "book", "skipped"),
-        ("validator", "run", "completed"),
         ("notifier", "run", "completed"),
     ]
 
@@ -152,12 +155,14 @@ def test_status_shows_steps_and_timeline(system: System) -> None:
         ("planner", None),
         ("flights", 0),
         ("hotels", 1),
+        ("validator", None),
+        ("approval", None),
         ("flights", None),
         ("hotels", None),
-        ("validator", None),
         ("notifier", None),
     ]
     assert all(s["duration_ms"] >= 0 for s in saga["steps"])
     events = [t["event"] for t in saga["timeline"]]
     assert events[0] == "started" and events[-1] == "completed"
     assert "joined" in events  # the parallel search was gathered
+    assert "approval_not_needed" in events  # under the threshold: the gate opened at once

@@ -67,9 +67,10 @@ async def test_same_flights_message_twice_books_once(mesh: InMemoryMesh) -> None
         ("planner", "plan"),
         ("flights", "search"),
         ("hotels", "search"),
+        ("validator", "run"),
+        ("approval", "gate"),
         ("flights", "book"),
         ("hotels", "book"),
-        ("validator", "run"),
         ("notifier", "run"),
     ]
     # Re-sent outputs keep their ids, so a results reader sees one result (it may arrive twice).

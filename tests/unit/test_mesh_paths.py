@@ -31,9 +31,10 @@ async def test_trip_completes_with_confirmation(mesh: InMemoryMesh) -> None:
         ("planner", "plan", None),
         ("flights", "search", 0),
         ("hotels", "search", 1),
+        ("validator", "run", None),
+        ("approval", "gate", None),
         ("flights", "book", None),
         ("hotels", "book", None),
-        ("validator", "run", None),
         ("notifier", "run", None),
     ]
 

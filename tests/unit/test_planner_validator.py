@@ -89,19 +89,22 @@ def test_route_for_searches_in_parallel_then_books_with_hotel_filters() -> None:
         join="all",
         timeout_s=20.0,
     )
+    # Validation and the approval gate come before anything is booked.
     assert route[1:] == [
+        Step(agent="validator"),
+        Step(agent="approval", action="gate"),
         Step(agent="flights", action="book"),
         Step(agent="hotels", action="book", when="plan.needs_hotel"),
-        Step(agent="validator"),
         Step(agent="notifier"),
     ]
     sequential = route_for(plan(day, day), parallel=False)
     assert [s.agent for s in sequential if isinstance(s, Step)] == [
         "flights",
         "hotels",
+        "validator",
+        "approval",
         "flights",
         "hotels",
-        "validator",
         "notifier",
     ]
 
