@@ -50,9 +50,8 @@ class Settings(BaseSettings):
 
     fetch_wait_ms: int = Field(default=10, ge=1, description="Consumer fetch wait (Faust: 1500).")
     session_timeout_s: float = Field(default=6.0, gt=0, description="Consumer group session.")
-    batch_max: int = Field(default=100, ge=1, description="Records handled per batch at most.")
-    batch_window_ms: float = Field(
-        default=2.0, gt=0, description="How long a batch waits to fill before it is handled."
+    batch_max: int = Field(
+        default=100, ge=1, description="Records whose outputs may be in flight at once, at most."
     )
     producer_linger_ms: float = Field(default=2.0, ge=0, description="Producer batching delay.")
     broker_timeout_s: float = Field(default=5.0, gt=0, description="How long to wait for Kafka.")

@@ -45,6 +45,7 @@ class Store:
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA busy_timeout=5000")
         self._lock = threading.RLock()
+        self._pending_marks: list[int] = []
         self._conn.executescript(_SCHEMA)
         for ddl in migrations:
             self._conn.executescript(ddl)
@@ -108,6 +109,19 @@ class Store:
             return
         with self._lock:
             self._conn.executemany("UPDATE outbox SET sent = 1 WHERE seq = ?", [(s,) for s in seqs])
+
+    def mark_sent_soon(self, seqs: Sequence[int]) -> None:
+        """Mark outputs sent now, or, while a handler's transaction is open on this connection
+        (deliveries run beside the next handler), as soon as it closes. Until then they count as
+        unsent: at worst a restart sends them again, with the same ids."""
+        self._pending_marks.extend(seqs)
+        if not self._conn.in_transaction:
+            self.mark_sent_pending()
+
+    def mark_sent_pending(self) -> None:
+        if self._pending_marks and not self._conn.in_transaction:
+            seqs, self._pending_marks = self._pending_marks, []
+            self.mark_sent(seqs)
 
     def prune(self, older_than_s: float) -> int:
         """Forget processed ids and sent outputs older than ``older_than_s`` seconds."""

@@ -5,6 +5,7 @@ acknowledged by Kafka, and a crash at any point is repaired by the inbox on rede
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -50,6 +51,7 @@ class Worker:
     timers: list[Timer] = field(default_factory=list)
     startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _producer: AsyncProducer | None = None
+    _inflight: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def producer(self) -> AsyncProducer:
@@ -58,10 +60,9 @@ class Worker:
         return self._producer
 
     async def deliver(self, *batch: Processed) -> None:
-        """Send the outputs of a batch of handled records: every progress event first, awaited
-        until Kafka acknowledged them all, then every other output, likewise; then mark them sent.
-        One round trip per kind per batch, not per record, and the coordinator still learns of a
-        step before any message it caused can reach the next step."""
+        """Send the outputs of handled records: every progress event first, awaited until Kafka
+        acknowledged them all, then every other output, likewise; then mark them sent. The
+        coordinator thus learns of a step before any message it caused reaches the next step."""
         outputs = [m for processed in batch for m in processed.outputs]
         events = [m for m in outputs if m.topic == self.settings.events_topic]
         rest = [m for m in outputs if m.topic != self.settings.events_topic]
@@ -69,7 +70,18 @@ class Worker:
             await self.producer.send_all(events)
         if rest:
             await self.producer.send_all(rest)
-        self.store.mark_sent([seq for processed in batch for seq in processed.outbox_seqs])
+        self.store.mark_sent_soon([seq for processed in batch for seq in processed.outbox_seqs])
+
+    async def _deliver_then_ack(
+        self, stream: Any, event: Any, processed: Processed, window: asyncio.Semaphore
+    ) -> None:
+        try:
+            await self.deliver(processed)
+        except Exception:
+            log.exception("could not deliver outputs; they stay in the outbox for the next start")
+        finally:
+            window.release()
+            await stream.ack(event)
 
     async def flush_outbox(self) -> None:
         """Send what a crash left in the outbox (outputs recorded but not acknowledged)."""
@@ -131,25 +143,26 @@ class Worker:
         name = f"{self.service}.{subscription.topic}"
 
         async def consume(stream: Any) -> None:
-            # Faust acknowledges a batch only after this body returns for it, so offsets are
-            # committed only after the batch's outputs were acknowledged by Kafka.
-            batches = stream.take_events(
-                self.settings.batch_max, within=self.settings.batch_window_ms / 1000
-            )
-            async for events in batches:
-                handled = []
-                for event in events:
-                    record = _record(event.message)
-                    try:
-                        handled.append(await subscription.handle(record))
-                    except Exception:  # never let an exception stop the agent silently
-                        log.exception(
-                            "failed on %s[%d]@%d", record.topic, record.partition, record.offset
-                        )
+            # Pipelined: a record's outputs are sent as soon as it is handled, in a task of their
+            # own, while the next record is handled; the record is acknowledged (so its offset
+            # can be committed) only when Kafka has acknowledged its outputs. At most batch_max
+            # records are in flight; librdkafka batches their sends.
+            stream.enable_acks = False
+            window = asyncio.Semaphore(self.settings.batch_max)
+            async for event in stream.events():
+                self.store.mark_sent_pending()
+                record = _record(event.message)
                 try:
-                    await self.deliver(*handled)
-                except Exception:
-                    log.exception("could not deliver the outputs of %d record(s)", len(events))
+                    processed = await subscription.handle(record)
+                except Exception:  # never let an exception stop the agent silently
+                    log.exception(
+                        "failed on %s[%d]@%d", record.topic, record.partition, record.offset
+                    )
+                    processed = Processed("error")
+                await window.acquire()
+                task = asyncio.create_task(self._deliver_then_ack(stream, event, processed, window))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
 
         app.agent(topic, name=name, concurrency=1)(consume)
 
