@@ -99,13 +99,19 @@ class SagaCodec:
 
 
 class ItinerantDemo:
-    name = "itinerant_demo"
-    title = "S4 Itinerant demo flow (coordinator + 5 agents, 6 workers)"
-    slot: str | None = "s4"
     unit = "saga"
     ready_timeout_s = 90.0
 
-    def __init__(self, quick: bool = False) -> None:
+    def __init__(self, quick: bool = False, layout: str = "process-per-service") -> None:
+        self.layout = layout
+        if layout == "shared":
+            self.name = "itinerant_demo_shared"
+            self.title = "S4b Itinerant demo flow (coordinator + 5 agents in 1 worker, 2 workers)"
+            self.slot: str | None = "s4b"
+        else:
+            self.name = "itinerant_demo"
+            self.title = "S4 Itinerant demo flow (coordinator + 5 agents, 6 workers)"
+            self.slot = "s4"
         self.quick = quick
         self.codec = SagaCodec()
         self.supervisor: Supervisor | None = None
@@ -162,6 +168,8 @@ class ItinerantDemo:
             coordinator_http_port=http_port,
             llm_provider="deterministic",
             log_level="INFO",
+            layout=self.layout,
+            gateway_port=0,
         )
         self.supervisor = Supervisor(self.settings)
         self.supervisor.start()
@@ -241,4 +249,4 @@ class ItinerantDemo:
 
 
 def scenarios(quick: bool) -> list[Any]:
-    return [ItinerantDemo(quick)]
+    return [ItinerantDemo(quick), ItinerantDemo(quick, layout="shared")]

@@ -39,8 +39,10 @@ def baseline_scenarios(quick: bool) -> list[Scenario]:
 
 
 def itinerant_scenarios(quick: bool) -> list[Scenario]:
-    """Scenario 3 (no-op agents through the runtime) and 4 (the demo flow, sagas)."""
-    return [ItinerantNoop(), ItinerantDemo()]
+    """Scenario 3 (no-op agents through the runtime) and 4 (the demo flow, sagas) in each process
+    layout `itinerant up` offers (the shared one only in the full run: --quick stays short)."""
+    layouts = [ItinerantDemo()] if quick else [ItinerantDemo(), ItinerantDemo(layout="shared")]
+    return [ItinerantNoop(), *layouts]
 
 
 def _log(msg: str) -> None:

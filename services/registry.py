@@ -32,6 +32,8 @@ def build_worker(service: str, settings: Settings) -> Worker:
         from services.coordinator.app import coordinator_worker
 
         return coordinator_worker(settings)
-    from services.runtime.agent_service import agent_worker
+    from services.runtime.agent_service import SHARED_WORKER, agent_worker, shared_worker
 
+    if service == SHARED_WORKER:
+        return shared_worker([load_agent(name) for name in settings.agents], settings)
     return agent_worker(load_agent(service), settings)

@@ -72,7 +72,7 @@ def worker(service: Annotated[str, typer.Argument(help="coordinator or an agent 
         except ItinerantError as exc:
             raise _fail(exc.describe(), 2) from exc
         return
-    if service not in settings.service_names():
+    if service not in [*settings.service_names(), "agents"]:
         raise _fail(f"no service {service!r}; services: {', '.join(settings.service_names())}", 2)
     configure_logging(service, settings.log_level)
     try:

@@ -49,7 +49,7 @@ class Supervisor:
 
     def __post_init__(self) -> None:
         if not self.services:
-            self.services = self.settings.service_names()
+            self.services = self.settings.worker_processes()
             if self.settings.gateway_port:
                 self.services.append("gateway")
 

@@ -1,4 +1,4 @@
-"""Build the worker process of one agent from its definition."""
+"""Build the worker process of one agent, or of several agents sharing one process."""
 
 from __future__ import annotations
 
@@ -9,13 +9,33 @@ from .settings import Settings
 from .store import Store
 from .worker import Subscription, Worker
 
+SHARED_WORKER = "agents"
 
-def agent_worker(agent: Agent, settings: Settings) -> Worker:
+
+def agent_subscription(agent: Agent, settings: Settings) -> Subscription:
     store = Store(settings.data_dir / "state" / f"{agent.name}.db", agent.migrations)
     processor = Processor(agent, settings, store, make_provider(settings, agent.name))
+    return Subscription(settings.agent_topic(agent.name), processor.process, store)
+
+
+def agent_worker(agent: Agent, settings: Settings) -> Worker:
+    """One agent, one process, one consumer group (``itinerant-<agent>``)."""
+    subscription = agent_subscription(agent, settings)
+    assert subscription.store is not None
     return Worker(
         service=agent.name,
         settings=settings,
-        store=store,
-        subscriptions=[Subscription(settings.agent_topic(agent.name), processor.process)],
+        store=subscription.store,
+        subscriptions=[subscription],
+    )
+
+
+def shared_worker(agents: list[Agent], settings: Settings) -> Worker:
+    """Several agents in one process (``itinerant-agents``), each still on its own topic with its
+    own state store: fewer processes polling the broker, for small machines."""
+    subscriptions = [agent_subscription(agent, settings) for agent in agents]
+    first = subscriptions[0].store
+    assert first is not None
+    return Worker(
+        service=SHARED_WORKER, settings=settings, store=first, subscriptions=subscriptions
     )

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=Path(".itinerant"), description="State databases, logs, traces, run files."
     )
+    layout: Literal["process-per-service", "shared"] = Field(
+        default="process-per-service",
+        description="`itinerant up`: one process per service, or the agents sharing one process.",
+    )
     agents: list[str] = Field(
         default=list(DEFAULT_AGENTS), description="Agent names a routing slip may name."
     )
@@ -212,10 +216,16 @@ class Settings(BaseSettings):
     def service_names(self) -> list[str]:
         return ["coordinator", *self.agents]
 
+    def worker_processes(self) -> list[str]:
+        """The worker processes `itinerant up` starts, by layout."""
+        if self.layout == "shared":
+            return ["coordinator", "agents"]
+        return self.service_names()
+
     def metrics_port(self, service: str) -> int | None:
         if self.metrics_port_base == 0:
             return None
-        names = self.service_names()
+        names = [*self.service_names(), "agents", "gateway"]
         index = names.index(service) if service in names else len(names)
         return self.metrics_port_base + index
 

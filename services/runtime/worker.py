@@ -34,6 +34,7 @@ Periodic = Callable[[], Awaitable[list[Processed]]]
 class Subscription:
     topic: str
     handle: RecordHandler
+    store: Store | None = None  # the handler's state store, when not the worker's own
 
 
 @dataclass
@@ -59,7 +60,15 @@ class Worker:
             self._producer = AsyncProducer(self.settings, client_id=f"itinerant-{self.service}")
         return self._producer
 
-    async def deliver(self, *batch: Processed) -> None:
+    @property
+    def stores(self) -> list[Store]:
+        found = [self.store]
+        for subscription in self.subscriptions:
+            if subscription.store is not None and subscription.store not in found:
+                found.append(subscription.store)
+        return found
+
+    async def deliver(self, *batch: Processed, store: Store | None = None) -> None:
         """Send the outputs of handled records: every progress event first, awaited until Kafka
         acknowledged them all, then every other output, likewise; then mark them sent. The
         coordinator thus learns of a step before any message it caused reaches the next step."""
@@ -70,13 +79,20 @@ class Worker:
             await self.producer.send_all(events)
         if rest:
             await self.producer.send_all(rest)
-        self.store.mark_sent_soon([seq for processed in batch for seq in processed.outbox_seqs])
+        (store or self.store).mark_sent_soon(
+            [seq for processed in batch for seq in processed.outbox_seqs]
+        )
 
     async def _deliver_then_ack(
-        self, stream: Any, event: Any, processed: Processed, window: asyncio.Semaphore
+        self,
+        stream: Any,
+        event: Any,
+        processed: Processed,
+        window: asyncio.Semaphore,
+        store: Store,
     ) -> None:
         try:
-            await self.deliver(processed)
+            await self.deliver(processed, store=store)
         except Exception:
             log.exception("could not deliver outputs; they stay in the outbox for the next start")
         finally:
@@ -85,11 +101,12 @@ class Worker:
 
     async def flush_outbox(self) -> None:
         """Send what a crash left in the outbox (outputs recorded but not acknowledged)."""
-        unsent = self.store.unsent()
-        if unsent:
-            log.info("resending %d output(s) left unsent by the last run", len(unsent))
-            await self.producer.send_all([m for _, m in unsent])
-            self.store.mark_sent([seq for seq, _ in unsent])
+        for store in self.stores:
+            unsent = store.unsent()
+            if unsent:
+                log.info("resending %d output(s) left unsent by the last run", len(unsent))
+                await self.producer.send_all([m for _, m in unsent])
+                store.mark_sent([seq for seq, _ in unsent])
 
     def build_app(self) -> faust.App:
         settings = self.settings
@@ -149,8 +166,9 @@ class Worker:
             # records are in flight; librdkafka batches their sends.
             stream.enable_acks = False
             window = asyncio.Semaphore(self.settings.batch_max)
+            store = subscription.store or self.store
             async for event in stream.events():
-                self.store.mark_sent_pending()
+                store.mark_sent_pending()
                 record = _record(event.message)
                 try:
                     processed = await subscription.handle(record)
@@ -160,7 +178,9 @@ class Worker:
                     )
                     processed = Processed("error")
                 await window.acquire()
-                task = asyncio.create_task(self._deliver_then_ack(stream, event, processed, window))
+                task = asyncio.create_task(
+                    self._deliver_then_ack(stream, event, processed, window, store)
+                )
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
 
@@ -196,7 +216,8 @@ class Worker:
             if self._producer is not None:
                 self._producer.close()
             tracing.shutdown()
-            self.store.close()
+            for store in self.stores:
+                store.close()
 
 
 def _record(message: Any) -> InRecord:
