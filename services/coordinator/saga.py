@@ -205,7 +205,7 @@ class Dispatch:
 
     group: int
     slip: Slip
-    budget: Budget
+    budget: Budget | None
     output: dict[str, Any]
     label: str = ""  # names the forward's derived id (default: join:<group>)
 
@@ -308,7 +308,7 @@ def _completed(
     record = _record(saga, ev, StepStatus.SKIPPED if ev.skipped else StepStatus.COMPLETED)
     how = "skipped (its condition does not hold)" if ev.skipped else f"in {ev.duration_ms:.0f} ms"
     saga.note(now, "step_skipped" if ev.skipped else "step_completed", f"{label} {how}")
-    if saga.state is SagaState.PARKED:
+    if saga.state is SagaState.PARKED and ev.message_id == saga.parked_message_id:
         _resume(saga, now, label)
     if saga.state in (SagaState.COMPENSATING, SagaState.COMPENSATED, SagaState.FAILED):
         return _late(saga, record, now, label)
@@ -331,9 +331,9 @@ def _branch_completed(
         return []  # a duplicate branch result
     record = _record(saga, ev, StepStatus.SKIPPED if ev.skipped else StepStatus.COMPLETED)
     saga.note(now, "branch_completed", f"{label} in {ev.duration_ms:.0f} ms")
-    if saga.state is SagaState.PARKED:
+    if saga.state is SagaState.PARKED and ev.message_id == saga.parked_message_id:
         _resume(saga, now, label)
-    if saga.state is not SagaState.RUNNING:
+    if saga.state not in (SagaState.RUNNING, SagaState.PARKED):
         return _late(saga, record, now, label)
     group = saga.groups.get(ev.step)
     if group is None and ev.slip is not None:
@@ -351,6 +351,9 @@ def _branch_completed(
     group.results[ev.branch] = BranchResult(output=ev.output or {}, visit=visit, budget=ev.budget)
     if not group.satisfied():
         return []
+    if saga.state is SagaState.PARKED:
+        # The join holds without the parked branch (first, quorum): that branch lost the race.
+        _resume(saga, now, f"{label}: the {group.join} join holds without the parked branch")
     return _join(saga, group, now, step_timeout)
 
 
@@ -409,10 +412,9 @@ def merge_outputs(outputs: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def merge_budgets(base: Budget | None, branches: list[Budget]) -> Budget:
+def merge_budgets(base: Budget | None, branches: list[Budget]) -> Budget | None:
     """Every branch's spend counts: hops, tokens and cost add up across branches."""
     if not branches:
-        assert base is not None
         return base
     root = base or branches[0].model_copy(update={"hops": 0, "tokens": 0, "cost_usd": 0.0})
     return root.spent(

@@ -21,7 +21,7 @@ def deliveries(
     source: str,
     saga_id: str,
     slip: Slip,
-    budget: Budget,
+    budget: Budget | None,
     data: bytes,
     traceparent: str | None,
     tracestate: str | None = None,
