@@ -504,7 +504,13 @@ class Processor:
 
     async def _undo(self, env: Envelope, command: CompensateCommand) -> Processed:
         spec = self.agent.handlers.get(command.action)
-        undo = self.agent.compensations.get(command.action)
+        if spec is None:
+            raise UnsupportedVersion(
+                f"{self.service} has no action {command.action!r} to compensate; it handles "
+                f"{sorted(self.agent.handlers)}",
+                reason="unknown_action",
+            )
+        undo = self.agent.compensations.get(command.action)  # None: nothing to undo
         with self.store.transaction() as conn:
             if undo is not None and spec is not None:
                 try:

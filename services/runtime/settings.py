@@ -53,7 +53,9 @@ class Settings(BaseSettings):
     )
 
     fetch_wait_ms: int = Field(default=10, ge=1, description="Consumer fetch wait (Faust: 1500).")
-    session_timeout_s: float = Field(default=6.0, gt=0, description="Consumer group session.")
+    session_timeout_s: float = Field(
+        default=3.0, gt=0, description="Consumer group session (a dead worker is noticed after it)."
+    )
     batch_max: int = Field(
         default=100, ge=1, description="Records whose outputs may be in flight at once, at most."
     )

@@ -123,6 +123,9 @@ class Worker:
             broker_heartbeat_interval=max(settings.session_timeout_s / 6, 0.5),
             broker_rebalance_timeout=max(settings.session_timeout_s * 2, 10),
             broker_commit_interval=1.0,
+            # On shutdown or rebalance, hand unfinished records back instead of waiting for
+            # them: only acknowledged records are committed, and the inbox makes redelivery safe.
+            stream_wait_empty=False,
             producer_linger=settings.producer_linger_ms / 1000,
             worker_redirect_stdouts=False,
         )
