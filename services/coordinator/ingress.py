@@ -20,6 +20,7 @@ from services.runtime.errors import (
     SchemaViolation,
     UndecodableMessage,
     UnsupportedVersion,
+    validation_problems,
 )
 from services.runtime.ids import name_id
 
@@ -118,12 +119,8 @@ def _decode(record: InRecord, max_bytes: int) -> TripRequest:
     try:
         return TripRequest.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}"
-            for e in exc.errors()[:6]
-        )
         raise SchemaViolation(
-            f"the request is not a valid trip request: {problems}",
+            f"the request is not a valid trip request: {validation_problems(exc, root='request')}",
             reason="invalid_request",
             hint="see schemas/itinerant.request.v1.json and examples/requests/",
         ) from exc

@@ -258,18 +258,7 @@ class Coordinator:
             processed = Processed("dead_lettered", [dlq], seqs, exc)
             self._observe(record.topic, processed, started)
             return processed
-        with tracing.process_span(
-            SERVICE,
-            record.topic,
-            traceparent=env.traceparent,
-            tracestate=env.tracestate,
-            saga_id=env.saga_id,
-            message_id=env.id,
-            partition=record.partition,
-            offset=record.offset,
-            replay_count=env.replay_count,
-            event_type=env.type,
-        ):
+        with tracing.envelope_span(SERVICE, record, env):
             processed = self._apply_event(env, event)
         self._observe(record.topic, processed, started)
         return processed

@@ -12,6 +12,7 @@ from a2a.types import DataPart, FilePart, Message, MessageSendParams, TextPart
 from pydantic import ValidationError
 
 from services.contracts.trip import TripRequest
+from services.runtime.errors import validation_problems
 
 from .card import METADATA_KEY
 
@@ -39,12 +40,9 @@ def trip_request(params: MessageSendParams) -> TripRequest:
     try:
         return TripRequest.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}"
-            for e in exc.errors()[:6]
-        )
         raise InvalidInput(
-            f"the message is not a valid trip request: {problems} "
+            "the message is not a valid trip request: "
+            f"{validation_problems(exc, root='request')} "
             "(see schemas/itinerant.request.v1.json and examples/requests/)"
         ) from exc
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import ClassVar
 
+from pydantic import ValidationError
+
 
 class Disposition(StrEnum):
     RETRY = "retry"
@@ -152,3 +154,11 @@ class BudgetExceeded(SagaStop):
 
 class LoopDetected(SagaStop):
     reason = "loop_detected"
+
+
+def validation_problems(exc: ValidationError, limit: int = 6, root: str = "(root)") -> str:
+    """``field.path: message; ...`` for the first ``limit`` problems of a pydantic error."""
+    errors = exc.errors()
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or root}: {e['msg']}" for e in errors[:limit]]
+    more = len(errors) - limit
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")

@@ -37,6 +37,7 @@ from .errors import (
     RetryableError,
     SchemaViolation,
     UnsupportedVersion,
+    validation_problems,
 )
 from .events import COMPENSATE_ACTION, CompensateCommand, StepEvent, StepEventKind, event_type
 from .ids import derived_id, name_id
@@ -98,18 +99,7 @@ class Processor:
                     f"message of {len(env.data)} bytes exceeds "
                     f"ITINERANT_MAX_MESSAGE_BYTES={self.settings.max_message_bytes}"
                 )
-            with tracing.process_span(
-                self.service,
-                record.topic,
-                traceparent=env.traceparent,
-                tracestate=env.tracestate,
-                saga_id=env.saga_id,
-                message_id=env.id,
-                partition=record.partition,
-                offset=record.offset,
-                replay_count=env.replay_count,
-                event_type=env.type,
-            ) as span:
+            with tracing.envelope_span(self.service, record, env) as span:
                 try:
                     recorded = self.store.recorded_outputs(env.id)
                     if recorded is not None:
@@ -188,7 +178,7 @@ class Processor:
             raise
         payload = self._decode(env, spec.input_model)
         if step.when is not None and not conditions.evaluate(step.when, json.loads(env.data)):
-            return self._skip(env, spec, slip, budget, step_index, payload), 1
+            return await self._attempt(env, spec, slip, budget, step_index, payload, skip=True), 1
         attempt = 0
         while True:
             attempt += 1
@@ -214,15 +204,19 @@ class Processor:
         budget: Budget,
         step_index: int,
         payload: BaseModel,
+        *,
+        skip: bool = False,
     ) -> Processed:
-        """One try: handler, outputs and inbox record in one transaction (rolled back on error)."""
+        """One try: handler, outputs and inbox record in one transaction (rolled back on error).
+        With ``skip`` (message filter: the step's `when` does not hold) the handler is not run
+        and the payload passes on unchanged."""
         started = time.perf_counter()
         with self.store.transaction() as conn:
             ctx = self._context(env, conn, slip, budget)
-            result = await self._call(spec, payload, ctx)
-            outputs = self._step_outputs(env, spec, ctx, step_index, result, started)
+            result = payload if skip else await self._call(spec, payload, ctx)
+            outputs = self._step_outputs(env, spec, ctx, step_index, result, started, skipped=skip)
             seqs = self.store.record(conn, env.id, outputs)
-        return Processed("ok", outputs, seqs)
+        return Processed("skipped" if skip else "ok", outputs, seqs)
 
     async def _call(self, spec: HandlerSpec, payload: BaseModel, ctx: HandlerContext) -> BaseModel:
         where = f"{self.service}.{spec.action}"
@@ -233,7 +227,9 @@ class Processor:
         except ItinerantError:
             raise
         except ValidationError as exc:
-            raise HandlerError(f"{where} built an invalid model: {_errors(exc)}") from exc
+            raise HandlerError(
+                f"{where} built an invalid model: {validation_problems(exc)}"
+            ) from exc
         except Exception as exc:
             raise HandlerError(f"{where} raised {exc!r}") from exc
         if not isinstance(result, spec.output_model):
@@ -266,7 +262,7 @@ class Processor:
                     f"payload is not valid JSON: {exc.errors()[0]['msg']}", reason="invalid_json"
                 ) from exc
             raise SchemaViolation(
-                f"payload does not match {model.__name__}: {_errors(exc)}"
+                f"payload does not match {model.__name__}: {validation_problems(exc)}"
             ) from exc
 
     # -- outputs -------------------------------------------------------------------------------
@@ -341,23 +337,6 @@ class Processor:
                 )
             )
         return messages
-
-    def _skip(
-        self,
-        env: Envelope,
-        spec: HandlerSpec,
-        slip: Slip,
-        budget: Budget,
-        step_index: int,
-        payload: BaseModel,
-    ) -> Processed:
-        """Message filter: the step's `when` does not hold, so pass the payload on unchanged."""
-        started = time.perf_counter()
-        with self.store.transaction() as conn:
-            ctx = self._context(env, conn, slip, budget)
-            outputs = self._step_outputs(env, spec, ctx, step_index, payload, started, skipped=True)
-            seqs = self.store.record(conn, env.id, outputs)
-        return Processed("skipped", outputs, seqs)
 
     def _step_outputs(
         self,
@@ -517,7 +496,8 @@ class Processor:
                     output = spec.output_model.model_validate(command.output)
                 except ValidationError as exc:
                     raise SchemaViolation(
-                        f"recorded output of {command.action} does not match: {_errors(exc)}"
+                        f"recorded output of {command.action} does not match: "
+                        f"{validation_problems(exc)}"
                     ) from exc
                 ctx = self._context(
                     env, conn, env.slip or _empty_slip(), default_budget(self.settings)
@@ -588,15 +568,6 @@ class Processor:
 class HandlerTimeout(RetryableError):
     reason = "handler_timeout"
     hint = "the handler hung past its timeout; it is retried, then dead-lettered"
-
-
-def _errors(exc: ValidationError, limit: int = 5) -> str:
-    parts = []
-    for err in exc.errors()[:limit]:
-        where = ".".join(str(x) for x in err["loc"]) or "(root)"
-        parts.append(f"{where}: {err['msg']}")
-    more = len(exc.errors()) - limit
-    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
 def _header_text(record: InRecord, name: str) -> str | None:

@@ -28,7 +28,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from . import logs
-from .envelope import OutMessage, replace_headers
+from .envelope import Envelope, InRecord, OutMessage, replace_headers
 
 log = logging.getLogger(__name__)
 
@@ -328,3 +328,19 @@ def stamp(message: OutMessage, saga_id: str | None) -> OutMessage:
     if tracestate:
         updates.append(("tracestate", tracestate.encode()))
     return replace(message, headers=replace_headers(message.headers, updates))
+
+
+def envelope_span(service: str, record: InRecord, env: Envelope) -> AbstractContextManager[Span]:
+    """The ``process <topic>`` span of a decoded record."""
+    return process_span(
+        service,
+        record.topic,
+        traceparent=env.traceparent,
+        tracestate=env.tracestate,
+        saga_id=env.saga_id,
+        message_id=env.id,
+        partition=record.partition,
+        offset=record.offset,
+        replay_count=env.replay_count,
+        event_type=env.type,
+    )

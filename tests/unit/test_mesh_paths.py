@@ -51,3 +51,21 @@ async def test_sold_out_hotel_cancels_the_flight(mesh: InMemoryMesh) -> None:
         .fetchall()
     )
     assert [r[0] for r in rows] == ["cancelled", "cancelled"]
+
+
+async def test_day_trip_skips_the_hotel_steps_by_their_filter(mesh: InMemoryMesh) -> None:
+    saga_id = mesh.publish_request(example("day-trip.json"))
+    await mesh.run()
+    result = mesh.results()[saga_id]
+    assert result["status"] == "completed", result
+    statuses = {(s["agent"], s["action"]): s["status"] for s in result["steps"]}
+    assert statuses[("hotels", "search")] == "skipped"
+    assert statuses[("hotels", "book")] == "skipped"
+    assert statuses[("flights", "book")] == "completed"
+    assert result["itinerary"]["hotel"] is None
+    rows = (
+        mesh.stores["hotels"]
+        .connection.execute("SELECT COUNT(*) FROM hotel_bookings WHERE saga_id = ?", (saga_id,))
+        .fetchone()
+    )
+    assert tuple(rows) == (0,)
