@@ -52,7 +52,6 @@ class Worker:
     timers: list[Timer] = field(default_factory=list)
     startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _producer: AsyncProducer | None = None
-    _inflight: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def producer(self) -> AsyncProducer:
@@ -82,22 +81,6 @@ class Worker:
         (store or self.store).mark_sent_soon(
             [seq for processed in batch for seq in processed.outbox_seqs]
         )
-
-    async def _deliver_then_ack(
-        self,
-        stream: Any,
-        event: Any,
-        processed: Processed,
-        window: asyncio.Semaphore,
-        store: Store,
-    ) -> None:
-        try:
-            await self.deliver(processed, store=store)
-        except Exception:
-            log.exception("could not deliver outputs; they stay in the outbox for the next start")
-        finally:
-            window.release()
-            await stream.ack(event)
 
     async def flush_outbox(self) -> None:
         """Send what a crash left in the outbox (outputs recorded but not acknowledged)."""
@@ -163,29 +146,27 @@ class Worker:
         name = f"{self.service}.{subscription.topic}"
 
         async def consume(stream: Any) -> None:
-            # Pipelined: a record's outputs are sent as soon as it is handled, in a task of their
-            # own, while the next record is handled; the record is acknowledged (so its offset
-            # can be committed) only when Kafka has acknowledged its outputs. At most batch_max
-            # records are in flight; librdkafka batches their sends.
+            # Group commit: records are handled one at a time and queued; one flusher sends what
+            # is queued (events, then the rest), marks it sent and only then acknowledges those
+            # records, so no offset is committed before its outputs are acknowledged. An idle
+            # stream sends at once, a busy one batches during each round trip, no timer wakes.
             stream.enable_acks = False
-            window = asyncio.Semaphore(self.settings.batch_max)
             store = subscription.store or self.store
-            async for event in stream.events():
-                store.mark_sent_pending()
-                record = _record(event.message)
-                try:
-                    processed = await subscription.handle(record)
-                except Exception:  # never let an exception stop the agent silently
-                    log.exception(
-                        "failed on %s[%d]@%d", record.topic, record.partition, record.offset
-                    )
-                    processed = Processed("error")
-                await window.acquire()
-                task = asyncio.create_task(
-                    self._deliver_then_ack(stream, event, processed, window, store)
-                )
-                self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
+            outbox = _Flusher(self, stream, store, self.settings.batch_max)
+            try:
+                async for event in stream.events():
+                    store.mark_sent_pending()
+                    record = _record(event.message)
+                    try:
+                        processed = await subscription.handle(record)
+                    except Exception:  # never let an exception stop the agent silently
+                        log.exception(
+                            "failed on %s[%d]@%d", record.topic, record.partition, record.offset
+                        )
+                        processed = Processed("error")
+                    await outbox.add(event, processed)
+            finally:
+                outbox.close()
 
         app.agent(topic, name=name, concurrency=1)(consume)
 
@@ -221,6 +202,42 @@ class Worker:
             tracing.shutdown()
             for store in self.stores:
                 store.close()
+
+
+class _Flusher:
+    """Delivers a stream's handled records in groups, then acknowledges them (see consume)."""
+
+    def __init__(self, worker: Worker, stream: Any, store: Store, limit: int) -> None:
+        self._worker, self._stream, self._store, self._limit = worker, stream, store, limit
+        self._pending: list[tuple[Any, Processed]] = []
+        self._wakeup = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._task = asyncio.create_task(self._run())
+
+    async def add(self, event: Any, processed: Processed) -> None:
+        while len(self._pending) >= self._limit:  # backpressure: the broker is slower than us
+            self._room.clear()
+            await self._room.wait()
+        self._pending.append((event, processed))
+        self._wakeup.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                group, self._pending = self._pending, []
+                self._room.set()
+                try:
+                    await self._worker.deliver(*(p for _, p in group), store=self._store)
+                except Exception:
+                    log.exception("could not deliver outputs; they stay in the outbox")
+                for event, _ in group:
+                    await self._stream.ack(event)
+
+    def close(self) -> None:
+        self._task.cancel()
 
 
 def _record(message: Any) -> InRecord:
