@@ -1,0 +1,100 @@
+"""Issue 7's measurement: publish->result latency of the trip flow with the flights and hotels
+searches in parallel (a scatter-gather group) against one after the other, same broker, same load.
+
+    .venv/bin/python -m bench.parallel_vs_sequential [--sagas 40] [--rate 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import date, timedelta
+from pathlib import Path
+
+from services.cli.kafka_io import publish_many, wait_for_results
+from services.cli.supervisor import Supervisor
+from services.contracts.trip import Traveller, TripRequest
+from services.runtime.broker import EmbeddedBroker
+from services.runtime.settings import Settings
+
+from .tansu import free_port
+
+
+def trips(count: int) -> list[TripRequest]:
+    cities = ("LIS", "BCN", "CDG", "FCO", "BER", "AMS", "LHR", "OSL")
+    out = []
+    for i in range(count):
+        day = date(2027, 9, 1) + timedelta(days=i % 30)
+        out.append(
+            TripRequest(
+                request_id=str(uuid.uuid4()),
+                traveller=Traveller(name=f"P{i}"),
+                origin="MAD",
+                destination=cities[i % len(cities)],
+                depart_date=day,
+                return_date=day + timedelta(days=2),
+            )
+        )
+    return out
+
+
+def measure(bootstrap: str, workdir: Path, parallel: bool, count: int, rate: float) -> list[float]:
+    settings = Settings(
+        kafka_bootstrap_servers=bootstrap,
+        embedded_broker=False,
+        topic_prefix=f"pvs{uuid.uuid4().hex[:6]}.",
+        data_dir=workdir / ("parallel" if parallel else "sequential"),
+        partitions=3,
+        metrics_port_base=0,
+        coordinator_http_port=free_port(),
+        gateway_port=0,
+        parallel_search=parallel,
+    )
+    supervisor = Supervisor(settings)
+    supervisor.start()
+    try:
+        supervisor.wait_ready(90)
+        warm = trips(3)
+        publish_many(settings, warm)
+        wait_for_results(settings, {t.request_id or "" for t in warm}, 60)
+        latencies = []
+        for request in trips(count):  # open loop at a fixed, low rate: latency, not throughput
+            sent = publish_many(settings, [request])
+            saga = request.request_id or ""
+            result = wait_for_results(settings, {saga}, 30)
+            if saga in result:
+                latencies.append((time.time() - sent[saga]) * 1000)
+            time.sleep(max(0.0, 1 / rate - (time.time() - sent[saga])))
+        return latencies
+    finally:
+        supervisor.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sagas", type=int, default=40)
+    parser.add_argument("--rate", type=float, default=5.0)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="itinerant-pvs-"))
+    broker = EmbeddedBroker("127.0.0.1", free_port())
+    broker.start(workdir / "tansu.log")
+    try:
+        for parallel in (True, False):
+            got = sorted(measure(broker.bootstrap, workdir, parallel, args.sagas, args.rate))
+            label = "parallel  " if parallel else "sequential"
+            p99 = got[min(len(got) - 1, int(len(got) * 0.99))]
+            print(
+                f"{label}: {len(got)} sagas, publish->result p50 {statistics.median(got):.0f} ms, "
+                f"p90 {got[int(len(got) * 0.9)]:.0f} ms, p99 {p99:.0f} ms"
+            )
+    finally:
+        gc.collect()
+        broker.stop()
+
+
+if __name__ == "__main__":
+    main()
