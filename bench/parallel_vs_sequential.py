@@ -12,12 +12,12 @@ import statistics
 import tempfile
 import time
 import uuid
-from datetime import date, timedelta
 from pathlib import Path
 
+from services.cli.demo import extra_trips
 from services.cli.kafka_io import publish_many, wait_for_results
 from services.cli.supervisor import Supervisor
-from services.contracts.trip import Traveller, TripRequest
+from services.contracts.trip import TripRequest
 from services.runtime.broker import EmbeddedBroker
 from services.runtime.settings import Settings
 
@@ -25,21 +25,7 @@ from .tansu import free_port
 
 
 def trips(count: int) -> list[TripRequest]:
-    cities = ("LIS", "BCN", "CDG", "FCO", "BER", "AMS", "LHR", "OSL")
-    out = []
-    for i in range(count):
-        day = date(2027, 9, 1) + timedelta(days=i % 30)
-        out.append(
-            TripRequest(
-                request_id=str(uuid.uuid4()),
-                traveller=Traveller(name=f"P{i}"),
-                origin="MAD",
-                destination=cities[i % len(cities)],
-                depart_date=day,
-                return_date=day + timedelta(days=2),
-            )
-        )
-    return out
+    return [request for _, request in extra_trips(count)]
 
 
 def measure(bootstrap: str, workdir: Path, parallel: bool, count: int, rate: float) -> list[float]:
