@@ -198,8 +198,10 @@ class EmbeddedBroker:
         binary: str | None = None,
         startup_timeout_s: float = 15.0,
         stop_grace_s: float = 8.0,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.host = host
+        self._env = env
         self.port = port
         self._binary = binary
         self.startup_timeout_s = startup_timeout_s
@@ -266,6 +268,7 @@ class EmbeddedBroker:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
+                env={**os.environ, **self._env} if self._env else None,
             )
         except OSError as exc:
             self._close_log()
