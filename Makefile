@@ -3,8 +3,11 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Apache Kafka's jars (pinned in deploy/kafka/pom.xml), fetched with Maven; see docs/brokers.md.
+KAFKA_HOME  := .kafka
+KAFKA_STAMP := $(KAFKA_HOME)/.installed
 
-.PHONY: install demo test unit integration lint typecheck bench bench-quick clean tools
+.PHONY: install kafka demo test unit integration lint typecheck bench bench-quick clean tools
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11+ or run make PYTHON=python3"; exit 1; }
@@ -13,7 +16,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv with the `itinerant` command
+$(KAFKA_STAMP): deploy/kafka/pom.xml deploy/kafka/install.sh
+	@bash deploy/kafka/install.sh $(KAFKA_HOME)
+
+kafka: $(KAFKA_STAMP) ## fetch Apache Kafka (and a JRE and Maven when missing)
+
+install: $(STAMP) kafka ## create .venv with the `itinerant` command, fetch Apache Kafka
 
 # Debian tools the tests use: kcat (a real Kafka client) and promtool (Prometheus).
 tools:

@@ -2,9 +2,11 @@
 number of record batches already stored in that partition.
 
 Tansu (memory engine) keeps every batch forever and lists all of them on each non-empty fetch,
-so the cost of one hop grows with what the partition holds. The partition is filled with
+so the cost of one hop grows with what the partition holds; Apache Kafka indexes its log, so its
+curve should stay flat (the same curve on it is the control). The partition is filled with
 single-message batches (linger 0, flush after every message); at each level a few closed-loop
-probes (send one, wait for it, pause) measure the transit time.
+probes (send one, wait for it, pause) measure the transit time. The consumer's fetch wait is the
+broker's (``bench.brokers.fetch_wait_ms``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench.loadgen import LatencyStats
-from bench.tansu import TansuBroker
+from bench.brokers import fetch_wait_ms, make_broker
 
 QUICK_LEVELS = (0, 1000, 2000, 4000)
 FULL_LEVELS = (0, 1000, 2000, 4000, 8000, 12000)
@@ -42,9 +44,10 @@ def measure(
     gap_s: float = 0.02,
     probe_timeout_s: float = 3.0,
     log_path: Path | None = None,
+    broker_kind: str = "tansu",
 ) -> list[CurvePoint]:
     points: list[CurvePoint] = []
-    with TansuBroker(log_path=log_path) as broker:
+    with make_broker(broker_kind, log_path=log_path) as broker:
         topic = "bench.curve.t0"
         broker.create_topics([topic], partitions=1)
         producer = Producer(
@@ -59,7 +62,7 @@ def measure(
                 "bootstrap.servers": broker.bootstrap,
                 "group.id": "bench-curve",
                 "enable.auto.commit": False,
-                "fetch.wait.max.ms": 10,
+                "fetch.wait.max.ms": fetch_wait_ms(broker_kind),
                 "fetch.min.bytes": 1,
                 "log.connection.close": False,
             }

@@ -9,12 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from bench.brokers import fetch_wait_ms
 from bench.scenario import ChainTopics, ProcessSet
 
 
 class FaustChain:
     slot: str | None
     ready_timeout_s = 45.0
+    broker = "kafka"  # set by the harness; the workers' fetch wait follows it
 
     def __init__(self, layout: Literal["procs", "single"] = "procs", hops: int = 5) -> None:
         self.layout = layout
@@ -54,6 +56,7 @@ class FaustChain:
                     str(first),
                     str(last),
                     csv,
+                    str(fetch_wait_ms(self.broker)),
                 ],
                 workdir / f"faust_{label}.log",
             )

@@ -1,8 +1,10 @@
 """A bare faust-streaming worker hosting one or more forwarding agents of the Faust chain.
 
-Run as ``python -m bench.faust_worker BOOTSTRAP APP_ID DATADIR FIRST LAST TOPIC0,TOPIC1,...``:
-it hosts agents FIRST..LAST (1-based); agent i consumes topic i-1 and forwards key, value and
-headers to topic i. No runtime, tables or web server: only what a bare agent needs.
+Run as ``python -m bench.faust_worker BOOTSTRAP APP_ID DATADIR FIRST LAST TOPIC0,TOPIC1,...
+[FETCH_WAIT_MS]``: it hosts agents FIRST..LAST (1-based); agent i consumes topic i-1 and forwards
+key, value and headers to topic i. No runtime, tables or web server: only what a bare agent
+needs. The consumer fetch wait (Faust hard-codes 1,500 ms) is FETCH_WAIT_MS, default 10 ms; the
+harness passes the broker's, as the services use it (``bench.brokers.fetch_wait_ms``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ FETCH_WAIT_MS = 10
 class _Thread(fa.AIOKafkaConsumerThread):  # type: ignore[misc]
     def _create_worker_consumer(self, transport: Any) -> Any:
         c = super()._create_worker_consumer(transport)
-        c._fetch_max_wait_ms = FETCH_WAIT_MS  # faust hard-codes 1,500 ms
+        c._fetch_max_wait_ms = FETCH_WAIT_MS  # faust hard-codes 1,500 ms; main() may change it
         return c
 
 
@@ -70,7 +72,10 @@ def build_app(
 
 
 def main(argv: list[str]) -> int:
-    bootstrap, app_id, datadir, first, last, topic_csv = argv
+    global FETCH_WAIT_MS
+    bootstrap, app_id, datadir, first, last, topic_csv = argv[:6]
+    if len(argv) > 6:
+        FETCH_WAIT_MS = int(argv[6])
     app = build_app(bootstrap, app_id, datadir, int(first), int(last), topic_csv.split(","))
     worker = faust.Worker(app, loglevel="INFO", quiet=True)
     worker.execute_from_commandline()

@@ -1,5 +1,6 @@
-"""Runs one scenario end to end: fresh broker and topics, warm-up, idle CPU, saturation, fixed
-offered loads, resource accounting, teardown."""
+"""Runs one scenario end to end: a fresh broker (Apache Kafka or Tansu) and topics, warm-up, the
+idle system, saturation, fixed offered loads, the idle system again, resource accounting,
+teardown."""
 
 from __future__ import annotations
 
@@ -24,9 +25,9 @@ from bench.loadgen import (
     saturation,
     warm_up,
 )
+from bench.brokers import fetch_wait_ms, make_broker
 from bench.procs import ProcGroup, rss_mb
 from bench.scenario import ChainTopics, Scenario
-from bench.tansu import TansuBroker
 
 
 @dataclass
@@ -81,34 +82,64 @@ def _measured(procs: ProcGroup, phase: Callable[[], PhaseResult]) -> PhaseResult
     return res
 
 
+def idle_system(procs: ProcGroup, sc: Scenario, broker_pid: int, seconds: float) -> dict[str, Any]:
+    """The whole system at rest: cores used per role over ``seconds`` with nothing sent, and the
+    resident memory of every scenario process and of the broker. "System" is the scenario's
+    processes (every service) plus the broker; the load generator is listed apart."""
+    cores = procs.idle_cpu(seconds)
+    services = {label: round(rss_mb(pid), 1) for label, pid in sc.processes().items()}
+    broker_rss = round(rss_mb(broker_pid), 1)
+    return {
+        "seconds": seconds,
+        "cores": cores,
+        "cores_system": round(cores.get("scenario", 0.0) + cores.get("broker", 0.0), 4),
+        "rss_mb": services,
+        "rss_mb_services": round(sum(services.values()), 1),
+        "rss_mb_broker": broker_rss,
+        "rss_mb_system": round(sum(services.values()) + broker_rss, 1),
+    }
+
+
 def run_scenario(
-    sc: Scenario, cfg: BenchConfig, workdir: Path, log: Callable[[str], None]
+    sc: Scenario,
+    cfg: BenchConfig,
+    workdir: Path,
+    log: Callable[[str], None],
+    broker_kind: str = "kafka",
 ) -> dict[str, Any]:
-    """Run ``sc`` on its own fresh broker; return the results as a JSON-ready dict."""
+    """Run ``sc`` on its own fresh broker of ``broker_kind`` ("kafka" or "tansu"); return the
+    results as a JSON-ready dict."""
     out: dict[str, Any] = {
         "name": sc.name,
         "title": sc.title,
         "slot": sc.slot,
         "unit": getattr(sc, "unit", "msg"),
+        "broker": broker_kind,
     }
+    if hasattr(sc, "broker"):
+        sc.broker = broker_kind  # type: ignore[attr-defined]
     configure = getattr(sc, "configure", None)
     if configure is not None:
         cfg = configure(cfg)
     codec: Codec = getattr(sc, "codec", None) or DEFAULT_CODEC
     t_begin = time.monotonic()
-    broker = TansuBroker(log_path=workdir / f"tansu-{sc.name}.log")
+    broker = make_broker(broker_kind, log_path=workdir / f"{broker_kind}-{sc.name}.log")
     sink: Sink | None = None
     producer = None
     started = False
     try:
         broker.start()
+        out["broker_start_s"] = broker.start_s
+        log(f"  {broker_kind} broker ready after {broker.start_s} s (pid {broker.pid})")
         topics = sc.topics(f"bench.{sc.name}.{uuid.uuid4().hex[:6]}", cfg.partitions)
         broker.create_topics(topics.all, cfg.partitions)
         out["topics"] = {"names": list(topics.all), "partitions": topics.partitions}
-        sink = Sink(broker.bootstrap, topics.exit, topics.partitions, codec).start()
+        sink = Sink(
+            broker.bootstrap, topics.exit, topics.partitions, codec, fetch_wait_ms(broker_kind)
+        ).start()
         producer = make_producer(broker.bootstrap)
         procs = ProcGroup()
-        procs.add("broker", "tansu", broker.pid)
+        procs.add("broker", broker_kind, broker.pid)
         procs.add("loadgen", "bench", os.getpid(), tree=False)
         t0 = time.monotonic()
         sc.start(broker.bootstrap, topics, workdir)
@@ -121,11 +152,14 @@ def run_scenario(
         out["start_to_ready_s"] = round(time.monotonic() - t0, 2)
         log(f"  ready after {out['start_to_ready_s']} s")
 
-        out["idle_cores"] = procs.idle_cpu(cfg.idle_s)
-        out["idle_rss_mb"] = {
-            f"scenario/{label}": round(rss_mb(pid), 1) for label, pid in sc.processes().items()
-        }
-        log(f"  idle cores {out['idle_cores']}")
+        idle = idle_system(procs, sc, broker.pid, cfg.idle_s)
+        out["idle"] = idle
+        out["idle_cores"] = idle["cores"]
+        out["idle_rss_mb"] = idle["rss_mb"]
+        log(
+            f"  idle cores {idle['cores']} (system {idle['cores_system']}); RSS services "
+            f"{idle['rss_mb_services']} MiB + broker {idle['rss_mb_broker']} MiB"
+        )
 
         # Size the measured saturation run to last about saturation_target_s: grow a pilot
         # until it is long enough that pipeline latency no longer dominates the estimate.
@@ -173,6 +207,13 @@ def run_scenario(
             )
         out["loads"] = loads
         sc.processes()
+        time.sleep(1.0)  # let the last phase's commits and flushes settle
+        idle = idle_system(procs, sc, broker.pid, cfg.idle_s)
+        out["idle_after_load"] = idle
+        log(
+            f"  idle after load: system {idle['cores_system']} cores, RSS services "
+            f"{idle['rss_mb_services']} MiB + broker {idle['rss_mb_broker']} MiB"
+        )
         out["peak_rss_mb"] = procs.peak_rss()
         out["cpu_s_per_1k_saturation"] = sat.cpu_s_per_1k
         after = getattr(sc, "after", None)

@@ -1,7 +1,8 @@
 """Scenario 3's worker process: one no-op agent run through Itinerant's full runtime.
 
 Run as ``python -m bench.itinerant_agent BOOTSTRAP PREFIX DATA_DIR PARTITIONS METRICS_BASE NAME
-AGENT,AGENT,...``. The agent's only handler returns its input model unchanged, so what is measured
+AGENT,AGENT,... [BROKER]``; BROKER (``kafka``, the default, or ``tansu``) is the broker kind the
+runtime tunes itself for (fetch wait, idempotent producer), as under `itinerant up`. The agent's only handler returns its input model unchanged, so what is measured
 is the runtime: CloudEvents decoding, inbox dedup (SQLite), slip and budget checks, pydantic
 validation and re-serialisation, the progress event, tracing spans, metrics, and producing with
 acknowledgements awaited before the offset moves.
@@ -60,10 +61,11 @@ def settings_for(
     partitions: int,
     metrics_base: int,
     agents: list[str],
+    broker: str = "kafka",
 ) -> Settings:
     return Settings(
         kafka_bootstrap_servers=bootstrap,
-        embedded_broker=False,
+        broker=broker,  # type: ignore[arg-type]
         topic_prefix=prefix,
         data_dir=data_dir,
         partitions=partitions,
@@ -141,9 +143,16 @@ def instrument(worker: Any, out: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    bootstrap, prefix, data_dir, partitions, metrics_base, name, agents_csv = argv
+    bootstrap, prefix, data_dir, partitions, metrics_base, name, agents_csv = argv[:7]
+    broker = argv[7] if len(argv) > 7 else "kafka"
     settings = settings_for(
-        bootstrap, prefix, Path(data_dir), int(partitions), int(metrics_base), agents_csv.split(",")
+        bootstrap,
+        prefix,
+        Path(data_dir),
+        int(partitions),
+        int(metrics_base),
+        agents_csv.split(","),
+        broker,
     )
     worker = agent_worker(noop_agent(name), settings)
     timing_dir = os.environ.get("BENCH_TIMING")

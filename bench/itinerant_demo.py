@@ -2,10 +2,11 @@
 
 ``services.cli.supervisor.Supervisor`` starts the coordinator and the five demo agents (planner,
 flights, hotels, validator, notifier), each its own process, against the harness's broker
-(``embedded_broker=False``) with a fresh topic prefix and the deterministic LLM provider. Sagas
-enter as CloudEvents ``itinerant.request.v1`` on the requests topic; the intended send time is
-kept client-side, keyed by saga id (= ``request_id``), and a saga ends when its result (keyed by
-saga id) appears on the results topic. Units are sagas, not messages.
+(``start_broker=False``, with ``broker`` set to the harness's kind, which the services tune
+themselves for) with a fresh topic prefix and the deterministic LLM provider. Sagas enter as
+CloudEvents ``itinerant.request.v1`` on the requests topic; the intended send time is kept
+client-side, keyed by saga id (= ``request_id``), and a saga ends when its result (keyed by saga
+id) appears on the results topic. Units are sagas, not messages.
 
 After the load phases, ``after`` measures the coordinator's restart: kill -9, restart through the
 supervisor, and time a saga published right after the kill against sagas published normally.
@@ -101,6 +102,7 @@ class SagaCodec:
 class ItinerantDemo:
     unit = "saga"
     ready_timeout_s = 90.0
+    broker = "kafka"  # set by the harness; the services tune themselves for it
 
     def __init__(self, quick: bool = False, layout: str = "process-per-service") -> None:
         self.layout = layout
@@ -119,8 +121,8 @@ class ItinerantDemo:
         self.prefix = ""
 
     def configure(self, cfg: BenchConfig) -> BenchConfig:
-        # Sagas are slow and each leaves ~12 records on the broker (Tansu keeps them all):
-        # short, few phases; 25 sagas/s fixed (the latency target) plus 25% and 50% of saturation.
+        # Sagas are slow and each leaves ~12 records on the broker (Tansu keeps them all and
+        # slows down with them): short, few phases; 25 sagas/s fixed (the latency target) plus 25% and 50% of saturation.
         if cfg.quick:
             return dataclasses.replace(
                 cfg,
@@ -159,7 +161,7 @@ class ItinerantDemo:
         http_port = free_block(1, taken=set(range(metrics_base, metrics_base + len(AGENTS) + 1)))
         self.settings = Settings(
             kafka_bootstrap_servers=bootstrap,
-            embedded_broker=False,
+            broker=self.broker,  # type: ignore[arg-type]
             topic_prefix=self.prefix,
             partitions=topics.partitions,
             data_dir=workdir / f"data-{self.prefix.strip('.')}",
@@ -171,7 +173,7 @@ class ItinerantDemo:
             layout=self.layout,
             gateway_port=0,
         )
-        self.supervisor = Supervisor(self.settings)
+        self.supervisor = Supervisor(self.settings, start_broker=False)
         self.supervisor.start()
         self.supervisor.wait_ready(self.ready_timeout_s)
 

@@ -17,10 +17,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.brokers import PORT_RANGE
 from bench.harness import BenchConfig
 from bench.loadgen import Encoded
 from bench.scenario import ChainTopics, ProcessSet
-from bench.tansu import PORT_RANGE
 from services.runtime.budget import Budget
 from services.runtime.slip import Slip, Step
 
@@ -88,6 +88,7 @@ class ItinerantNoop:
     slot: str | None = "s3"
     unit = "msg"
     ready_timeout_s = 60.0
+    broker = "kafka"  # set by the harness; the runtime tunes itself for it
 
     def __init__(self, names: tuple[str, ...] = NAMES) -> None:
         self.names = names
@@ -130,6 +131,7 @@ class ItinerantNoop:
                     str(metrics_base),
                     name,
                     ",".join(self.names),
+                    self.broker,
                 ],
                 workdir / f"itinerant_{name}.log",
             )

@@ -102,11 +102,18 @@ class Sink:
     """Consumer of a scenario's exit topic, in a background thread.
 
     It assigns every partition from offset 0 (no group join, so it is ready at once and never
-    misses a message) with ``fetch.wait.max.ms=10``, and files each message under its run id.
+    misses a message) and files each message under its run id. ``fetch_wait_ms`` is the
+    broker's (``bench.brokers.fetch_wait_ms``): 10 ms on Tansu, where a fetch waits it out
+    whatever arrives; Kafka answers a waiting fetch as soon as data arrives.
     """
 
     def __init__(
-        self, bootstrap: str, topic: str, partitions: int, codec: Codec = DEFAULT_CODEC
+        self,
+        bootstrap: str,
+        topic: str,
+        partitions: int,
+        codec: Codec = DEFAULT_CODEC,
+        fetch_wait_ms: int = 10,
     ) -> None:
         self.topic = topic
         self.codec = codec
@@ -115,7 +122,7 @@ class Sink:
                 "bootstrap.servers": bootstrap,
                 "group.id": f"bench-sink-{uuid.uuid4().hex[:8]}",
                 "enable.auto.commit": False,
-                "fetch.wait.max.ms": 10,
+                "fetch.wait.max.ms": fetch_wait_ms,
                 "fetch.min.bytes": 1,
                 "log.connection.close": False,
             }

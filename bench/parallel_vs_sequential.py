@@ -1,7 +1,7 @@
 """Issue 7's measurement: publish->result latency of the trip flow with the flights and hotels
 searches in parallel (a scatter-gather group) against one after the other, same broker, same load.
 
-    .venv/bin/python -m bench.parallel_vs_sequential [--sagas 40] [--rate 5]
+    .venv/bin/python -m bench.parallel_vs_sequential [--sagas 40] [--rate 5] [--broker kafka|tansu]
 """
 
 from __future__ import annotations
@@ -18,20 +18,21 @@ from services.cli.demo import extra_trips
 from services.cli.kafka_io import publish_many, wait_for_results
 from services.cli.supervisor import Supervisor
 from services.contracts.trip import TripRequest
-from services.runtime.broker import EmbeddedBroker
 from services.runtime.settings import Settings
 
-from .tansu import free_port
+from .brokers import KINDS, free_port, make_broker
 
 
 def trips(count: int) -> list[TripRequest]:
     return [request for _, request in extra_trips(count)]
 
 
-def measure(bootstrap: str, workdir: Path, parallel: bool, count: int, rate: float) -> list[float]:
+def measure(
+    bootstrap: str, workdir: Path, parallel: bool, count: int, rate: float, broker: str = "kafka"
+) -> list[float]:
     settings = Settings(
         kafka_bootstrap_servers=bootstrap,
-        embedded_broker=False,
+        broker=broker,  # type: ignore[arg-type]
         topic_prefix=f"pvs{uuid.uuid4().hex[:6]}.",
         data_dir=workdir / ("parallel" if parallel else "sequential"),
         partitions=3,
@@ -40,7 +41,7 @@ def measure(bootstrap: str, workdir: Path, parallel: bool, count: int, rate: flo
         gateway_port=0,
         parallel_search=parallel,
     )
-    supervisor = Supervisor(settings)
+    supervisor = Supervisor(settings, start_broker=False)
     supervisor.start()
     try:
         supervisor.wait_ready(90)
@@ -64,13 +65,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sagas", type=int, default=40)
     parser.add_argument("--rate", type=float, default=5.0)
+    parser.add_argument("--broker", choices=KINDS, default="kafka")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="itinerant-pvs-"))
-    broker = EmbeddedBroker("127.0.0.1", free_port())
-    broker.start(workdir / "tansu.log")
+    broker = make_broker(args.broker, log_path=workdir / f"{args.broker}.log").start()
     try:
         for parallel in (True, False):
-            got = sorted(measure(broker.bootstrap, workdir, parallel, args.sagas, args.rate))
+            got = sorted(
+                measure(broker.bootstrap, workdir, parallel, args.sagas, args.rate, args.broker)
+            )
             label = "parallel  " if parallel else "sequential"
             p99 = got[min(len(got) - 1, int(len(got) * 0.99))]
             print(

@@ -1,8 +1,10 @@
 """Profile scenario 3's hot path: where one no-op hop of Itinerant's runtime spends its CPU.
 
-``python -m bench.profile_noop [--rate 30] [--seconds 20] [--agent noop3] [--mode pyspy|cprofile]``
+``python -m bench.profile_noop [--rate 30] [--seconds 20] [--agent noop3] [--mode pyspy|cprofile]
+[--broker kafka|tansu]``
 
-Starts a fresh Tansu broker and the five no-op agents of scenario 3, warms up, then offers an
+Starts a fresh broker (the embedded Apache Kafka unless ``--broker tansu``) and the five no-op
+agents of scenario 3, warms up, then offers an
 open-loop load while sampling one middle agent with py-spy (``pip install py-spy``; sampling, low
 overhead, all threads) or, with ``--mode cprofile``, running every agent under cProfile
 (``BENCH_PROFILE``; main thread only, adds overhead). It writes
@@ -26,11 +28,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bench.brokers import KINDS, fetch_wait_ms, make_broker
 from bench.itinerant_noop import ItinerantNoop
 from bench.loadgen import Sink, make_producer, open_loop, warm_up
 from bench.procs import cpu_seconds
 from bench.report import RESULTS_DIR
-from bench.tansu import TansuBroker
 
 # (category, test on one frame "func (file:line)"); the first category matching any frame of a
 # stack, scanning from the leaf up, gets the sample: the most specific cost wins.
@@ -174,7 +176,7 @@ def markdown(res: dict[str, Any]) -> str:
         "# Profile of scenario 3 (Itinerant no-op hop)",
         "",
         f"- agent sampled: {res['agent']}; offered load {res['rate']} msg/s open loop for "
-        f"{res['seconds']} s; mode {res['mode']}",
+        f"{res['seconds']} s; mode {res['mode']}; broker {res.get('broker', 'tansu')}",
     ]
     if "agent_cpu_ms_per_msg" in res:
         lines += [
@@ -245,19 +247,22 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--agent", default="noop3")
     ap.add_argument("--mode", choices=["pyspy", "cprofile"], default="pyspy")
+    ap.add_argument("--broker", choices=KINDS, default="kafka")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = ap.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="itinerant-profile-"))
     sc = ItinerantNoop()
-    broker = TansuBroker(log_path=workdir / "tansu.log").start()
+    sc.broker = args.broker
+    broker = make_broker(args.broker, log_path=workdir / f"{args.broker}.log").start()
     sink = None
     result: dict[str, Any] = {
         "agent": args.agent,
         "rate": args.rate,
         "seconds": args.seconds,
         "mode": args.mode,
+        "broker": args.broker,
     }
     prof_dir = workdir / "prof"
     if args.mode == "cprofile":
@@ -267,7 +272,7 @@ def main() -> int:
     try:
         topics = sc.topics(f"prof.{uuid.uuid4().hex[:6]}", 3)
         broker.create_topics(topics.all, 3)
-        sink = Sink(broker.bootstrap, topics.exit, 3, sc.codec).start()
+        sink = Sink(broker.bootstrap, topics.exit, 3, sc.codec, fetch_wait_ms(args.broker)).start()
         producer = make_producer(broker.bootstrap)
         sc.start(broker.bootstrap, topics, workdir)
         warm_up(producer, sink, topics.entry, sc.ready_timeout_s, codec=sc.codec)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.brokers import fetch_wait_ms
 from bench.scenario import ChainTopics, ProcessSet
 
 
@@ -14,6 +15,7 @@ class RawChain:
     title = "S1 raw confluent-kafka chain (5 procs)"
     slot: str | None = "s1"
     ready_timeout_s = 30.0
+    broker = "kafka"  # set by the harness; the hops' fetch wait follows it
 
     def __init__(self, hops: int = 5) -> None:
         self.hops = hops
@@ -27,7 +29,15 @@ class RawChain:
             src, dst = topics.names[i - 1], topics.names[i]
             self._procs.spawn(
                 f"hop{i}",
-                ["-m", "bench.raw_hop", bootstrap, src, dst, f"{topics.entry}.g{i}"],
+                [
+                    "-m",
+                    "bench.raw_hop",
+                    bootstrap,
+                    src,
+                    dst,
+                    f"{topics.entry}.g{i}",
+                    str(fetch_wait_ms(self.broker)),
+                ],
                 workdir / f"raw_hop{i}.log",
             )
 

@@ -1,6 +1,7 @@
 """One hop of the raw chain: consume a topic, produce every message (headers kept) to the next.
 
-Run as ``python -m bench.raw_hop BOOTSTRAP IN_TOPIC OUT_TOPIC GROUP``.
+Run as ``python -m bench.raw_hop BOOTSTRAP IN_TOPIC OUT_TOPIC GROUP [FETCH_WAIT_MS]`` (default
+10 ms; the harness passes the broker's, ``bench.brokers.fetch_wait_ms``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from confluent_kafka import Consumer, Producer
 
 
 def main(argv: list[str]) -> int:
-    bootstrap, in_topic, out_topic, group = argv
+    bootstrap, in_topic, out_topic, group = argv[:4]
+    fetch_wait_ms = int(argv[4]) if len(argv) > 4 else 10
     running = True
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -29,7 +31,7 @@ def main(argv: list[str]) -> int:
             "auto.offset.reset": "earliest",
             "enable.auto.commit": True,
             "session.timeout.ms": 6000,
-            "fetch.wait.max.ms": 10,
+            "fetch.wait.max.ms": fetch_wait_ms,
             "fetch.min.bytes": 1,
             "log.connection.close": False,
         }

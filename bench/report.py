@@ -30,6 +30,50 @@ def _load_at(sc: dict[str, Any], which: str) -> dict[str, Any] | None:
     return cands[0] if cands else None
 
 
+def broker_kinds(results: dict[str, Any]) -> list[str]:
+    """The brokers of a run, in run order (results before brokers were named: Tansu)."""
+    infos = (results.get("meta") or {}).get("brokers")
+    if infos:
+        return [info["kind"] for info in infos]
+    kinds = list(dict.fromkeys(sc.get("broker", "tansu") for sc in results.get("scenarios", [])))
+    return kinds or ["tansu"]
+
+
+def broker_label(results: dict[str, Any], kind: str) -> str:
+    """"Apache Kafka 4.1.1", "Tansu v0.6.0-…" — as the run's metadata names it."""
+    meta = results.get("meta") or {}
+    for info in meta.get("brokers") or []:
+        if info["kind"] == kind:
+            version = info.get("version")
+            return f"{info['name']} {version}" if version else str(info["name"])
+    if kind == "tansu" and meta.get("broker"):  # results written before brokers were named
+        return f"Tansu {meta['broker']}"
+    return {"kafka": "Apache Kafka", "tansu": "Tansu"}.get(kind, kind)
+
+
+def scenarios_on(results: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [sc for sc in results.get("scenarios", []) if sc.get("broker", "tansu") == kind]
+
+
+def _idle(sc: dict[str, Any], key: str = "idle") -> dict[str, Any]:
+    """The idle-system record of a scenario (rebuilt from older results' idle fields)."""
+    idle = sc.get(key)
+    if idle:
+        return dict(idle)
+    if key != "idle" or not sc.get("idle_cores"):
+        return {}
+    cores = sc["idle_cores"]
+    services = sc.get("idle_rss_mb") or {}
+    return {
+        "cores": cores,
+        "cores_system": round(cores.get("scenario", 0.0) + cores.get("broker", 0.0), 4),
+        "rss_mb": services,
+        "rss_mb_services": round(sum(services.values()), 1) if services else None,
+        "rss_mb_broker": None,
+        "rss_mb_system": None,
+    }
+
+
 def headline(sc: dict[str, Any]) -> dict[str, float | None]:
     """The comparable figures of one scenario (None where not measured)."""
 
@@ -40,7 +84,9 @@ def headline(sc: dict[str, Any]) -> dict[str, float | None]:
     sat = sc.get("saturation") or {}
     cpu = sc.get("cpu_s_per_1k_saturation") or {}
     rss = sc.get("peak_rss_mb") or {}
-    idle = sc.get("idle_cores") or {}
+    idle = _idle(sc)
+    cores = idle.get("cores") or {}
+    broker_rss = [v for k, v in rss.items() if k.startswith("broker/")]
     return {
         "saturation_msg_s": sat.get("throughput"),
         "p50_ms@100": lat("100", "p50"),
@@ -51,21 +97,42 @@ def headline(sc: dict[str, Any]) -> dict[str, float | None]:
         "p99_ms@50%": lat("50%", "p99"),
         "cpu_s_per_1k_scenario": cpu.get("scenario"),
         "cpu_s_per_1k_broker": cpu.get("broker"),
-        "idle_cores_scenario": idle.get("scenario"),
+        "idle_cores_scenario": cores.get("scenario"),
+        "idle_cores_broker": cores.get("broker"),
+        "idle_rss_mb_system": idle.get("rss_mb_system"),
         "peak_rss_mb_scenario_total": round(
             sum(v for k, v in rss.items() if k.startswith("scenario/")), 1
         )
         if rss
         else None,
+        "peak_rss_mb_broker": broker_rss[0] if broker_rss else None,
+        "broker_start_s": sc.get("broker_start_s"),
     }
 
 
-def ratios(results: dict[str, Any]) -> dict[str, dict[str, float | None] | None]:
-    by_slot = {
-        sc["slot"]: headline(sc)
-        for sc in results.get("scenarios", [])
-        if sc.get("slot") and "error" not in sc
-    }
+# Columns of the ratio table (a ratio of broker start times or of idle memory says little).
+RATIO_COLUMNS = (
+    "saturation_msg_s",
+    "p50_ms@100",
+    "p99_ms@100",
+    "p50_ms@25%",
+    "p99_ms@25%",
+    "p50_ms@50%",
+    "p99_ms@50%",
+    "cpu_s_per_1k_scenario",
+    "cpu_s_per_1k_broker",
+    "idle_cores_scenario",
+    "peak_rss_mb_scenario_total",
+)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def ratios(scenarios: list[dict[str, Any]]) -> dict[str, dict[str, float | None] | None]:
+    """The ratio rows (RATIO_PAIRS) of the scenarios of one broker."""
+    by_slot = {sc["slot"]: headline(sc) for sc in scenarios if sc.get("slot") and "error" not in sc}
     out: dict[str, dict[str, float | None] | None] = {}
     for num, den in RATIO_PAIRS:
         key = f"{num}/{den}"
@@ -73,20 +140,14 @@ def ratios(results: dict[str, Any]) -> dict[str, dict[str, float | None] | None]
             out[key] = None  # slot left for a later scenario
             continue
         a, b = by_slot[num], by_slot[den]
-        out[key] = {
-            k: (round(a[k] / b[k], 3) if a[k] is not None and b[k] else None)  # type: ignore[operator]
-            for k in a
-        }
+        out[key] = {k: _ratio(a[k], b[k]) for k in RATIO_COLUMNS}
     return out
 
 
-def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
-    """The issue's targets: (what, measured value as text, met?) — None where not measured."""
-    by_slot = {
-        sc["slot"]: sc
-        for sc in results.get("scenarios", [])
-        if sc.get("slot") and "error" not in sc
-    }
+def targets(scenarios: list[dict[str, Any]]) -> list[tuple[str, str, bool | None]]:
+    """The issue's targets on one broker: (what, measured value as text, met?) — None where not
+    measured."""
+    by_slot = {sc["slot"]: sc for sc in scenarios if sc.get("slot") and "error" not in sc}
     out: list[tuple[str, str, bool | None]] = []
 
     def add(name: str, value: float | None, ok: bool | None, fmt: str) -> None:
@@ -97,18 +158,14 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     s2, s3, s4 = by_slot.get("s2"), by_slot.get("s3"), by_slot.get("s4")
     if s2 and s3:
         h2, h3 = headline(s2), headline(s3)
-        r = (
-            h3["saturation_msg_s"] / h2["saturation_msg_s"]
-            if h3["saturation_msg_s"] and h2["saturation_msg_s"]
-            else None
-        )
+        r = _ratio(h3["saturation_msg_s"], h2["saturation_msg_s"])
         add(
             "no-op runtime >= 80% of bare Faust throughput (s3/s2)",
             r,
             r is not None and r >= 0.8,
             "{:.1%}",
         )
-        r = h3["p50_ms@100"] / h2["p50_ms@100"] if h3["p50_ms@100"] and h2["p50_ms@100"] else None
+        r = _ratio(h3["p50_ms@100"], h2["p50_ms@100"])
         add(
             "no-op runtime p50 at 100 msg/s <= 1.3x bare Faust",
             r,
@@ -131,8 +188,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             p99 is not None and p99 < 500,
             "{:.0f} ms",
         )
-        idle = s4.get("idle_cores") or {}
-        sysidle = (idle.get("scenario") or 0) + (idle.get("broker") or 0) if idle else None
+        sysidle = _idle(s4).get("cores_system")
         add(
             "idle system < 0.3 core (6 services + broker)",
             sysidle,
@@ -177,36 +233,166 @@ def _busy_warning(meta: dict[str, Any]) -> list[str]:
     return []
 
 
+def _broker_lines(results: dict[str, Any]) -> list[str]:
+    meta = results.get("meta") or {}
+    infos = meta.get("brokers")
+    if not infos:  # results written before brokers were named
+        return [f"- broker: Tansu {meta.get('broker')} (memory engine)"]
+    lines = []
+    for info in infos:
+        wall = (meta.get("wall_s_by_broker") or {}).get(info["kind"])
+        lines.append(
+            f"- broker: **{broker_label(results, info['kind'])}** ({info.get('setup')}; consumer "
+            f"fetch wait {info.get('fetch_wait_ms')} ms for the services, the baselines and the "
+            f"sink)" + (f"; its scenarios took {wall} s" if wall is not None else "")
+        )
+    return lines
+
+
+def _table(cols: list[str], rows: list[tuple[str, dict[str, Any] | None]]) -> list[str]:
+    lines = ["| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for label, row in rows:
+        cells = ["—" for _ in cols] if row is None else [_fmt(row.get(c)) for c in cols]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _summary(results: dict[str, Any], kind: str) -> list[str]:
+    scenarios = scenarios_on(results, kind)
+    cols = list(headline({}).keys())
+    lines = ["| scenario | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for sc in scenarios:
+        if "error" in sc:
+            lines.append(f"| {sc['title']} | error: {sc['error']} |")
+            continue
+        h = headline(sc)
+        lines.append(f"| {sc['title']} | " + " | ".join(_fmt(h[c]) for c in cols) + " |")
+    lines += ["", "Ratios:", ""]
+    lines += _table(list(RATIO_COLUMNS), list(ratios(scenarios).items()))
+    lines += ["", "Targets (reported, not asserted):", ""]
+    lines += ["| target | measured | met |", "|---|---|---|"]
+    for name, value, ok in targets(scenarios):
+        lines.append(f"| {name} | {value} | {'—' if ok is None else ('yes' if ok else 'NO')} |")
+    return lines
+
+
+# The figures the broker comparison puts side by side (Kafka | Tansu | Kafka/Tansu).
+COMPARE_COLUMNS = (
+    ("saturation_msg_s", "saturation msg/s"),
+    ("p50_ms@25%", "p50 ms @25%"),
+    ("p99_ms@25%", "p99 ms @25%"),
+    ("p50_ms@100", "p50 ms @100"),
+    ("cpu_s_per_1k_scenario", "CPU s/1k scenario"),
+    ("cpu_s_per_1k_broker", "CPU s/1k broker"),
+    ("idle_cores_system", "idle cores system"),
+    ("idle_rss_mb_system", "idle RSS system MiB"),
+    ("peak_rss_mb_broker", "peak RSS broker MiB"),
+    ("broker_start_s", "broker start s"),
+)
+
+
+def comparison(results: dict[str, Any], a: str, b: str) -> list[dict[str, Any]]:
+    """Per scenario run on both brokers: each figure of COMPARE_COLUMNS on ``a``, on ``b``, a/b."""
+    on_b = {sc["name"]: sc for sc in scenarios_on(results, b) if "error" not in sc}
+    rows = []
+    for sc in scenarios_on(results, a):
+        other = on_b.get(sc["name"])
+        if other is None or "error" in sc:
+            continue
+        ha, hb = headline(sc), headline(other)
+        ha["idle_cores_system"] = _idle(sc).get("cores_system")
+        hb["idle_cores_system"] = _idle(other).get("cores_system")
+        rows.append(
+            {
+                "name": sc["name"],
+                "title": sc["title"],
+                **{k: (ha[k], hb[k], _ratio(ha[k], hb[k])) for k, _ in COMPARE_COLUMNS},
+            }
+        )
+    return rows
+
+
+def _comparison_lines(results: dict[str, Any], a: str, b: str) -> list[str]:
+    rows = comparison(results, a, b)
+    if not rows:
+        return []
+    la, lb = broker_label(results, a), broker_label(results, b)
+    lines = [
+        "",
+        f"## {la} vs {lb}",
+        "",
+        f"Each cell: {a} / {b} (ratio {a}/{b}). Same scenarios, same load schedule, each on "
+        "its own fresh broker; the services tune themselves by broker (fetch wait, idempotent "
+        "producers except on Tansu).",
+        "",
+        "| scenario | " + " | ".join(label for _, label in COMPARE_COLUMNS) + " |",
+        "|---" * (len(COMPARE_COLUMNS) + 1) + "|",
+    ]
+    for row in rows:
+        cells = []
+        for key, _ in COMPARE_COLUMNS:
+            va, vb, r = row[key]
+            cells.append(f"{_fmt(va)} / {_fmt(vb)} ({_fmt(r)})")
+        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _idle_lines(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "## Idle system (every service + the broker, nothing sent)",
+        "",
+        "Cores used and resident memory of the scenario's processes (for S4: coordinator and "
+        "agents, as `itinerant up` runs them) and of the broker (the Kafka JVM or the Tansu "
+        "process), over a quiet period right after warm-up and again after the load phases "
+        "(JIT warm, heap grown). The load generator (producer and sink, connected and polling) "
+        "is not counted in the system; its fetches are the broker's work, though.",
+        "",
+        "| broker | scenario | cores services | cores broker | cores system | RSS services MiB "
+        "| RSS broker MiB | RSS system MiB | after load: cores system | RSS broker MiB | "
+        "RSS system MiB |",
+        "|---" * 11 + "|",
+    ]
+    for kind in broker_kinds(results):
+        for sc in scenarios_on(results, kind):
+            idle, later = _idle(sc), _idle(sc, "idle_after_load")
+            if not idle:
+                continue
+            cores = idle.get("cores") or {}
+            lines.append(
+                f"| {kind} | {sc['name']} | {_fmt(cores.get('scenario'))} | "
+                f"{_fmt(cores.get('broker'))} | {_fmt(idle.get('cores_system'))} | "
+                f"{_fmt(idle.get('rss_mb_services'))} | {_fmt(idle.get('rss_mb_broker'))} | "
+                f"{_fmt(idle.get('rss_mb_system'))} | {_fmt(later.get('cores_system'))} | "
+                f"{_fmt(later.get('rss_mb_broker'))} | {_fmt(later.get('rss_mb_system'))} |"
+            )
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta = results.get("meta", {})
+    kinds = broker_kinds(results)
     lines = [
         "# Benchmark results",
         "",
         f"- mode: {'quick' if meta.get('quick') else 'full'}; started {meta.get('started')}; "
         f"wall {meta.get('wall_s')} s; host: {meta.get('cpus')} CPUs, load avg "
         f"{meta.get('loadavg')}",
-        f"- broker: Tansu {meta.get('broker')} (memory engine), one fresh broker per scenario; "
-        f"{meta.get('partitions')} partitions per topic; 5 hops per chain; "
-        "latency from intended send time (open loop).",
+        *_broker_lines(results),
+        f"- one fresh broker per scenario; {meta.get('partitions')} partitions per topic; 5 hops "
+        "per chain; latency from intended send time (open loop).",
         "- CPU per 1,000 messages is measured over the saturation run; idle cores over a "
-        "quiet period after warm-up.",
+        "quiet period after warm-up. The broker columns count the broker process (the Kafka "
+        "JVM, or Tansu); broker start is from launch (Kafka: formatting its storage included) "
+        "to answering metadata requests.",
         *_busy_warning(meta),
-        "",
-        "## Summary",
-        "",
     ]
-    cols = list(headline({}).keys())
-    lines.append("| scenario | " + " | ".join(cols) + " |")
-    lines.append("|---" * (len(cols) + 1) + "|")
-    for sc in results.get("scenarios", []):
-        if "error" in sc:
-            lines.append(f"| {sc['title']} | error: {sc['error']} |")
-            continue
-        h = headline(sc)
-        lines.append(f"| {sc['title']} | " + " | ".join(_fmt(h[c]) for c in cols) + " |")
+    for kind in kinds:
+        lines += ["", f"## Summary: {broker_label(results, kind)}", ""]
+        lines += _summary(results, kind)
+    if len(kinds) > 1:
+        lines += _comparison_lines(results, kinds[0], kinds[1])
     lines += [
-        "",
-        "## Ratios",
         "",
         "s1 = raw chain, s2 = bare Faust chain (one worker per agent), s2b = bare Faust chain "
         "(one worker, five agents; full run only), s3 = Itinerant's runtime with five no-op "
@@ -215,35 +401,28 @@ def markdown(results: dict[str, Any]) -> str:
         "above 1 means the numerator has more of that figure (throughput: better; latency, "
         "CPU, RSS: worse). Latency at 25%/50% compares each scenario at its own share of its "
         "own saturation.",
-        "",
     ]
-    lines.append("| ratio | " + " | ".join(cols) + " |")
-    lines.append("|---" * (len(cols) + 1) + "|")
-    for key, row in ratios(results).items():
-        if row is None:
-            lines.append(f"| {key} | " + " | ".join("—" for _ in cols) + " |")
-        else:
-            lines.append(f"| {key} | " + " | ".join(_fmt(row[c]) for c in cols) + " |")
-    lines += ["", "## Targets (reported, not asserted)", ""]
-    lines.append("| target | measured | met |")
-    lines.append("|---|---|---|")
-    for name, value, ok in targets(results):
-        lines.append(f"| {name} | {value} | {'—' if ok is None else ('yes' if ok else 'NO')} |")
-    extras = [(sc["name"], sc["extra"]) for sc in results.get("scenarios", []) if sc.get("extra")]
-    for name, extra in extras:
-        lines += ["", f"### {name}: extra measurements", "", "```", json.dumps(extra), "```"]
+    lines += _idle_lines(results)
+    extras = [
+        (sc.get("broker", "tansu"), sc["name"], sc["extra"])
+        for sc in results.get("scenarios", [])
+        if sc.get("extra")
+    ]
+    for kind, name, extra in extras:
+        lines += ["", f"### {name} on {kind}: extra measurements", "", "```", json.dumps(extra)]
+        lines.append("```")
     lines += ["", "## Latency by offered load", ""]
     lines.append(
-        "| scenario | offered msg/s | of sat. | achieved msg/s | p50 ms | p95 ms | p99 ms | "
-        "max ms | received/sent | CPU s/1k scen. | CPU s/1k broker |"
+        "| broker | scenario | offered msg/s | of sat. | achieved msg/s | p50 ms | p95 ms | "
+        "p99 ms | max ms | received/sent | CPU s/1k scen. | CPU s/1k broker |"
     )
-    lines.append("|---" * 11 + "|")
+    lines.append("|---" * 12 + "|")
     for sc in results.get("scenarios", []):
         for ld in sc.get("loads", []):
             lat = ld["latency"]
             cpu = ld.get("cpu_s_per_1k", {})
             lines.append(
-                f"| {sc['name']} | {_fmt(ld['offered_rate'])} | "
+                f"| {sc.get('broker', 'tansu')} | {sc['name']} | {_fmt(ld['offered_rate'])} | "
                 f"{ld['fraction_of_saturation']:.1%} | {_fmt(ld['throughput'])} | "
                 f"{_fmt(lat['p50'])} | {_fmt(lat['p95'])} | {_fmt(lat['p99'])} | "
                 f"{_fmt(lat['max'])} | {ld['received']}/{ld['sent']} | "
@@ -253,24 +432,43 @@ def markdown(results: dict[str, Any]) -> str:
     for sc in results.get("scenarios", []):
         rss = sc.get("peak_rss_mb")
         if rss:
-            lines.append(f"- {sc['name']}: " + ", ".join(f"{k} {v}" for k, v in rss.items()))
-    curve = results.get("broker_curve") or []
-    if curve:
+            lines.append(
+                f"- {sc['name']} on {sc.get('broker', 'tansu')}: "
+                + ", ".join(f"{k} {v}" for k, v in rss.items())
+            )
+    for kind, curve in curves(results).items():
+        if not curve:
+            continue
+        info = next(
+            (i for i in (meta.get("brokers") or []) if i["kind"] == kind), {"fetch_wait_ms": 10}
+        )
         lines += [
             "",
-            "## Broker curve (one hop, one partition, fetch wait 10 ms)",
+            f"## Broker curve: {broker_label(results, kind)} (one hop, one partition, fetch "
+            f"wait {info.get('fetch_wait_ms')} ms)",
             "",
-            "| stored batches | p50 ms | p95 ms | p99 ms | max ms | probes lost |",
-            "|---|---|---|---|---|---|",
+            "| stored batches | p50 ms | p95 ms | p99 ms | max ms | probes lost | fill s |",
+            "|---|---|---|---|---|---|---|",
         ]
         for pt in curve:
             lat = pt["latency"]
             lines.append(
                 f"| {pt['batches']} | {_fmt(lat['p50'])} | {_fmt(lat['p95'])} | "
-                f"{_fmt(lat['p99'])} | {_fmt(lat['max'])} | {pt['lost']} |"
+                f"{_fmt(lat['p99'])} | {_fmt(lat['max'])} | {pt['lost']} | "
+                f"{_fmt(pt.get('fill_s'))} |"
             )
+    for kind, err in (results.get("broker_curve_errors") or {}).items():
+        lines += ["", f"Broker curve on {kind} failed: {err}"]
     lines.append("")
     return "\n".join(lines)
+
+
+def curves(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Broker curve points by broker kind (older results: one Tansu curve)."""
+    if results.get("broker_curves") is not None:
+        return dict(results["broker_curves"])
+    old = results.get("broker_curve") or []
+    return {"tansu": old} if old else {}
 
 
 def plot_latency(results: dict[str, Any], path: Path) -> None:

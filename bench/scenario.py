@@ -1,8 +1,9 @@
 """The scenario interface every benchmark scenario implements.
 
 A scenario is a set of OS processes that consume the entry topic and eventually write every
-message (headers passed through) to the exit topic. The harness owns the broker, the topics,
-load generation, the sink and all measurements; a scenario only starts and stops its processes.
+message (headers passed through) to the exit topic. The harness owns the broker (a fresh one per
+run, Apache Kafka or Tansu: ``bench.brokers``), the topics, load generation, the sink and all
+measurements; a scenario only starts and stops its processes.
 
 To add a scenario (e.g. Itinerant's own runtime) write a module with a class satisfying
 :class:`Scenario` and a function ``scenarios(quick: bool) -> list[Scenario]``, then run
@@ -16,6 +17,9 @@ Optional members a scenario may define (the harness uses them when present):
 - ``unit``: what one message is ("msg", "saga"), for the report;
 - ``configure(cfg) -> cfg``: per-scenario changes of the run's :class:`bench.harness.BenchConfig`
   (e.g. fewer, longer phases for a slow end-to-end flow);
+- ``broker``: the harness sets it to the kind of broker the scenario runs on (``"kafka"`` or
+  ``"tansu"``) before ``topics`` and ``start``, for processes that tune themselves by it (the
+  consumer fetch wait: ``bench.brokers.fetch_wait_ms``; the runtime's ``Settings.broker``);
 - ``after(ctx) -> dict``: extra measurements after the load phases, with the harness's producer,
   sink and topics (``bench.harness.PhaseContext``); the dict lands in the results as ``extra``.
 """

@@ -25,8 +25,11 @@ def mesh(settings: Settings) -> Iterator[InMemoryMesh]:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    from tests.integration.conftest import docker_engine_answers
+    from tests.integration.conftest import test_broker_choice
 
-    if docker_engine_answers():
-        return "integration broker: Apache Kafka through testcontainers"
-    return "integration broker: embedded Tansu (no Docker engine answered, so no Apache Kafka)"
+    choice = test_broker_choice()
+    if choice == "tansu":
+        return "integration broker: embedded Tansu (ITINERANT_TEST_BROKER=tansu)"
+    if choice == "testcontainers":
+        return "integration broker: Apache Kafka through testcontainers (when Docker answers)"
+    return "integration broker: embedded Apache Kafka (KRaft); test_tansu_smoke also on Tansu"

@@ -66,7 +66,10 @@ def run(settings: Settings, folder: Path, extra: int, timeout_s: float, console:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    console.print(f"starting the embedded broker and {len(supervisor.services)} services ...")
+    broker = "Apache Kafka" if settings.broker == "kafka" else settings.broker
+    console.print(
+        f"starting the embedded broker ({broker}) and {len(supervisor.services)} services ..."
+    )
     try:
         started = time.monotonic()
         supervisor.start()

@@ -106,7 +106,7 @@ def _consumer(settings: Settings) -> Consumer:
             "group.id": f"itinerant-cli-dlq-{new_id()}",  # required by the client; never joined
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": settings.fetch_wait_ms,
+            "fetch.wait.max.ms": settings.consumer_fetch_wait_ms,
             "allow.auto.create.topics": False,
         }
     )

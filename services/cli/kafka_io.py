@@ -83,7 +83,7 @@ def follow(
             **quiet_client_config(settings.kafka_bootstrap_servers, settings.broker_timeout_s),
             "group.id": f"itinerant-cli-{new_id()}",
             "enable.auto.commit": False,
-            "fetch.wait.max.ms": settings.fetch_wait_ms,
+            "fetch.wait.max.ms": settings.consumer_fetch_wait_ms,
             "allow.auto.create.topics": False,
         }
     )

@@ -87,7 +87,7 @@ def up(
     detach: Annotated[bool, typer.Option("--detach", "-d", help="run in the background")] = False,
     ready_timeout: Annotated[float, typer.Option(help="seconds to wait for readiness")] = 90.0,
 ) -> None:
-    """Start the broker (embedded unless ITINERANT_EMBEDDED_BROKER=false), topics and services."""
+    """Start the broker (ITINERANT_BROKER: kafka, tansu or external), topics and services."""
     settings = _settings()
     if detach:
         _up_detached(settings, ready_timeout)
@@ -128,7 +128,14 @@ def _install_stop_handler() -> Any:
 
 
 def _print_up(settings: Settings, supervisor: Supervisor) -> None:
-    broker = "embedded Tansu" if settings.embedded_broker else "external Kafka"
+    settings = supervisor.settings  # the broker actually started (Kafka, or Tansu as fallback)
+    for warning in supervisor.warnings:
+        err.print(f"[yellow]warning:[/yellow] {warning}")
+    broker = {
+        "kafka": "embedded Apache Kafka",
+        "tansu": "embedded Tansu (development only)",
+        "external": "external Kafka",
+    }[settings.broker]
     console.print(f"[green]up[/green]: {broker} at {settings.kafka_bootstrap_servers}")
     for name, proc in supervisor.procs.items():
         port = settings.metrics_port(name)
@@ -232,7 +239,7 @@ def topics_create() -> None:
 
 @topics_app.command("list")
 def topics_list() -> None:
-    """Topics with stored messages per partition (warns near the embedded broker's limits)."""
+    """Topics with stored messages per partition (on Tansu, warns near its limits)."""
     from services.runtime.topics import partition_high_watermarks, storage_warnings
 
     settings = _settings()
@@ -242,7 +249,7 @@ def topics_list() -> None:
         raise _fail(exc.describe()) from exc
     for (topic, partition), high in sorted(marks.items()):
         console.print(f"  {topic:<32} [{partition}] {high:>8} messages")
-    for warning in storage_warnings(marks):
+    for warning in storage_warnings(marks) if settings.broker == "tansu" else []:
         err.print(f"[yellow]warning:[/yellow] {warning}")
 
 

@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.runtime.broker import EmbeddedBroker, require_broker
+from services.runtime.broker import require_broker
+from services.runtime.embedded import RunningBroker, resolve_broker, start_embedded
 from services.runtime.settings import Settings
 from services.runtime.topics import ensure_topics, partition_high_watermarks, storage_warnings
 
@@ -43,11 +44,16 @@ class ServiceProcess:
 class Supervisor:
     settings: Settings
     services: list[str] = field(default_factory=list)
-    broker: EmbeddedBroker | None = None
+    broker: RunningBroker | None = None
     procs: dict[str, ServiceProcess] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: Start the broker ``settings.broker`` names (false: one already runs there, as in tests).
+    start_broker: bool | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if self.start_broker is None:
+            self.start_broker = self.settings.embedded
         if not self.services:
             self.services = self.settings.worker_processes()
             if self.settings.gateway_port:
@@ -65,9 +71,12 @@ class Supervisor:
         """Broker, topics, services. Raises a clear error if any of them cannot start."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        if self.settings.embedded_broker:
-            self.broker = EmbeddedBroker.from_settings(self.settings)
-            self.broker.start(self.log_dir / "broker.log")
+        if self.start_broker:
+            self.settings, warning = resolve_broker(self.settings)
+            if warning:
+                log.warning("%s", warning)
+                self.warnings.append(warning)
+            self.broker = start_embedded(self.settings, self.log_dir)
         else:
             require_broker(self.settings.kafka_bootstrap_servers, self.settings.broker_timeout_s)
         ensure_topics(self.settings)
@@ -138,6 +147,8 @@ class Supervisor:
         return restarted
 
     def storage_report(self) -> list[str]:
+        if self.settings.broker != "tansu":
+            return []  # Kafka deletes by retention; only Tansu keeps (and slows with) everything
         try:
             return storage_warnings(partition_high_watermarks(self.settings))
         except Exception as exc:  # a report must never stop the supervisor

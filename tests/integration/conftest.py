@@ -1,10 +1,16 @@
-"""Integration fixtures: a real broker (Apache Kafka through testcontainers when a Docker engine
-answers, else the embedded Tansu), and the whole system started by the real supervisor."""
+"""Integration fixtures: a real broker, and the whole system started by the real supervisor.
+
+The broker is the embedded Apache Kafka (KRaft, the jars `make install` fetched) unless
+``ITINERANT_TEST_BROKER`` says ``tansu`` (the no-Java fallback) or ``testcontainers`` (Apache
+Kafka in Docker, where an engine answers). test_tansu_smoke.py runs a few scenarios on Tansu
+whatever the setting; test_cluster_*.py start a three-node cluster of their own."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
+import os
 import socket
 import sqlite3
 import time
@@ -20,6 +26,7 @@ from services.cli.kafka_io import Seen, follow, publish_raw, publish_request
 from services.cli.supervisor import Supervisor
 from services.contracts.trip import TripRequest
 from services.runtime.broker import EmbeddedBroker
+from services.runtime.kafka_broker import KafkaNode
 from services.runtime.settings import Settings
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "requests"
@@ -63,24 +70,51 @@ def docker_engine_answers() -> bool:
 @dataclass(frozen=True)
 class Broker:
     bootstrap: str
-    kind: str
+    kind: str  # a Settings.broker value: "kafka" or "tansu"
+    description: str = ""
+
+
+def test_broker_choice() -> str:
+    return os.environ.get("ITINERANT_TEST_BROKER", "kafka")
+
+
+def embedded_kafka(storage: Path) -> KafkaNode:
+    """A fresh single-node Apache Kafka on free loopback ports (stopped by the caller)."""
+    node = KafkaNode(storage=storage, port=free_port(), controller_port=free_port(), heap_mb=512)
+    node.start(storage / "kafka.log")
+    return node
+
+
+@contextlib.contextmanager
+def tansu_broker(log_dir: Path) -> Iterator[Broker]:
+    embedded = EmbeddedBroker("127.0.0.1", free_port(), startup_timeout_s=20.0)
+    embedded.start(log_dir / "tansu.log")
+    try:
+        yield Broker(embedded.bootstrap, "tansu", "Tansu 0.6, memory engine")
+    finally:
+        gc.collect()
+        embedded.stop()
 
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    if docker_engine_answers():
+    choice = test_broker_choice()
+    if choice == "tansu":
+        with tansu_broker(tmp_path_factory.mktemp("broker")) as tansu:
+            yield tansu
+        return
+    if choice == "testcontainers" and docker_engine_answers():
         from testcontainers.kafka import KafkaContainer
 
-        with KafkaContainer("apache/kafka:3.9.0") as kafka:
-            yield Broker(kafka.get_bootstrap_server(), "apache-kafka")
+        with KafkaContainer("apache/kafka:4.1.1") as kafka:
+            yield Broker(kafka.get_bootstrap_server(), "kafka", "Apache Kafka (testcontainers)")
         return
-    embedded = EmbeddedBroker("127.0.0.1", free_port(), startup_timeout_s=20.0)
-    embedded.start(tmp_path_factory.mktemp("broker") / "tansu.log")
+    node = embedded_kafka(tmp_path_factory.mktemp("kafka"))
     try:
-        yield Broker(embedded.bootstrap, "tansu (no Docker engine answered, so no Apache Kafka)")
+        yield Broker(node.bootstrap, "kafka", "embedded Apache Kafka (KRaft, one node)")
     finally:
         gc.collect()
-        embedded.stop()
+        node.stop()
 
 
 def poll_until(
@@ -163,7 +197,7 @@ class System:
 def start_system(broker: Broker, data_dir: Path, **overrides: Any) -> System:
     settings = Settings(
         kafka_bootstrap_servers=broker.bootstrap,
-        embedded_broker=False,
+        broker=broker.kind,
         topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
         data_dir=data_dir,
         partitions=2,
@@ -172,7 +206,7 @@ def start_system(broker: Broker, data_dir: Path, **overrides: Any) -> System:
         gateway_port=free_port(),
         **overrides,
     )
-    supervisor = Supervisor(settings)
+    supervisor = Supervisor(settings, start_broker=False)
     try:
         supervisor.start()
         supervisor.wait_ready(90)

@@ -1,4 +1,6 @@
-"""Against a real embedded broker (Tansu) started by EmbeddedBroker on a free port 19200-19299."""
+"""Against a real Tansu broker (the no-Java fallback) started by EmbeddedBroker on a free port
+19200-19299: reachability, explicit topic administration, a taken port. The embedded Apache
+Kafka has its own in test_kafka_embedded.py."""
 
 from __future__ import annotations
 
@@ -80,6 +82,7 @@ def settings(tansu: EmbeddedBroker) -> Settings:
     return Settings().model_copy(
         update={
             "kafka_bootstrap_servers": tansu.bootstrap,
+            "broker": "tansu",
             "topic_prefix": f"t{uuid.uuid4().hex[:8]}.",
             "partitions": 3,
             "replication_factor": 1,
@@ -140,7 +143,8 @@ def test_partition_count_mismatch_is_reported(settings: Settings) -> None:
     assert topic in message
     assert "has 2" in message
     assert "ITINERANT_PARTITIONS=3" in message
-    assert "itinerant down && itinerant up" in message
+    assert "itinerant topics delete" in message
+    assert "ITINERANT_PARTITIONS to match" in message
     assert not info.value.retryable
     # Nothing was created by the failed call.
     with pytest.raises(MissingTopics):
@@ -186,7 +190,7 @@ def test_refuses_a_taken_port(tansu: EmbeddedBroker, tmp_path: Path) -> None:
         second.start(tmp_path / "second.log")
     message = str(info.value)
     assert f"port 127.0.0.1:{tansu.port} is already in use" in message
-    assert "ITINERANT_EMBEDDED_BROKER=false" in message
+    assert "ITINERANT_BROKER=external" in message
     assert "KAFKA_BOOTSTRAP_SERVERS" in message
     assert second.pid is None
     assert not second.running

@@ -16,7 +16,8 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,7 @@ def system(
     own_broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[System]:
     running = start_system(
-        Broker(own_broker.bootstrap, "tansu (own, for chaos)"),
+        Broker(own_broker.bootstrap, "tansu", "Tansu (own, for chaos)"),
         tmp_path_factory.mktemp("chaos"),
         fault_inventory_rate=FAULT_RATE,
     )
@@ -114,27 +115,58 @@ def wait_settled(system: System, saga_ids: set[str], timeout_s: float) -> dict[s
 def test_chaos_kills_and_a_frozen_broker_lose_nothing_and_book_once(
     system: System, own_broker: EmbeddedBroker
 ) -> None:
+    broker_pid = own_broker.pid
+    assert broker_pid is not None
+    run_chaos(
+        system,
+        freeze=lambda: os.kill(broker_pid, signal.SIGSTOP),
+        thaw=lambda: os.kill(broker_pid, signal.SIGCONT),
+        target="the broker",
+    )
+
+
+@dataclass(frozen=True)
+class ChaosPlan:
+    """The schedule of :func:`run_chaos` (test_cluster_faults runs a shorter one)."""
+
+    sagas: int = SAGAS
+    publish_s: float = PUBLISH_S
+    kill_every_s: float = KILL_EVERY_S
+    freeze_at_s: float = FREEZE_AT_S
+    freeze_s: float = FREEZE_S
+    settle_timeout_s: float = SETTLE_TIMEOUT_S
+    seed: int = SEED
+
+
+def run_chaos(
+    system: System,
+    freeze: Callable[[], None],
+    thaw: Callable[[], None],
+    target: str,
+    plan: ChaosPlan = ChaosPlan(),
+) -> None:
+    """Publish ``plan.sagas`` over ``plan.publish_s`` while killing a random service every
+    ``plan.kill_every_s`` and freezing (``freeze``, later ``thaw``) ``target`` for
+    ``plan.freeze_s``; then check that nothing was lost and every booking happened once."""
     settings = system.settings
     supervisor = system.supervisor
-    chaos = random.Random(SEED)
-    batch = trip_requests(SAGAS, tag="Chaos")
+    chaos = random.Random(plan.seed)
+    batch = trip_requests(plan.sagas, tag="Chaos")
     saga_ids = {r.request_id for r in batch if r.request_id}
     sold_out = {r.request_id for r in batch if r.destination == "KEF" and r.request_id}
     out = producer(settings)
     kills: list[tuple[float, str]] = []
     frozen_at: float | None = None
     thawed = False
-    broker_pid = own_broker.pid
-    assert broker_pid is not None
 
     started = time.monotonic()
-    next_kill = started + KILL_EVERY_S
+    next_kill = started + plan.kill_every_s
     sent = 0
     try:
         while True:
             now = time.monotonic()
             elapsed = now - started
-            due = min(SAGAS, int(elapsed / PUBLISH_S * SAGAS) + 1)
+            due = min(plan.sagas, int(elapsed / plan.publish_s * plan.sagas) + 1)
             while sent < due:
                 request = batch[sent]
                 envelope = Envelope(
@@ -152,30 +184,30 @@ def test_chaos_kills_and_a_frozen_broker_lose_nothing_and_book_once(
                 )
                 sent += 1
             out.poll(0)
-            if frozen_at is None and elapsed >= FREEZE_AT_S:
-                os.kill(broker_pid, signal.SIGSTOP)
+            if frozen_at is None and elapsed >= plan.freeze_at_s:
+                freeze()
                 frozen_at = now
             frozen = frozen_at is not None and not thawed
-            if frozen and frozen_at is not None and now - frozen_at >= FREEZE_S:
-                os.kill(broker_pid, signal.SIGCONT)
+            if frozen and frozen_at is not None and now - frozen_at >= plan.freeze_s:
+                thaw()
                 thawed = True
                 frozen = False
-            if not frozen and now >= next_kill and elapsed < PUBLISH_S:
+            if not frozen and now >= next_kill and elapsed < plan.publish_s:
                 victim = chaos.choice(FLOW)
                 if supervisor.kill(victim) is not None:
                     kills.append((round(elapsed, 1), victim))
-                next_kill = now + KILL_EVERY_S
+                next_kill = now + plan.kill_every_s
             supervisor.supervise_once()
-            if sent == SAGAS and elapsed >= PUBLISH_S and thawed:
+            if sent == plan.sagas and elapsed >= plan.publish_s and thawed:
                 break
             time.sleep(0.05)  # pacing of the schedule, not a wait for a condition
     finally:
         if frozen_at is not None and not thawed:
-            os.kill(broker_pid, signal.SIGCONT)
+            thaw()
     assert out.flush(120) == 0, "the broker never took every request"
     chaos_s = time.monotonic() - started
 
-    states = wait_settled(system, saga_ids, SETTLE_TIMEOUT_S)
+    states = wait_settled(system, saga_ids, plan.settle_timeout_s)
     settled_s = time.monotonic() - started
     before_replay = Counter(states.values())
     reasons_before = reason_counts(system, saga_ids)
@@ -201,9 +233,10 @@ def test_chaos_kills_and_a_frozen_broker_lose_nothing_and_book_once(
     restarts = {n: p.restarts for n, p in supervisor.procs.items() if p.restarts}
     retries = count_lines(settings.data_dir / "logs" / "flights.log", "injected fault")
     print(
-        f"\nchaos: {SAGAS} sagas over {PUBLISH_S:.0f}s, seed {SEED}; {len(kills)} SIGKILLs "
-        f"{Counter(v for _, v in kills)}; broker frozen {FREEZE_S:.0f}s at "
-        f"+{FREEZE_AT_S:.0f}s; restarts {restarts}; flights log lines with injected faults "
+        f"\nchaos: {plan.sagas} sagas over {plan.publish_s:.0f}s, seed {plan.seed}; "
+        f"{len(kills)} SIGKILLs "
+        f"{Counter(v for _, v in kills)}; {target} frozen {plan.freeze_s:.0f}s at "
+        f"+{plan.freeze_at_s:.0f}s; restarts {restarts}; flights log lines with injected faults "
         f"{retries}\n  chaos {chaos_s:.0f}s, all settled at +{settled_s:.0f}s: "
         f"{dict(before_replay)}; reasons {dict(reasons_before)}\n  after {replay_rounds} "
         f"replay round(s): {dict(final)}; total {time.monotonic() - started:.0f}s"

@@ -71,6 +71,7 @@ def test_bare_json_with_kcat_starts_a_saga(system: System) -> None:
     body = json.loads(Path("examples/requests/day-trip.json").read_text())
     body["request_id"] = request_id
     # Plain kcat, no headers, no key: exactly what a user with any Kafka client would send.
+    # Debian's own kcat against Apache Kafka; against Tansu it needs a newer librdkafka.
     subprocess.run(
         [
             "kcat",
@@ -83,7 +84,7 @@ def test_bare_json_with_kcat_starts_a_saga(system: System) -> None:
         input=json.dumps(body).encode(),
         check=True,
         timeout=30,
-        env=kcat_env(),
+        env=kcat_env() if system.settings.broker == "tansu" else None,
     )
     result = system.results({request_id})[request_id]
     assert result["status"] == "completed"

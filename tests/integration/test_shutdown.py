@@ -221,7 +221,7 @@ def test_up_detach_then_down_leaves_no_process(tmp_path: Path) -> None:
     broker_port = free_port()
     settings = Settings(
         kafka_bootstrap_servers=f"127.0.0.1:{broker_port}",
-        embedded_broker=True,
+        broker="kafka",
         topic_prefix="updown.",
         data_dir=tmp_path / "data",
         partitions=1,

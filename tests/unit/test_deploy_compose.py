@@ -298,7 +298,7 @@ def test_every_itinerant_env_var_is_a_setting_and_parses(monkeypatch: pytest.Mon
                 field = key.removeprefix("ITINERANT_").lower()
                 assert field in Settings.model_fields, f"{name}: {key} is not a setting"
         settings = settings_from(env, monkeypatch)
-        assert settings.embedded_broker is False, name
+        assert settings.broker == "external", name
         assert settings.metrics_host == "0.0.0.0", name
         assert settings.llm_provider == "deterministic", name
         assert settings.llm_api_key is None and settings.llm_base_url is None, name
@@ -307,7 +307,7 @@ def test_every_itinerant_env_var_is_a_setting_and_parses(monkeypatch: pytest.Mon
 
 def test_services_reach_kafka_on_its_advertised_listener(monkeypatch: pytest.MonkeyPatch) -> None:
     kafka = environment(services()["kafka"])
-    assert services()["kafka"]["image"] == "apache/kafka:3.9.0"
+    assert services()["kafka"]["image"] == "apache/kafka:4.1.1"
     assert "broker" in (kafka["KAFKA_PROCESS_ROLES"] or "")
     assert "controller" in (kafka["KAFKA_PROCESS_ROLES"] or "")
     advertised = (kafka["KAFKA_ADVERTISED_LISTENERS"] or "").split(",")
