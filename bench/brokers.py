@@ -1,9 +1,9 @@
 """The brokers a benchmark runs on: a fresh embedded Apache Kafka (the default) or Tansu.
 
 Each scenario gets its own broker, started empty and stopped after: :class:`KafkaBroker` is one
-KRaft node (``services.runtime.kafka_broker.KafkaNode``, broker and controller in one JVM, the
+KRaft node (``itinerant.brokers.kafka.KafkaNode``, broker and controller in one JVM, the
 heap `itinerant up` gives it) on a storage folder of its own that is deleted when it stops;
-:class:`TansuBroker` is the runtime's ``EmbeddedBroker`` (memory engine). Both listen on free
+:class:`TansuBroker` is the runtime's ``TansuBroker`` (memory engine). Both listen on free
 ports of :data:`PORT_RANGE` and create topics explicitly (never by auto-creation).
 """
 
@@ -21,9 +21,9 @@ from typing import Any, Literal
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from services.runtime.broker import EmbeddedBroker
-from services.runtime.kafka_broker import KafkaNode, kafka_available, kafka_home, kafka_version
-from services.runtime.settings import Settings
+from itinerant.brokers.tansu import TansuBroker
+from itinerant.brokers.kafka import KafkaNode, kafka_available, kafka_home, kafka_version
+from itinerant.settings import Settings
 
 BrokerKind = Literal["kafka", "tansu"]
 KINDS: tuple[BrokerKind, ...] = ("kafka", "tansu")
@@ -157,7 +157,7 @@ class TansuBroker(_Base):
     def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
         self.port = port
         self.log_path = log_path
-        self._broker: EmbeddedBroker | None = None
+        self._broker: TansuBroker | None = None
 
     @property
     def pid(self) -> int:
@@ -167,7 +167,7 @@ class TansuBroker(_Base):
     def start(self, timeout_s: float = 15.0) -> TansuBroker:
         if self.port is None:
             self.port = free_port()
-        self._broker = EmbeddedBroker(
+        self._broker = TansuBroker(
             "127.0.0.1", self.port, startup_timeout_s=timeout_s, env={"RUST_LOG": "warn"}
         )
         t0 = time.monotonic()

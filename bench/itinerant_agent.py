@@ -29,9 +29,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from services.runtime.agent import Agent, HandlerContext
-from services.runtime.agent_service import agent_worker
-from services.runtime.settings import Settings
+from itinerant.runtime.agent import Agent, HandlerContext
+from itinerant.runtime.agent_service import agent_worker
+from itinerant.settings import Settings
 
 
 class NoopPayload(BaseModel):

@@ -1,6 +1,6 @@
 """Scenario 4: the demo flow end to end, coordinator included, as ``itinerant up`` runs it.
 
-``services.cli.supervisor.Supervisor`` starts the coordinator and the five demo agents (planner,
+``itinerant.cli.supervisor.Supervisor`` starts the coordinator and the five demo agents (planner,
 flights, hotels, validator, notifier), each its own process, against the harness's broker
 (``start_broker=False``, with ``broker`` set to the harness's kind, which the services tune
 themselves for) with a fresh topic prefix and the deterministic LLM provider. Sagas enter as
@@ -27,11 +27,11 @@ from bench.harness import BenchConfig, PhaseContext
 from bench.itinerant_noop import free_block
 from bench.loadgen import Encoded, _send, new_run_id
 from bench.scenario import ChainTopics
-from services.cli.supervisor import Supervisor
+from itinerant.cli.supervisor import Supervisor
 from services.contracts.trip import Traveller, TripRequest
 from services.inventory import catalogue
-from services.runtime.envelope import Envelope
-from services.runtime.settings import Settings
+from itinerant.wire.envelope import Envelope
+from itinerant.settings import Settings
 
 AGENTS = ["planner", "flights", "hotels", "validator", "notifier"]
 

@@ -21,8 +21,8 @@ from bench.brokers import PORT_RANGE
 from bench.harness import BenchConfig
 from bench.loadgen import Encoded
 from bench.scenario import ChainTopics, ProcessSet
-from services.runtime.budget import Budget
-from services.runtime.slip import Slip, Step
+from itinerant.wire.budget import Budget
+from itinerant.wire.slip import Slip, Step
 
 NAMES = ("noop1", "noop2", "noop3", "noop4", "noop5")
 _FINAL = b'"final":true'

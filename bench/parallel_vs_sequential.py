@@ -14,11 +14,11 @@ import time
 import uuid
 from pathlib import Path
 
-from services.cli.demo import extra_trips
-from services.cli.kafka_io import publish_many, wait_for_results
-from services.cli.supervisor import Supervisor
+from itinerant.cli.demo import extra_trips
+from itinerant.cli.kafka_io import publish_many, wait_for_results
+from itinerant.cli.supervisor import Supervisor
 from services.contracts.trip import TripRequest
-from services.runtime.settings import Settings
+from itinerant.settings import Settings
 
 from .brokers import KINDS, free_port, make_broker
 

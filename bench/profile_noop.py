@@ -60,7 +60,7 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
 IDLE_LEAVES = (
     "select (selectors.py",
     "Condition.wait (threading.py",
-    "_poll (services/runtime/producer.py",
+    "_poll (itinerant/runtime/producer.py",
 )
 
 
@@ -94,17 +94,17 @@ def inclusive(stacks: Counter[str], needles: tuple[str, ...]) -> int:
 
 
 INCLUSIVE: list[tuple[str, tuple[str, ...]]] = [
-    ("Processor.process (whole pipeline, excl. sending)", ("process (services/runtime/processor",)),
-    ("Worker.deliver (send + await acks + mark_sent)", ("deliver (services/runtime/worker",)),
-    ("Envelope.from_record", ("from_record (services/runtime/envelope",)),
+    ("Processor.process (whole pipeline, excl. sending)", ("process (itinerant/processor",)),
+    ("Worker.deliver (send + await acks + mark_sent)", ("deliver (itinerant/worker",)),
+    ("Envelope.from_record", ("from_record (itinerant/envelope",)),
     ("Store.transaction/record/recorded_outputs/mark_sent", ("runtime/store.py",)),
     ("tracing.process_span + otel", ("runtime/tracing.py", "opentelemetry")),
     ("prometheus metrics", ("prometheus_client",)),
     ("logging", ("logging/__init__.py",)),
-    ("_step_outputs (event+forward building)", ("_step_outputs (services/runtime/processor",)),
-    ("OutMessage.to_json (outbox)", ("to_json (services/runtime/envelope",)),
-    ("AsyncProducer.send_all", ("send_all (services/runtime/producer",)),
-    ("BatchSpanProcessor export thread", ("export (services/runtime/tracing",)),
+    ("_step_outputs (event+forward building)", ("_step_outputs (itinerant/processor",)),
+    ("OutMessage.to_json (outbox)", ("to_json (itinerant/envelope",)),
+    ("AsyncProducer.send_all", ("send_all (itinerant/producer",)),
+    ("BatchSpanProcessor export thread", ("export (itinerant/tracing",)),
 ]
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import importlib
 
-from services.runtime.agent import Agent
-from services.runtime.settings import Settings
-from services.runtime.worker import Worker
+from itinerant.runtime.agent import Agent
+from itinerant.runtime.worker import Worker
+from itinerant.settings import Settings
 
 AGENT_MODULES = {
     "planner": "services.planner.agent",
@@ -29,10 +29,10 @@ def load_agent(name: str) -> Agent:
 
 def build_worker(service: str, settings: Settings) -> Worker:
     if service == "coordinator":
-        from services.coordinator.app import coordinator_worker
+        from itinerant.coordinator.app import coordinator_worker
 
         return coordinator_worker(settings)
-    from services.runtime.agent_service import SHARED_WORKER, agent_worker, shared_worker
+    from itinerant.runtime.agent_service import SHARED_WORKER, agent_worker, shared_worker
 
     if service == SHARED_WORKER:
         return shared_worker([load_agent(name) for name in settings.agents], settings)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from services.runtime.settings import Settings
-from services.testing import InMemoryMesh
+from itinerant.settings import Settings
+from itinerant.testing import InMemoryMesh
 
 
 @pytest.fixture

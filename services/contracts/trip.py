@@ -207,7 +207,7 @@ class TripDocument(BaseModel):
 
     def require_plan(self) -> Plan:
         if self.plan is None:
-            from services.runtime.errors import SchemaViolation
+            from itinerant.errors import SchemaViolation
 
             raise SchemaViolation("the trip has no plan yet: the planner must run first")
         return self.plan

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import date
 
+from itinerant.errors import BusinessFailure
+from itinerant.runtime.agent import Agent, HandlerContext
 from services.contracts.trip import FlightBooking, FlightLeg, FlightQuote, Refund, TripDocument
 from services.inventory import Flight, catalogue
-from services.runtime.agent import Agent, HandlerContext
-from services.runtime.errors import BusinessFailure
 
 from .faults import inject_inventory_faults
 

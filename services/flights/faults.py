@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import random
 
-from services.runtime.agent import HandlerContext
-from services.runtime.errors import DependencyUnavailable
+from itinerant.errors import DependencyUnavailable
+from itinerant.runtime.agent import HandlerContext
 
 
 def inject_inventory_faults(ctx: HandlerContext) -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from itinerant.errors import BusinessFailure
+from itinerant.runtime.agent import Agent, HandlerContext
 from services.contracts.trip import HotelBooking, HotelQuote, TripDocument
 from services.inventory import Hotel, catalogue
-from services.runtime.agent import Agent, HandlerContext
-from services.runtime.errors import BusinessFailure
 
 BOOKINGS = """
 CREATE TABLE IF NOT EXISTS hotel_bookings (

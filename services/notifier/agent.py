@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from itinerant.runtime.agent import Agent, HandlerContext
 from services.contracts.trip import Confirmation, TripDocument
 from services.inventory import catalogue
-from services.runtime.agent import Agent, HandlerContext
 from services.validator.agent import total_of
 
 agent = Agent("notifier", "Renders the booking confirmation.")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from itinerant.errors import BusinessFailure
+from itinerant.runtime.agent import Agent, AgentServices, HandlerContext
+from itinerant.runtime.llm import FEEDBACK_MARKER, DeterministicProvider
+from itinerant.wire.slip import ParallelGroup, SlipStep, Step
 from services.contracts.trip import Plan, Replan, TripDocument, TripRequest
 from services.inventory import catalogue
-from services.runtime.agent import Agent, AgentServices, HandlerContext
-from services.runtime.errors import BusinessFailure
-from services.runtime.llm import FEEDBACK_MARKER, DeterministicProvider
-from services.runtime.slip import ParallelGroup, SlipStep, Step
 
 from .understanding import PlanDraft, read_free_text
 

@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
-from services.runtime.agent import Agent, HandlerContext
-from services.runtime.errors import BusinessFailure
-from services.runtime.slip import SlipStep
+from itinerant.errors import BusinessFailure
+from itinerant.runtime.agent import Agent, HandlerContext
+from itinerant.wire.slip import SlipStep
 
 EFFECTS = """
 CREATE TABLE IF NOT EXISTS probe_effects (

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from itinerant.errors import BusinessFailure
+from itinerant.runtime.agent import Agent, HandlerContext
+from itinerant.wire.slip import Slip, Step
 from services.contracts.trip import (
     FlightBooking,
     FlightQuote,
@@ -22,9 +25,6 @@ from services.contracts.trip import (
     Validation,
 )
 from services.inventory import catalogue
-from services.runtime.agent import Agent, HandlerContext
-from services.runtime.errors import BusinessFailure
-from services.runtime.slip import Slip, Step
 
 agent = Agent("validator", "Checks an itinerary against inventory facts and the budget.")
 

@@ -27,12 +27,12 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from services.cli.supervisor import Supervisor
+from itinerant.brokers.connection import quiet_client_config
+from itinerant.brokers.kafka import KafkaCluster
+from itinerant.cli.supervisor import Supervisor
+from itinerant.settings import Settings
+from itinerant.wire.envelope import Envelope
 from services.contracts.trip import TripRequest
-from services.runtime.broker import quiet_client_config
-from services.runtime.envelope import Envelope
-from services.runtime.kafka_broker import KafkaCluster
-from services.runtime.settings import Settings
 
 from .conftest import Broker, System, free_port_block
 

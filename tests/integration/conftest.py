@@ -22,12 +22,12 @@ from typing import Any
 
 import pytest
 
-from services.cli.kafka_io import Seen, follow, publish_raw, publish_request
-from services.cli.supervisor import Supervisor
+from itinerant.brokers.kafka import KafkaNode
+from itinerant.brokers.tansu import TansuBroker
+from itinerant.cli.kafka_io import Seen, follow, publish_raw, publish_request
+from itinerant.cli.supervisor import Supervisor
+from itinerant.settings import Settings
 from services.contracts.trip import TripRequest
-from services.runtime.broker import EmbeddedBroker
-from services.runtime.kafka_broker import KafkaNode
-from services.runtime.settings import Settings
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "requests"
 
@@ -87,7 +87,7 @@ def embedded_kafka(storage: Path) -> KafkaNode:
 
 @contextlib.contextmanager
 def tansu_broker(log_dir: Path) -> Iterator[Broker]:
-    embedded = EmbeddedBroker("127.0.0.1", free_port(), startup_timeout_s=20.0)
+    embedded = TansuBroker("127.0.0.1", free_port(), startup_timeout_s=20.0)
     embedded.start(log_dir / "tansu.log")
     try:
         yield Broker(embedded.bootstrap, "tansu", "Tansu 0.6, memory engine")

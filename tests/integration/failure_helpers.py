@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from itinerant.brokers.connection import quiet_client_config
+from itinerant.settings import Settings
 from services.contracts.trip import Traveller, TripRequest
-from services.runtime.broker import quiet_client_config
-from services.runtime.settings import Settings
 
 ITINERANT = str(Path(__file__).parents[2] / ".venv" / "bin" / "itinerant")
 

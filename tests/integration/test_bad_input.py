@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from itinerant.wire.budget import Budget
+from itinerant.wire.envelope import Envelope
+from itinerant.wire.slip import Slip, Step
 from services.contracts.trip import TripDocument, TripRequest
-from services.runtime.budget import Budget
-from services.runtime.envelope import Envelope
-from services.runtime.slip import Slip, Step
 
 from .conftest import EXAMPLES, System
 

@@ -1,4 +1,4 @@
-"""Against a real Tansu broker (the no-Java fallback) started by EmbeddedBroker on a free port
+"""Against a real Tansu broker (the no-Java fallback) started by TansuBroker on a free port
 19200-19299: reachability, explicit topic administration, a taken port. The embedded Apache
 Kafka has its own in test_kafka_embedded.py."""
 
@@ -15,17 +15,15 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from services.runtime.broker import (
+from itinerant.brokers.connection import (
     BrokerPortInUse,
-    EmbeddedBroker,
     EmbeddedBrokerError,
     broker_reachable,
     port_open,
     require_broker,
 )
-from services.runtime.errors import BrokerUnavailable
-from services.runtime.settings import Settings
-from services.runtime.topics import (
+from itinerant.brokers.tansu import TansuBroker
+from itinerant.brokers.topics import (
     MissingTopics,
     TopicPartitionMismatch,
     check_topics,
@@ -33,6 +31,8 @@ from services.runtime.topics import (
     ensure_topics,
     partition_high_watermarks,
 )
+from itinerant.errors import BrokerUnavailable
+from itinerant.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -53,13 +53,13 @@ def _free_ports() -> Iterator[int]:
 
 
 @pytest.fixture(scope="session")
-def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
     log_dir = tmp_path_factory.mktemp("tansu")
     last_error: Exception | None = None
     for attempt, port in enumerate(_free_ports()):
         if attempt >= 5:
             break
-        broker = EmbeddedBroker("127.0.0.1", port, startup_timeout_s=20.0)
+        broker = TansuBroker("127.0.0.1", port, startup_timeout_s=20.0)
         try:
             broker.start(log_dir / f"broker-{port}.log")
         except EmbeddedBrokerError as exc:  # lost a race for the port: try another
@@ -77,7 +77,7 @@ def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
 
 
 @pytest.fixture()
-def settings(tansu: EmbeddedBroker) -> Settings:
+def settings(tansu: TansuBroker) -> Settings:
     """Settings pointing at the test broker, with a topic prefix of its own per test."""
     return Settings().model_copy(
         update={
@@ -95,7 +95,7 @@ def _partition_counts(settings: Settings) -> dict[tuple[str, int], int]:
     return partition_high_watermarks(settings, settings.all_topics())
 
 
-def test_broker_is_up(tansu: EmbeddedBroker) -> None:
+def test_broker_is_up(tansu: TansuBroker) -> None:
     assert tansu.running
     assert tansu.pid is not None
     assert broker_reachable(tansu.bootstrap, timeout_s=5.0)
@@ -184,8 +184,8 @@ def test_delete_topics(settings: Settings) -> None:
         check_topics(settings, [topic])
 
 
-def test_refuses_a_taken_port(tansu: EmbeddedBroker, tmp_path: Path) -> None:
-    second = EmbeddedBroker(tansu.host, tansu.port)
+def test_refuses_a_taken_port(tansu: TansuBroker, tmp_path: Path) -> None:
+    second = TansuBroker(tansu.host, tansu.port)
     with pytest.raises(BrokerPortInUse) as info:
         second.start(tmp_path / "second.log")
     message = str(info.value)
@@ -209,7 +209,7 @@ def test_require_broker_on_closed_port_fails_fast() -> None:
 
 def test_start_and_stop_a_second_broker_as_context_manager(tmp_path: Path) -> None:
     port = next(p for p in _free_ports() if not port_open("127.0.0.1", p))
-    with EmbeddedBroker("127.0.0.1", port) as broker:
+    with TansuBroker("127.0.0.1", port) as broker:
         broker.start(tmp_path / "ctx.log")
         pid = broker.pid
         assert pid is not None

@@ -24,9 +24,10 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from services.runtime.broker import EmbeddedBroker, quiet_client_config
-from services.runtime.envelope import Envelope
-from services.runtime.settings import Settings
+from itinerant.brokers.connection import quiet_client_config
+from itinerant.brokers.tansu import TansuBroker
+from itinerant.settings import Settings
+from itinerant.wire.envelope import Envelope
 
 from .conftest import Broker, System, free_port, start_system
 from .failure_helpers import (
@@ -56,8 +57,8 @@ FLOW = ("coordinator", "planner", "flights", "hotels", "validator", "notifier")
 
 
 @pytest.fixture(scope="module")
-def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    embedded = EmbeddedBroker("127.0.0.1", free_port(), startup_timeout_s=20.0)
+def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
+    embedded = TansuBroker("127.0.0.1", free_port(), startup_timeout_s=20.0)
     embedded.start(tmp_path_factory.mktemp("chaos-broker") / "tansu.log")
     try:
         yield embedded
@@ -69,9 +70,7 @@ def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBro
 
 
 @pytest.fixture(scope="module")
-def system(
-    own_broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[System]:
+def system(own_broker: TansuBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     running = start_system(
         Broker(own_broker.bootstrap, "tansu", "Tansu (own, for chaos)"),
         tmp_path_factory.mktemp("chaos"),
@@ -113,7 +112,7 @@ def wait_settled(system: System, saga_ids: set[str], timeout_s: float) -> dict[s
 
 
 def test_chaos_kills_and_a_frozen_broker_lose_nothing_and_book_once(
-    system: System, own_broker: EmbeddedBroker
+    system: System, own_broker: TansuBroker
 ) -> None:
     broker_pid = own_broker.pid
     assert broker_pid is not None

@@ -9,7 +9,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from services.cli.kafka_io import follow, publish_many
+from itinerant.cli.kafka_io import follow, publish_many
 from services.contracts.trip import Traveller, TripRequest
 
 from .conftest import System

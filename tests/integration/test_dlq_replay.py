@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from services.cli.kafka_io import Seen
-from services.runtime.dlq_actions import ACTIONS_TOPIC
-from services.runtime.envelope import REPLAY_COUNT
-from services.runtime.topics import ensure_topics
+from itinerant.brokers.topics import ensure_topics
+from itinerant.cli.kafka_io import Seen
+from itinerant.operators.dlq_actions import ACTIONS_TOPIC
+from itinerant.wire.envelope import REPLAY_COUNT
 
 from .conftest import System, poll_until
 from .test_bad_input import flights_message

@@ -34,7 +34,7 @@ from a2a.types import (
     TextPart,
 )
 
-from services.cli.kafka_io import Seen, follow
+from itinerant.cli.kafka_io import Seen, follow
 
 from .conftest import EXAMPLES, System, free_port
 
@@ -54,7 +54,7 @@ class Gateway:
 
 @pytest.fixture(scope="module")
 def gateway(system: System) -> Iterator[Gateway]:
-    """``python -m services.gateway`` as its own process on a free port, with a token."""
+    """``python -m itinerant.gateway`` as its own process on a free port, with a token."""
     port = free_port()
     data_dir = system.settings.data_dir / "a2a-test"  # apart from a supervised gateway's files
     log = system.settings.data_dir / "logs" / "gateway-test.log"
@@ -68,7 +68,7 @@ def gateway(system: System) -> Iterator[Gateway]:
     }
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "services.gateway"],
+            [sys.executable, "-m", "itinerant.gateway"],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -360,7 +360,7 @@ def test_agents_command_shows_the_card(gateway: Gateway) -> None:
     import typer
     from typer.testing import CliRunner
 
-    from services.gateway.cli import agents
+    from itinerant.gateway.cli import agents
 
     app = typer.Typer()
     app.command()(agents)

@@ -67,7 +67,7 @@ async def test_approval_round_trip_over_a2a(system: System, http: httpx.AsyncCli
         [
             sys.executable,
             "-m",
-            "services.cli.main",
+            "itinerant.cli.main",
             "approvals",
             "approve",
             task.id,

@@ -10,10 +10,10 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from services.runtime.broker import BrokerPortInUse, broker_reachable, port_open
-from services.runtime.kafka_broker import KafkaNode, KafkaStorageError
-from services.runtime.settings import Settings
-from services.runtime.topics import ensure_topics
+from itinerant.brokers.connection import BrokerPortInUse, broker_reachable, port_open
+from itinerant.brokers.kafka import KafkaNode, KafkaStorageError
+from itinerant.brokers.topics import ensure_topics
+from itinerant.settings import Settings
 
 from .conftest import Broker, free_port
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from services.cli.top import parse_metrics
+from itinerant.cli.top import parse_metrics
 
 from .conftest import System, poll_until
 
@@ -28,7 +28,7 @@ SERVICES = ("coordinator", *AGENTS)
 def cli(system: System, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {**system.settings.to_env(), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     return subprocess.run(
-        [sys.executable, "-m", "services.cli.main", *args],
+        [sys.executable, "-m", "itinerant.cli.main", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -24,13 +24,13 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
+from itinerant.brokers.connection import quiet_client_config
+from itinerant.settings import DEFAULT_AGENTS
+from itinerant.wire.budget import Budget
+from itinerant.wire.envelope import Envelope
+from itinerant.wire.events import CompensateCommand
+from itinerant.wire.slip import Slip, Step, Visit
 from services.contracts.trip import TripRequest
-from services.runtime.broker import quiet_client_config
-from services.runtime.budget import Budget
-from services.runtime.envelope import Envelope
-from services.runtime.events import CompensateCommand
-from services.runtime.settings import DEFAULT_AGENTS
-from services.runtime.slip import Slip, Step, Visit
 
 from .conftest import EXAMPLES, Broker, System, start_system
 from .failure_helpers import Raw, RawReader, readonly_db

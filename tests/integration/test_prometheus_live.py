@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from services.runtime.envelope import Envelope
+from itinerant.wire.envelope import Envelope
 
 from .conftest import System, poll_until
 

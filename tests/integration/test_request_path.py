@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from services.cli.kcat import kcat_env
+from itinerant.cli.kcat import kcat_env
 from services.contracts.trip import Traveller, TripRequest
 
 from .conftest import System

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from itinerant.settings import DEFAULT_AGENTS
+from itinerant.wire.envelope import Envelope, InRecord
 from services.contracts.trip import Traveller, TripRequest
-from services.runtime.envelope import Envelope, InRecord
-from services.runtime.settings import DEFAULT_AGENTS
 
 from .conftest import Broker, System, poll_until, start_system
 

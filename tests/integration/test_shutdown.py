@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from services.cli.kafka_io import publish_many
-from services.runtime.broker import port_open
-from services.runtime.settings import Settings
+from itinerant.brokers.connection import port_open
+from itinerant.cli.kafka_io import publish_many
+from itinerant.settings import Settings
 
 from .conftest import Broker, System, free_port, free_port_block, poll_until, start_system
 from .failure_helpers import (

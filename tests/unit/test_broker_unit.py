@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from services.runtime.broker import parse_bootstrap, port_open
-from services.runtime.topics import storage_warnings
+from itinerant.brokers.connection import parse_bootstrap, port_open
+from itinerant.brokers.topics import storage_warnings
 
 
 @pytest.mark.parametrize(

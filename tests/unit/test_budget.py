@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.runtime.budget import Budget
-from services.runtime.errors import BudgetExceeded, Disposition, InvalidSlip
+from itinerant.errors import BudgetExceeded, Disposition, InvalidSlip
+from itinerant.wire.budget import Budget
 
 NOW = datetime(2027, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from services.runtime import metrics
-from services.runtime.circuit import CircuitBreaker, CircuitOpen, CircuitState
-from services.runtime.errors import DependencyUnavailable, NonRetryableError
+from itinerant.errors import DependencyUnavailable, NonRetryableError
+from itinerant.observability import metrics
+from itinerant.runtime.circuit import CircuitBreaker, CircuitOpen, CircuitState
 
 
 class Clock:

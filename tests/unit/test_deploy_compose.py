@@ -22,7 +22,7 @@ import jsonschema
 import pytest
 from ruamel.yaml import YAML
 
-from services.runtime.settings import Settings
+from itinerant.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -232,9 +232,9 @@ def known_commands() -> set[tuple[str, ...]]:
     try:
         import typer
 
-        from services.cli.main import app
+        from itinerant.cli.main import app
     except ModuleNotFoundError as exc:  # the CLI package is not written yet
-        if not (exc.name or "").startswith("services.cli"):
+        if not (exc.name or "").startswith("itinerant.cli"):
             raise
         return workers | {("topics", "create")}
     root = typer.main.get_command(app)

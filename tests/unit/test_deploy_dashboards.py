@@ -2,7 +2,7 @@
 
 Queries are parsed with a real PromQL parser (``promql-parser``, the Rust one), the metric names
 collected from the syntax tree, and compared with the catalogue of prometheus_client collectors
-declared in services/runtime/metrics.py.
+declared in itinerant/observability/metrics.py.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.metrics import MetricWrapperBase
 from ruamel.yaml import YAML
 
-from services.runtime import metrics
+from itinerant.observability import metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD_DIR = ROOT / "deploy" / "grafana" / "dashboards"
@@ -46,7 +46,7 @@ def collectors() -> list[MetricWrapperBase]:
 
 
 def catalogue() -> set[str]:
-    """Series names the services expose, from the collectors in services/runtime/metrics.py."""
+    """Series names the services expose, from the collectors in observability/metrics.py."""
     names: set[str] = set()
     for collector in collectors():
         for family in collector.describe():

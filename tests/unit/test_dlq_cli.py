@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from services.cli import dlq as cli
-from services.runtime import dlq_actions as da
-from services.runtime.dlq import dead_letter
-from services.runtime.envelope import REPLAY_COUNT, Envelope, InRecord, OutMessage
-from services.runtime.errors import ItinerantError, SchemaViolation, UnsupportedVersion
+from itinerant.cli import dlq as cli
+from itinerant.errors import ItinerantError, SchemaViolation, UnsupportedVersion
+from itinerant.operators import dlq_actions as da
+from itinerant.runtime.dlq import dead_letter
+from itinerant.wire.envelope import REPLAY_COUNT, Envelope, InRecord, OutMessage
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 SAGA = "5b0a4c3e-0000-4000-8000-000000000001"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from services.coordinator.saga import SagaState
-from services.runtime import dlq
-from services.runtime.envelope import OutMessage
-from services.testing import InMemoryMesh
+from itinerant.coordinator.saga import SagaState
+from itinerant.runtime import dlq
+from itinerant.testing import InMemoryMesh
+from itinerant.wire.envelope import OutMessage
 
 TRIP = {
     "traveller": {"name": "Ada"},

@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.runtime.budget import Budget
-from services.runtime.envelope import (
+from itinerant.errors import MissingHeader, UnsupportedVersion
+from itinerant.wire.budget import Budget
+from itinerant.wire.envelope import (
     REPLAY_COUNT,
     Envelope,
     InRecord,
@@ -15,8 +16,7 @@ from services.runtime.envelope import (
     parse_type,
     replace_headers,
 )
-from services.runtime.errors import MissingHeader, UnsupportedVersion
-from services.runtime.slip import linear
+from itinerant.wire.slip import linear
 
 AT = datetime(2027, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
 

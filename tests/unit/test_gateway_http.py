@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from itinerant.gateway.app import build
+from itinerant.gateway.config import gateway_config
+from itinerant.gateway.mesh import Publisher, ResultsFollower, SagaView
+from itinerant.settings import Settings
+from itinerant.wire.envelope import Envelope
 from services.contracts.trip import TripRequest
-from services.gateway.app import build
-from services.gateway.config import gateway_config
-from services.gateway.mesh import Publisher, ResultsFollower, SagaView
-from services.runtime.envelope import Envelope
-from services.runtime.settings import Settings
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "requests"
 TOKEN = "s3cret"

@@ -19,7 +19,7 @@ from a2a.types import (
     TextPart,
 )
 
-from services.gateway import inbound, tasks
+from itinerant.gateway import inbound, tasks
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "requests"
 

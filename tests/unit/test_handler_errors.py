@@ -11,18 +11,18 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from services.runtime import dlq
-from services.runtime.agent import Agent, HandlerContext
-from services.runtime.budget import Budget
-from services.runtime.envelope import Envelope, InRecord, OutMessage
-from services.runtime.errors import BusinessFailure, DependencyUnavailable, LoopDetected
-from services.runtime.events import CompensateCommand, StepEvent, StepEventKind
-from services.runtime.ids import derived_id
-from services.runtime.llm import DeterministicProvider
-from services.runtime.processor import Processed, Processor
-from services.runtime.settings import Settings
-from services.runtime.slip import Slip, Step, Visit
-from services.runtime.store import Store
+from itinerant.errors import BusinessFailure, DependencyUnavailable, LoopDetected
+from itinerant.runtime import dlq
+from itinerant.runtime.agent import Agent, HandlerContext
+from itinerant.runtime.llm import DeterministicProvider
+from itinerant.runtime.processor import Processed, Processor
+from itinerant.runtime.store import Store
+from itinerant.settings import Settings
+from itinerant.wire.budget import Budget
+from itinerant.wire.envelope import Envelope, InRecord, OutMessage
+from itinerant.wire.events import CompensateCommand, StepEvent, StepEventKind
+from itinerant.wire.ids import derived_id
+from itinerant.wire.slip import Slip, Step, Visit
 
 NAME = "tester"
 
@@ -214,7 +214,7 @@ async def test_retries_stop_at_the_deadline(
 ) -> None:
     slow = {"max_attempts": 10, "retry_base_delay_s": 10, "retry_max_delay_s": 60}
     processor.settings = settings.model_copy(update=slow)
-    monkeypatch.setattr("services.runtime.processor.random.uniform", lambda low, high: high)
+    monkeypatch.setattr("itinerant.runtime.processor.random.uniform", lambda low, high: high)
     soon = budget(deadline=datetime.now(UTC) + timedelta(seconds=5))
     processed = await processor.process(record("flaky", spend=soon))
     assert CALLS == ["flaky"]

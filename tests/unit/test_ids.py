@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from services.runtime.ids import branch_id, derived_id, name_id, new_id
+from itinerant.wire.ids import branch_id, derived_id, name_id, new_id
 
 PARENT = "3f2a0c1e-8b7d-4a7e-9f00-1234567890ab"
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from services.coordinator.ingress import Accepted, Refused, read_request
-from services.runtime.envelope import InRecord
-from services.runtime.ids import name_id
+from itinerant.coordinator.ingress import Accepted, Refused, read_request
+from itinerant.wire.envelope import InRecord
+from itinerant.wire.ids import name_id
 
 TOPIC = "itinerant.requests"
 MAX = 4096

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from services.runtime.embedded import resolve_broker
-from services.runtime.kafka_broker import (
+from itinerant.brokers.embedded import resolve_broker
+from itinerant.brokers.kafka import (
     KafkaNode,
     KafkaUnavailable,
     Voter,
@@ -18,7 +18,7 @@ from services.runtime.kafka_broker import (
     kafka_version,
     require_kafka,
 )
-from services.runtime.settings import Settings
+from itinerant.settings import Settings
 
 
 def _java_home(tmp_path: Path, banner: str) -> Path:

@@ -13,16 +13,8 @@ from typing import Any
 
 import pytest
 
-from services.contracts.trip import (
-    Plan,
-    Proposal,
-    Refund,
-    TripDocument,
-    TripRequest,
-    Validation,
-)
-from services.coordinator.approval import DECISION_TYPE, approval_reasons
-from services.coordinator.saga import (
+from itinerant.coordinator.approval import DECISION_TYPE, approval_reasons
+from itinerant.coordinator.saga import (
     Dispatch,
     SagaState,
     StepStatus,
@@ -31,20 +23,28 @@ from services.coordinator.saga import (
     on_tick,
     start,
 )
+from itinerant.errors import BudgetExceeded, NonRetryableError, ProviderUnavailable
+from itinerant.observability import metrics
+from itinerant.runtime.agent import HandlerContext
+from itinerant.runtime.llm import DeterministicProvider, LLMProvider
+from itinerant.runtime.openai_provider import InvalidLLMOutput, OpenAIProvider
+from itinerant.settings import Settings
+from itinerant.testing import InMemoryMesh
+from itinerant.wire.budget import Budget
+from itinerant.wire.envelope import Envelope
+from itinerant.wire.ids import new_id
+from itinerant.wire.slip import Slip, Step, Visit
+from services.contracts.trip import (
+    Plan,
+    Proposal,
+    Refund,
+    TripDocument,
+    TripRequest,
+    Validation,
+)
 from services.flights.agent import search as flights_search
 from services.hotels.agent import search as hotels_search
 from services.planner.understanding import PlanDraft
-from services.runtime import metrics
-from services.runtime.agent import HandlerContext
-from services.runtime.budget import Budget
-from services.runtime.envelope import Envelope
-from services.runtime.errors import BudgetExceeded, NonRetryableError, ProviderUnavailable
-from services.runtime.ids import new_id
-from services.runtime.llm import DeterministicProvider, LLMProvider
-from services.runtime.openai_provider import InvalidLLMOutput, OpenAIProvider
-from services.runtime.settings import Settings
-from services.runtime.slip import Slip, Step, Visit
-from services.testing import InMemoryMesh
 from services.validator.agent import assess, replans_so_far
 from tests.fake_openai import FakeOpenAI, Reply, draft, good
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.testing import InMemoryMesh
+from itinerant.testing import InMemoryMesh
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "requests"
 

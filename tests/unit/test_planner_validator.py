@@ -7,14 +7,14 @@ from typing import cast
 
 import pytest
 
+from itinerant.errors import BusinessFailure
+from itinerant.runtime.agent import HandlerContext
+from itinerant.wire.conditions import evaluate
+from itinerant.wire.slip import ParallelGroup, Step
 from services.contracts.trip import FlightBooking, FlightLeg, Plan, TripDocument, TripRequest
 from services.inventory import catalogue
 from services.planner.agent import NEEDS_HOTEL, route_for, to_plan
 from services.planner.understanding import PlanDraft, read_free_text
-from services.runtime.agent import HandlerContext
-from services.runtime.conditions import evaluate
-from services.runtime.errors import BusinessFailure
-from services.runtime.slip import ParallelGroup, Step
 from services.validator.agent import validate
 
 NO_CTX = cast(HandlerContext, None)  # the validator uses nothing from its context

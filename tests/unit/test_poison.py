@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from services.coordinator.saga import SagaState
-from services.runtime import dlq
-from services.runtime.budget import Budget
-from services.runtime.envelope import Envelope, InRecord, OutMessage, replace_headers
-from services.runtime.slip import Slip, Step
-from services.testing import InMemoryMesh
+from itinerant.coordinator.saga import SagaState
+from itinerant.runtime import dlq
+from itinerant.testing import InMemoryMesh
+from itinerant.wire.budget import Budget
+from itinerant.wire.envelope import Envelope, InRecord, OutMessage, replace_headers
+from itinerant.wire.slip import Slip, Step
 
 TRIP = {
     "traveller": {"name": "Ada"},

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from services.coordinator.saga import (
+from itinerant.coordinator.saga import (
     Command,
     Compensate,
     Finish,
@@ -17,7 +17,7 @@ from services.coordinator.saga import (
     on_tick,
     start,
 )
-from services.runtime.events import StepEvent, StepEventKind
+from itinerant.wire.events import StepEvent, StepEventKind
 
 T0 = datetime(2027, 1, 1, 12, 0, tzinfo=UTC)
 STEP_TIMEOUT = 60.0

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.coordinator.saga import Dispatch, Saga, SagaState, on_event, start
-from services.runtime.events import StepEvent, StepEventKind
-from services.runtime.slip import ParallelGroup, Slip, Step, Visit
+from itinerant.coordinator.saga import Dispatch, Saga, SagaState, on_event, start
+from itinerant.wire.events import StepEvent, StepEventKind
+from itinerant.wire.slip import ParallelGroup, Slip, Step, Visit
 
 T0 = datetime(2027, 1, 1, 12, 0, tzinfo=UTC)
 STEP_TIMEOUT = 60.0

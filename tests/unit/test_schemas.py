@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.schemas import MODELS, render
+from itinerant.wire.schemas import MODELS, render
 
 SCHEMAS = Path(__file__).parents[2] / "schemas"
 

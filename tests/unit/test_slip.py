@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from services.runtime.errors import InvalidSlip, LoopDetected, MessageTooLarge, UnknownAgent
-from services.runtime.slip import ParallelGroup, Slip, Step, Visit, linear
+from itinerant.errors import InvalidSlip, LoopDetected, MessageTooLarge, UnknownAgent
+from itinerant.wire.slip import ParallelGroup, Slip, Step, Visit, linear
 
 AT = datetime(2027, 1, 1, 12, 0, tzinfo=UTC)
 AGENTS = ["planner", "flights", "hotels", "validator", "notifier"]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from services.runtime.envelope import OutMessage
-from services.runtime.store import Store
+from itinerant.runtime.store import Store
+from itinerant.wire.envelope import OutMessage
 
 THINGS = "CREATE TABLE IF NOT EXISTS things (id TEXT PRIMARY KEY, n INTEGER NOT NULL);"
 

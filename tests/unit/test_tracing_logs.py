@@ -15,7 +15,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
-from services.runtime import logs, tracing
+from itinerant.observability import logs, tracing
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from services.cli.top import Scrape, frame, parse_metrics, quantile, render
-from services.runtime.lag import partition_lag
-from services.runtime.settings import Settings
+from itinerant.cli.top import Scrape, frame, parse_metrics, quantile, render
+from itinerant.observability.lag import partition_lag
+from itinerant.settings import Settings
 
 
 def metrics_text(processed: int, slow: int = 0) -> str:

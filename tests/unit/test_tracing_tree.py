@@ -8,8 +8,8 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from services.cli.trace import Node, build_tree, find_traces, trace_command, walk
-from services.runtime.tracing import SAGA_ATTRIBUTE
+from itinerant.cli.trace import Node, build_tree, find_traces, trace_command, walk
+from itinerant.observability.tracing import SAGA_ATTRIBUTE
 
 TRACE = "a" * 32
 OTHER = "b" * 32

@@ -1,0 +1,176 @@
+"""``itinerant approvals``: sagas held at the approval gate, and a human's decision on them.
+
+The decision is a control event (``itinerant.saga.approval_decided.v1``) on the saga events
+topic, keyed by saga id; the coordinator applies it and records who and why on the timeline.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import urllib.error
+import urllib.request
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from itinerant.coordinator.approval import DECISION_TYPE, ApprovalDecision
+from itinerant.errors import ItinerantError
+from itinerant.settings import Settings
+from itinerant.wire.envelope import Envelope
+from itinerant.wire.ids import new_id
+
+from .kafka_io import publish_raw
+from .render import saga_tables
+
+EXIT_CODES = "Exit codes: 0 done; 1 failure (coordinator or Kafka); 3 no such saga or not waiting."
+
+approvals_app = typer.Typer(
+    help="Sagas waiting for a human's approval: list, show, approve, reject. " + EXIT_CODES,
+    no_args_is_help=True,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/bold red] {message}")
+    raise typer.Exit(code)
+
+
+def _get(settings: Settings, path: str) -> Any:
+    url = f"http://127.0.0.1:{settings.coordinator_http_port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            _fail(f"no saga at {path} (not yet started, or a typo)", 3)
+        _fail(f"coordinator answered {exc.code}")
+    except (urllib.error.URLError, OSError) as exc:
+        _fail(f"the coordinator's saga view at {url} does not answer ({exc}); is it running?")
+
+
+def _waiting(settings: Settings, saga_id: str) -> dict[str, Any]:
+    saga: dict[str, Any] = _get(settings, f"/sagas/{saga_id}")
+    if saga["state"] != "awaiting_approval":
+        _fail(f"saga {saga_id} is {saga['state']}, not awaiting approval", 3)
+    return saga
+
+
+@approvals_app.command("list")
+def list_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Sagas awaiting approval, oldest request first, with why and until when."""
+    settings = Settings()
+    sagas = _get(settings, "/sagas?state=awaiting_approval&limit=1000")["sagas"]
+    sagas.sort(key=lambda s: (s.get("approval") or {}).get("requested_at", ""))
+    if as_json:
+        console.print_json(json.dumps([_summary(s) for s in sagas]))
+        return
+    table = Table(title=f"{len(sagas)} saga(s) awaiting approval")
+    for column in ("saga", "amount", "why", "since", "deadline"):
+        table.add_column(column)
+    for saga in sagas:
+        row = _summary(saga)
+        table.add_row(
+            row["saga_id"],
+            f"${row['amount_usd']:.2f}" if row["amount_usd"] is not None else "",
+            "; ".join(row["reasons"]),
+            str(row["requested_at"])[:19],
+            str(row["deadline"])[:19],
+        )
+    console.print(table)
+
+
+def _summary(saga: dict[str, Any]) -> dict[str, Any]:
+    hold = saga.get("approval") or {}
+    return {
+        "saga_id": saga["saga_id"],
+        "amount_usd": hold.get("amount_usd"),
+        "reasons": hold.get("reasons", []),
+        "requested_at": hold.get("requested_at"),
+        "deadline": hold.get("deadline"),
+        "next_step": _next_step(hold),
+    }
+
+
+def _next_step(hold: dict[str, Any]) -> str | None:
+    slip = hold.get("slip") or {}
+    steps = slip.get("steps") or []
+    after = int(slip.get("next", 0)) + 1
+    if after >= len(steps):
+        return None
+    step = steps[after]
+    if "parallel" in step:
+        return "parallel group"
+    return f"{step['agent']}.{step.get('action', 'run')}"
+
+
+@approvals_app.command("show")
+def show(saga_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """What is waiting: the reasons, the amount, the step it would release, the trip so far."""
+    settings = Settings()
+    saga = _get(settings, f"/sagas/{saga_id}")
+    if as_json:
+        console.print_json(json.dumps({**_summary(saga), "state": saga["state"]}))
+        return
+    summary = _summary(saga)
+    head = Table(title=f"approval of saga {saga_id}", show_header=False)
+    head.add_row("state", saga["state"])
+    if summary["amount_usd"] is not None:
+        head.add_row("amount", f"${summary['amount_usd']:.2f}")
+    for reason in summary["reasons"]:
+        head.add_row("why", reason)
+    head.add_row("releases", summary["next_step"] or "(end)")
+    head.add_row("deadline", str(summary["deadline"]))
+    console.print(head)
+    for table in saga_tables(saga)[1:]:
+        console.print(table)
+
+
+def _decide(saga_id: str, decision: str, why: str, by: str | None) -> None:
+    settings = Settings()
+    _waiting(settings, saga_id)
+    body = ApprovalDecision(
+        saga_id=saga_id,
+        decision="approve" if decision == "approve" else "reject",
+        by=by or getpass.getuser(),
+        why=why,
+    )
+    envelope = Envelope(
+        id=new_id(),
+        type=f"{DECISION_TYPE}.v1",
+        source="/clients/cli",
+        saga_id=saga_id,
+        data=body.model_dump_json().encode(),
+    )
+    try:
+        publish_raw(
+            settings,
+            settings.events_topic,
+            saga_id.encode(),
+            envelope.data,
+            envelope.headers(),
+        )
+    except ItinerantError as exc:
+        _fail(exc.describe())
+    verb = "approved" if decision == "approve" else "rejected"
+    console.print(f"[green]{verb}[/green] {saga_id} by {body.by}: {why}")
+
+
+Why = Annotated[str, typer.Option("--why", help="why (recorded on the saga's timeline)")]
+By = Annotated[str | None, typer.Option("--by", help="who decides (default: your user name)")]
+
+
+@approvals_app.command("approve")
+def approve(saga_id: str, why: Why, by: By = None) -> None:
+    """Let the held step run."""
+    _decide(saga_id, "approve", why, by)
+
+
+@approvals_app.command("reject")
+def reject(saga_id: str, why: Why, by: By = None) -> None:
+    """Stop the saga: nothing held runs, completed steps are compensated."""
+    _decide(saga_id, "reject", why, by)

@@ -1,0 +1,391 @@
+"""The ``itinerant`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from itinerant.brokers.connection import require_broker
+from itinerant.errors import ItinerantError
+from itinerant.observability.logs import configure_logging
+from itinerant.settings import Settings
+
+from . import demo as demo_module
+from .approvals import approvals_app
+from .dlq import dlq_app
+from .kafka_io import publish_request, wait_for_results
+from .render import saga_tables
+from .requests import RequestError, load_request, read_source, request_from_flags
+from .supervisor import Supervisor
+from .top import top_command
+from .trace import trace_command
+
+app = typer.Typer(
+    help="Itinerant: AI agents as ordinary, well-behaved Kafka microservices.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+topics_app = typer.Typer(help="Topic administration.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(approvals_app, name="approvals")
+console = Console()
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/bold red] {message}")
+    return typer.Exit(code)
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+@app.command()
+def worker(service: Annotated[str, typer.Argument(help="coordinator or an agent name")]) -> None:
+    """Run one service in the foreground (what `up` starts for each service)."""
+    from services.registry import build_worker
+
+    settings = _settings()
+    if service == "gateway":
+        from itinerant.gateway.app import main as gateway_main
+
+        configure_logging(service, settings.log_level)
+        try:
+            gateway_main(settings)
+        except ItinerantError as exc:
+            raise _fail(exc.describe(), 2) from exc
+        return
+    if service not in [*settings.service_names(), "agents"]:
+        raise _fail(f"no service {service!r}; services: {', '.join(settings.service_names())}", 2)
+    configure_logging(service, settings.log_level)
+    try:
+        require_broker(settings.kafka_bootstrap_servers, settings.broker_timeout_s)
+        build_worker(service, settings).run()
+    except ItinerantError as exc:
+        raise _fail(exc.describe(), 2) from exc
+
+
+@app.command()
+def up(
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="run in the background")] = False,
+    ready_timeout: Annotated[float, typer.Option(help="seconds to wait for readiness")] = 90.0,
+) -> None:
+    """Start the broker (ITINERANT_BROKER: kafka, tansu or external), topics and services."""
+    settings = _settings()
+    if detach:
+        _up_detached(settings, ready_timeout)
+        return
+    supervisor = Supervisor(settings)
+    stopping = _install_stop_handler()
+    try:
+        supervisor.start()
+        supervisor.wait_ready(ready_timeout)
+    except (ItinerantError, TimeoutError) as exc:
+        supervisor.stop()
+        raise _fail(exc.describe() if isinstance(exc, ItinerantError) else str(exc)) from exc
+    _print_up(settings, supervisor)
+    last_report = 0.0
+    try:
+        while not stopping():
+            supervisor.supervise_once()
+            if time.monotonic() - last_report > 30:
+                last_report = time.monotonic()
+                for warning in supervisor.storage_report():
+                    err.print(f"[yellow]warning:[/yellow] {warning}")
+            time.sleep(0.25)
+    except KeyboardInterrupt:
+        pass
+    console.print("stopping services and broker ...")
+    supervisor.stop()
+
+
+def _install_stop_handler() -> Any:
+    flag = {"stop": False}
+
+    def handler(_signum: int, _frame: Any) -> None:
+        flag["stop"] = True
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return lambda: flag["stop"]
+
+
+def _print_up(settings: Settings, supervisor: Supervisor) -> None:
+    settings = supervisor.settings  # the broker actually started (Kafka, or Tansu as fallback)
+    for warning in supervisor.warnings:
+        err.print(f"[yellow]warning:[/yellow] {warning}")
+    broker = {
+        "kafka": "embedded Apache Kafka",
+        "tansu": "embedded Tansu (development only)",
+        "external": "external Kafka",
+    }[settings.broker]
+    console.print(f"[green]up[/green]: {broker} at {settings.kafka_bootstrap_servers}")
+    for name, proc in supervisor.procs.items():
+        port = settings.metrics_port(name)
+        metrics = f"http://127.0.0.1:{port}/metrics" if port else "off"
+        console.print(f"  {name:<12} pid {proc.pid:<8} metrics {metrics:<34} log {proc.log_path}")
+    console.print(f"  saga view   http://127.0.0.1:{settings.coordinator_http_port}/sagas")
+
+
+def _up_detached(settings: Settings, ready_timeout: float) -> None:
+    run_file = settings.data_dir / "run" / "up.json"
+    if run_file.exists() and _pid_alive(json.loads(run_file.read_text())["supervisor_pid"]):
+        raise _fail(f"already up (see {run_file}); `itinerant down` first")
+    log_dir = settings.data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with (log_dir / "up.log").open("ab") as out:
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "itinerant.cli.main",
+                "up",
+                "--ready-timeout",
+                str(ready_timeout),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + ready_timeout + 15
+    services = settings.service_names()
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            tail = (log_dir / "up.log").read_text()[-2000:]
+            raise _fail(f"`itinerant up` exited with {child.returncode}:\n{tail}")
+        ready = [s for s in services if (settings.data_dir / "run" / f"{s}.ready").exists()]
+        if run_file.exists() and len(ready) == len(services):
+            console.print(
+                f"[green]up[/green] in the background (pid {child.pid}); "
+                f"logs in {log_dir}; stop with `itinerant down`"
+            )
+            return
+        time.sleep(0.2)
+    os.killpg(child.pid, signal.SIGTERM)
+    raise _fail(f"services not ready after {ready_timeout:.0f}s; see {log_dir}")
+
+
+@app.command()
+def down(timeout: Annotated[float, typer.Option(help="seconds to wait")] = 30.0) -> None:
+    """Stop what `itinerant up --detach` started."""
+    settings = _settings()
+    run_file = settings.data_dir / "run" / "up.json"
+    if not run_file.exists():
+        console.print(f"nothing is running (no run file at {run_file})")
+        return
+    pid = int(json.loads(run_file.read_text())["supervisor_pid"])
+    if not _pid_alive(pid):
+        run_file.unlink()
+        console.print("nothing is running (stale run file removed)")
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _pid_alive(pid):
+        time.sleep(0.1)
+    if _pid_alive(pid):
+        raise _fail(f"supervisor {pid} did not stop within {timeout:.0f}s")
+    console.print("[green]down[/green]")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child counts as gone
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+# --- topics ---------------------------------------------------------------------------------
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create every topic with explicit partition counts (idempotent)."""
+    from itinerant.brokers.topics import ensure_topics
+
+    settings = _settings()
+    try:
+        created = ensure_topics(settings)
+    except ItinerantError as exc:
+        raise _fail(exc.describe()) from exc
+    for topic in settings.all_topics():
+        mark = "created" if topic in created else "exists"
+        console.print(f"  {topic:<32} {settings.partitions} partitions  {mark}")
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """Topics with stored messages per partition (on Tansu, warns near its limits)."""
+    from itinerant.brokers.topics import partition_high_watermarks, storage_warnings
+
+    settings = _settings()
+    try:
+        marks = partition_high_watermarks(settings)
+    except ItinerantError as exc:
+        raise _fail(exc.describe()) from exc
+    for (topic, partition), high in sorted(marks.items()):
+        console.print(f"  {topic:<32} [{partition}] {high:>8} messages")
+    for warning in storage_warnings(marks) if settings.broker == "tansu" else []:
+        err.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+# --- requests -------------------------------------------------------------------------------
+
+
+@app.command()
+def publish(
+    source: Annotated[str | None, typer.Argument(help="request file, or - for stdin")] = None,
+    traveller: Annotated[str | None, typer.Option(help="traveller's name")] = None,
+    origin: Annotated[str | None, typer.Option(help="IATA code, e.g. MAD")] = None,
+    destination: Annotated[str | None, typer.Option(help="IATA code, e.g. LIS")] = None,
+    depart: Annotated[str | None, typer.Option(help="YYYY-MM-DD")] = None,
+    return_date: Annotated[str | None, typer.Option("--return", help="YYYY-MM-DD")] = None,
+    text: Annotated[str | None, typer.Option(help="free-text ask")] = None,
+    travellers: Annotated[int, typer.Option(help="how many travel")] = 1,
+    budget: Annotated[float | None, typer.Option(help="budget in USD")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="follow it to its result")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds --wait waits")] = 60.0,
+) -> None:
+    """Publish a request to the requests topic; prints its saga id."""
+    settings = _settings()
+    try:
+        if source is not None:
+            body, where = read_source(source)
+            request = load_request(body, where)
+        else:
+            request = request_from_flags(
+                traveller=traveller,
+                origin=origin,
+                destination=destination,
+                depart=date.fromisoformat(depart) if depart else None,
+                return_=date.fromisoformat(return_date) if return_date else None,
+                text=text,
+                travellers=travellers,
+                budget=budget,
+            )
+    except (RequestError, ValueError) as exc:
+        raise _fail(str(exc), 2) from exc
+    try:
+        require_broker(settings.kafka_bootstrap_servers, settings.broker_timeout_s)
+        saga_id = publish_request(settings, request)
+    except ItinerantError as exc:
+        raise _fail(exc.describe()) from exc
+    console.print(saga_id)
+    if not wait:
+        return
+    results = wait_for_results(settings, {saga_id}, timeout)
+    if saga_id not in results:
+        raise _fail(
+            f"no result within {timeout:.0f}s; `itinerant status {saga_id}` shows where it is", 3
+        )
+    result = results[saga_id]
+    console.print_json(json.dumps(result))
+    if result["status"] != "completed":
+        raise typer.Exit(4)
+
+
+@app.command()
+def status(saga_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """A saga's state, each step with timings, and its timeline of events."""
+    settings = _settings()
+    url = f"http://127.0.0.1:{settings.coordinator_http_port}/sagas/{saga_id}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            saga = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise _fail(f"no saga {saga_id} (not yet started, or a typo)", 3) from exc
+        raise _fail(f"coordinator answered {exc.code}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise _fail(
+            f"the coordinator's saga view at {url} does not answer ({exc}); "
+            "is `itinerant up` running?"
+        ) from exc
+    if as_json:
+        console.print_json(json.dumps(saga))
+        return
+    for table in saga_tables(saga):
+        console.print(table)
+
+
+@app.command()
+def demo(
+    sagas: Annotated[int, typer.Option(help="extra trip requests to show throughput")] = 40,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for all results")] = 120.0,
+    examples: Annotated[Path, typer.Option(help="folder of sample requests")] = Path(
+        "examples/requests"
+    ),
+) -> None:
+    """Run the whole system on the embedded broker, publish the samples, show progress live."""
+    code = demo_module.run(_settings(), examples, sagas, timeout, console)
+    raise typer.Exit(code)
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def kcat(ctx: typer.Context) -> None:
+    """Run kcat against our Kafka (`itinerant kcat -P -t itinerant.requests`); -b is added."""
+    from .kcat import kcat_env, kcat_path
+
+    binary = kcat_path()
+    if binary is None:
+        raise _fail("kcat is not installed: `apt-get install kcat` (make test does it)")
+    args = list(ctx.args)
+    if "-b" not in args:
+        args = ["-b", _settings().kafka_bootstrap_servers, *args]
+    os.execve(binary, [binary, *args], kcat_env())
+
+
+@app.command()
+def agents(
+    url: Annotated[str | None, typer.Option(help="gateway base URL (default: settings)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show the mesh's A2A agent card (skills, modes, auth)."""
+    from itinerant.gateway.cli import agents as show
+
+    show(url=url, as_json=as_json)
+
+
+app.command("trace")(trace_command)
+app.command("top")(top_command)
+
+
+@app.command("schemas")
+def schemas_export(
+    out: Annotated[Path, typer.Option(help="folder to write")] = Path("schemas"),
+) -> None:
+    """Export the JSON Schema of every message type to `schemas/`."""
+    from itinerant.wire.schemas import export
+
+    for path in export(out):
+        console.print(f"  wrote {path}")
+
+
+if __name__ == "__main__":
+    app()

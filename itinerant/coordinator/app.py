@@ -1,0 +1,40 @@
+"""The coordinator's worker process: ingress and events streams, the timer, the HTTP view."""
+
+from __future__ import annotations
+
+import logging
+
+from itinerant.runtime.store import Store
+from itinerant.runtime.worker import Subscription, Timer, Worker
+from itinerant.settings import Settings
+
+from . import http_view, repository
+from .service import SERVICE, Coordinator
+
+log = logging.getLogger(__name__)
+
+
+def coordinator_worker(settings: Settings) -> Worker:
+    store = Store(settings.data_dir / "state" / f"{SERVICE}.db", (repository.SAGAS,))
+    coordinator = Coordinator(settings, store)
+
+    async def start_http_view() -> None:
+        if settings.coordinator_http_port:
+            try:
+                await http_view.serve(store, settings.metrics_host, settings.coordinator_http_port)
+            except OSError as exc:
+                log.warning(
+                    "saga HTTP view not started on port %s: %s", settings.coordinator_http_port, exc
+                )
+
+    return Worker(
+        service=SERVICE,
+        settings=settings,
+        store=store,
+        subscriptions=[
+            Subscription(settings.requests_topic, coordinator.handle_request),
+            Subscription(settings.events_topic, coordinator.handle_event),
+        ],
+        timers=[Timer(settings.timer_interval_s, coordinator.tick)],
+        startup=[start_http_view],
+    )

@@ -1,0 +1,212 @@
+"""How an agent declares its job: typed handlers, compensations, and its own tables.
+
+    agent = Agent("flights", "Books flights against the inventory.")
+
+    @agent.handler("book", side_effects=True)
+    async def book(trip: TripDocument, ctx: HandlerContext) -> TripDocument: ...
+
+    @agent.compensation("book")
+    async def cancel(trip: TripDocument, ctx: HandlerContext) -> None: ...
+
+Everything else (decoding, dedup, budgets, slips, retries, DLQ, tracing, metrics) is the runtime's.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import typing
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from itinerant.errors import BudgetExceeded
+from itinerant.observability import metrics
+from itinerant.runtime import circuit
+from itinerant.runtime.llm import Completion, LLMProvider
+from itinerant.settings import Settings
+from itinerant.wire.budget import Budget
+from itinerant.wire.slip import Slip, SlipStep
+
+T = typing.TypeVar("T", bound=BaseModel)
+
+Handler = Callable[[Any, "HandlerContext"], Awaitable[BaseModel]]
+Compensation = Callable[[Any, "HandlerContext"], Awaitable[None]]
+Setup = Callable[["AgentServices"], None]
+
+
+@dataclass
+class AgentServices:
+    """What the runtime hands an agent once at start-up (to register provider rules, etc.)."""
+
+    provider: LLMProvider
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class HandlerContext:
+    """Everything a handler may use. ``db`` is inside the same transaction as the inbox record."""
+
+    service: str
+    saga_id: str
+    message_id: str
+    db: sqlite3.Connection
+    provider: LLMProvider
+    budget: Budget
+    slip: Slip
+    log: logging.LoggerAdapter[logging.Logger]
+    settings: Settings
+    route: list[SlipStep] | None = None
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+    @property
+    def idempotency_key(self) -> str:
+        """Key for any side effect of this step: the input message id (DESIGN §5)."""
+        return self.message_id
+
+    def reroute(self, steps: list[SlipStep]) -> None:
+        """Dynamic routing: replace every step after this one."""
+        self.route = list(steps)
+
+    def guard(self, dependency: str) -> AbstractContextManager[None]:
+        """Calls to ``dependency`` inside this block go through its circuit breaker."""
+        return circuit.breaker(
+            self.service,
+            dependency,
+            self.settings.circuit_threshold,
+            self.settings.circuit_reset_s,
+        ).guard()
+
+    def spend(self, *, tokens: int = 0, cost_usd: float = 0.0) -> None:
+        self.tokens += tokens
+        self.cost_usd += cost_usd
+
+    @property
+    def tokens_left(self) -> int:
+        """Tokens the request may still spend, this step's own spend included."""
+        return max(self.budget.tokens_left - self.tokens, 0)
+
+    async def generate(self, task: str, prompt: str, output: type[T]) -> Completion[T]:
+        """Ask the LLM for a typed answer, within the request's budget (DESIGN §6).
+
+        Before the call: nothing left of the token or cost budget stops the saga, and the
+        request's ``max_tokens`` is what is left. The call goes through the ``llm`` circuit
+        breaker (a reply that does not validate is the model's fault, not the server's, so it
+        does not open the circuit). After it: the usage is added to this step's spend, and a
+        call that took the request past a limit stops the saga at this step."""
+        metered = self.provider.metered
+        if metered:
+            self._check_spend(before=True)
+        failure: Exception | None = None
+        with self.guard("llm"):
+            try:
+                completion = await self.provider.generate(
+                    task, prompt, output, max_tokens=self.tokens_left if metered else None
+                )
+            except BudgetExceeded as exc:  # e.g. the reply was cut at the tokens left
+                metrics.BUDGET_EXCEEDED.labels(self.service, exc.which).inc()
+                raise
+            except Exception as exc:  # re-raised below, outside the breaker
+                if getattr(exc, "server_answered", False):
+                    failure = exc
+                else:
+                    raise
+        if failure is not None:
+            raise failure
+        self.spend(
+            tokens=completion.prompt_tokens + completion.completion_tokens,
+            cost_usd=completion.cost_usd,
+        )
+        if metered:
+            self._check_spend(before=False)
+        return completion
+
+    def _check_spend(self, *, before: bool) -> None:
+        spent = self.budget.spent(tokens=self.tokens, cost_usd=self.cost_usd)
+        over: BudgetExceeded | None = None
+        if before and spent.tokens >= spent.max_tokens:
+            over = BudgetExceeded(
+                "tokens", f"no tokens left: used {spent.tokens} of {spent.max_tokens}"
+            )
+        elif before and spent.cost_usd >= spent.max_cost_usd:
+            over = BudgetExceeded(
+                "cost", f"no money left: spent ${spent.cost_usd:.6f} of ${spent.max_cost_usd:.6f}"
+            )
+        elif spent.tokens > spent.max_tokens:
+            over = BudgetExceeded(
+                "tokens",
+                f"the LLM call took the request to {spent.tokens} tokens, over its "
+                f"{spent.max_tokens}",
+            )
+        elif spent.cost_usd > spent.max_cost_usd:
+            over = BudgetExceeded(
+                "cost",
+                f"the LLM call took the request to ${spent.cost_usd:.6f}, over its "
+                f"${spent.max_cost_usd:.6f}",
+            )
+        if over is not None:
+            metrics.BUDGET_EXCEEDED.labels(self.service, over.which).inc()
+            self.log.warning("stopping the saga: %s", over)
+            raise over
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    action: str
+    func: Handler
+    input_model: type[BaseModel]
+    output_model: type[BaseModel]
+    side_effects: bool
+    versions: frozenset[int]
+    timeout_s: float
+
+
+class Agent:
+    """The definition of one agent service."""
+
+    def __init__(self, name: str, description: str, *, migrations: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.description = description
+        self.migrations = migrations
+        self.handlers: dict[str, HandlerSpec] = {}
+        self.compensations: dict[str, Compensation] = {}
+        self.setups: list[Setup] = []
+
+    def handler(
+        self,
+        action: str = "run",
+        *,
+        side_effects: bool = False,
+        versions: tuple[int, ...] = (1,),
+        timeout_s: float = 30.0,
+    ) -> Callable[[Handler], Handler]:
+        def register(func: Handler) -> Handler:
+            hints = typing.get_type_hints(func)
+            params = [v for k, v in hints.items() if k != "return"]
+            self.handlers[action] = HandlerSpec(
+                action=action,
+                func=func,
+                input_model=params[0],
+                output_model=hints["return"],
+                side_effects=side_effects,
+                versions=frozenset(versions),
+                timeout_s=timeout_s,
+            )
+            return func
+
+        return register
+
+    def compensation(self, action: str) -> Callable[[Compensation], Compensation]:
+        def register(func: Compensation) -> Compensation:
+            self.compensations[action] = func
+            return func
+
+        return register
+
+    def on_start(self, func: Setup) -> Setup:
+        self.setups.append(func)
+        return func

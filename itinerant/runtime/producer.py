@@ -1,0 +1,137 @@
+"""An asyncio face on confluent-kafka's producer: ``await send_all(messages)`` returns once Kafka
+has acknowledged every message, which is what lets a service commit its input offset safely."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from itinerant.errors import BrokerUnavailable, MessageTooLarge
+from itinerant.settings import Settings
+from itinerant.wire.envelope import OutMessage
+
+log = logging.getLogger(__name__)
+
+
+def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "linger.ms": settings.producer_linger_ms,
+        "acks": "all",
+        "enable.idempotence": settings.idempotent_producer,
+        "message.timeout.ms": int(settings.broker_timeout_s * 6000),
+        "socket.connection.setup.timeout.ms": int(settings.broker_timeout_s * 1000),
+        "message.max.bytes": max(settings.max_message_bytes * 2, 1_000_000),
+    }
+    config.update(extra)
+    return config
+
+
+class AsyncProducer:
+    """Produces from the event loop; a background thread serves delivery reports."""
+
+    def __init__(self, settings: Settings, client_id: str) -> None:
+        self._producer = Producer(
+            producer_config(settings, **{"client.id": client_id, "error_cb": self._on_error})
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name=f"{client_id}-poll", daemon=True)
+        self._thread.start()
+        self._retry_delay_s = 0.5
+
+    def _on_error(self, err: KafkaError) -> None:
+        log.warning("kafka producer: %s", err)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+
+    async def send_all(self, messages: Sequence[OutMessage]) -> None:
+        """Send ``messages`` (in order) and wait for all acks; retry until Kafka takes them."""
+        pending = list(messages)
+        while pending:
+            failed = await self._send_once(pending)
+            if not failed:
+                return
+            log.error(
+                "kafka did not acknowledge %d message(s); retrying in %.1fs (is the broker up?)",
+                len(failed),
+                self._retry_delay_s,
+            )
+            await asyncio.sleep(self._retry_delay_s)
+            pending = failed
+
+    async def _send_once(self, messages: Sequence[OutMessage]) -> list[OutMessage]:
+        """Produce every message; one future for the whole batch, settled by the last report."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        failures: list[tuple[int, KafkaError]] = []
+        remaining = [len(messages)]
+        lock = threading.Lock()
+
+        def report(index: int, err: KafkaError | None) -> None:
+            with lock:  # delivery reports come from the poll thread (and rarely this one)
+                if err is not None:
+                    failures.append((index, err))
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                loop.call_soon_threadsafe(_settle, done, None)
+
+        for index, message in enumerate(messages):
+            self._produce(message, functools.partial(_report_at, report, index))
+        await done
+        failed = []
+        for index, err in sorted(failures, key=lambda f: f[0]):
+            message = messages[index]
+            if err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                raise MessageTooLarge(f"kafka refused a {len(message.value)}-byte message: {err}")
+            failed.append(message)
+        return failed
+
+    def _produce(self, message: OutMessage, deliver: Any) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    message.topic,
+                    value=message.value,
+                    key=message.key,
+                    headers=message.headers,
+                    on_delivery=deliver,
+                )
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+            except KafkaException as exc:
+                raise BrokerUnavailable(f"cannot produce to {message.topic}: {exc}") from exc
+
+    def warm(self, timeout_s: float) -> None:
+        """Connect and fetch metadata now (and, when idempotent, the producer id), so the first
+        record handled does not pay for it. A broker that does not answer is not an error here:
+        sending retries until it does."""
+        try:
+            self._producer.list_topics(timeout=timeout_s)
+        except KafkaException as exc:
+            log.warning("kafka producer could not fetch metadata yet: %s", exc)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self._producer.flush(timeout_s)
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+
+
+def _settle(future: asyncio.Future[None], _: None) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _report_at(
+    report: Callable[[int, KafkaError | None], None], index: int, err: KafkaError | None, _msg: Any
+) -> None:
+    report(index, err)

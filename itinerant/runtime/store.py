@@ -1,0 +1,132 @@
+"""The state store (DESIGN §5): one SQLite database (WAL) per service.
+
+It holds the transactional inbox (ids of processed messages with the outputs they caused), the
+outbox (outputs not yet acknowledged by Kafka) and the service's own tables, so that a state
+change, the record that its message was processed, and the messages it must send commit together.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from itinerant.wire.envelope import OutMessage
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS inbox (
+    message_id   TEXT PRIMARY KEY,
+    processed_at REAL NOT NULL,
+    outputs      TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    message TEXT NOT NULL,
+    sent    INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox(sent) WHERE sent = 0;
+"""
+
+
+class Store:
+    """A service's SQLite database. One writer (the service), any number of readers."""
+
+    def __init__(self, path: Path, migrations: Sequence[str] = ()) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a process crash (kill -9); FULL would also survive power loss.
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        self._lock = threading.RLock()
+        self._pending_marks: list[int] = []
+        self._conn.executescript(_SCHEMA)
+        for ddl in migrations:
+            self._conn.executescript(ddl)
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        return self._conn
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back if the block raises."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    # -- inbox ---------------------------------------------------------------------------------
+
+    def recorded_outputs(self, message_id: str) -> list[OutMessage] | None:
+        """The outputs recorded for an already-processed message, or ``None`` if it is new."""
+        row = self._conn.execute(
+            "SELECT outputs FROM inbox WHERE message_id = ?", (message_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        return [OutMessage.from_json(item) for item in json.loads(row["outputs"])]
+
+    def record(
+        self, conn: sqlite3.Connection, message_id: str | None, outputs: Sequence[OutMessage]
+    ) -> list[int]:
+        """Inside a transaction: mark ``message_id`` processed and queue ``outputs``."""
+        encoded = [m.to_json() for m in outputs]
+        if message_id is not None:
+            conn.execute(
+                "INSERT INTO inbox(message_id, processed_at, outputs) VALUES (?, ?, ?)",
+                (message_id, time.time(), json.dumps(encoded)),
+            )
+        seqs = []
+        for item in encoded:
+            cursor = conn.execute("INSERT INTO outbox(message) VALUES (?)", (item,))
+            seqs.append(int(cursor.lastrowid or 0))
+        return seqs
+
+    # -- outbox --------------------------------------------------------------------------------
+
+    def unsent(self, limit: int = 1000) -> list[tuple[int, OutMessage]]:
+        rows = self._conn.execute(
+            "SELECT seq, message FROM outbox WHERE sent = 0 ORDER BY seq LIMIT ?", (limit,)
+        ).fetchall()
+        return [(int(r["seq"]), OutMessage.from_json(r["message"])) for r in rows]
+
+    def mark_sent(self, seqs: Sequence[int]) -> None:
+        if not seqs:
+            return
+        with self._lock:
+            self._conn.executemany("UPDATE outbox SET sent = 1 WHERE seq = ?", [(s,) for s in seqs])
+
+    def mark_sent_soon(self, seqs: Sequence[int]) -> None:
+        """Mark outputs sent now, or, while a handler's transaction is open on this connection
+        (deliveries run beside the next handler), as soon as it closes. Until then they count as
+        unsent: at worst a restart sends them again, with the same ids."""
+        self._pending_marks.extend(seqs)
+        if not self._conn.in_transaction:
+            self.mark_sent_pending()
+
+    def mark_sent_pending(self) -> None:
+        if self._pending_marks and not self._conn.in_transaction:
+            seqs, self._pending_marks = self._pending_marks, []
+            self.mark_sent(seqs)
+
+    def prune(self, older_than_s: float) -> int:
+        """Forget processed ids and sent outputs older than ``older_than_s`` seconds."""
+        cutoff = time.time() - older_than_s
+        with self.transaction() as conn:
+            removed = conn.execute("DELETE FROM inbox WHERE processed_at < ?", (cutoff,)).rowcount
+            conn.execute("DELETE FROM outbox WHERE sent = 1")
+        return int(removed)

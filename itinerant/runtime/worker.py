@@ -1,0 +1,260 @@
+"""One service process: a Faust app whose agents each consume one topic with ``concurrency=1``,
+hand every record to a handler that turns it into outputs (never raising), send the outputs, and
+only then let Faust acknowledge the record. Offsets are therefore committed after the outputs are
+acknowledged by Kafka, and a crash at any point is repaired by the inbox on redelivery."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from itinerant.brokers.topics import check_topics
+from itinerant.observability import lag, logs, metrics, tracing
+from itinerant.runtime.faust_transport import app_class, broker_url
+from itinerant.runtime.processor import Processed
+from itinerant.runtime.producer import AsyncProducer
+from itinerant.runtime.store import Store
+from itinerant.settings import Settings
+from itinerant.wire.envelope import InRecord
+
+log = logging.getLogger(__name__)
+
+RecordHandler = Callable[[InRecord], Awaitable[Processed]]
+Periodic = Callable[[], Awaitable[list[Processed]]]
+
+
+@dataclass
+class Subscription:
+    topic: str
+    handle: RecordHandler
+    store: Store | None = None  # the handler's state store, when not the worker's own
+
+
+@dataclass
+class Timer:
+    interval_s: float
+    tick: Periodic
+
+
+@dataclass
+class Worker:
+    service: str
+    settings: Settings
+    store: Store
+    subscriptions: list[Subscription]
+    timers: list[Timer] = field(default_factory=list)
+    startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _producer: AsyncProducer | None = None
+
+    @property
+    def producer(self) -> AsyncProducer:
+        if self._producer is None:
+            self._producer = AsyncProducer(self.settings, client_id=f"itinerant-{self.service}")
+        return self._producer
+
+    @property
+    def stores(self) -> list[Store]:
+        found = [self.store]
+        for subscription in self.subscriptions:
+            if subscription.store is not None and subscription.store not in found:
+                found.append(subscription.store)
+        return found
+
+    async def deliver(self, *batch: Processed, store: Store | None = None) -> None:
+        """Send the outputs of handled records: every progress event first, awaited until Kafka
+        acknowledged them all, then every other output, likewise; then mark them sent. The
+        coordinator thus learns of a step before any message it caused reaches the next step."""
+        outputs = [m for processed in batch for m in processed.outputs]
+        events = [m for m in outputs if m.topic == self.settings.events_topic]
+        rest = [m for m in outputs if m.topic != self.settings.events_topic]
+        if events:
+            await self.producer.send_all(events)
+        if rest:
+            await self.producer.send_all(rest)
+        (store or self.store).mark_sent_soon(
+            [seq for processed in batch for seq in processed.outbox_seqs]
+        )
+
+    async def flush_outbox(self) -> None:
+        """Send what a crash left in the outbox (outputs recorded but not acknowledged)."""
+        for store in self.stores:
+            unsent = store.unsent()
+            if unsent:
+                log.info("resending %d output(s) left unsent by the last run", len(unsent))
+                await self.producer.send_all([m for _, m in unsent])
+                store.mark_sent([seq for seq, _ in unsent])
+
+    def build_app(self) -> faust.App:
+        settings = self.settings
+        session_s = settings.consumer_session_timeout_s
+        app = app_class(settings.consumer_fetch_wait_ms)(
+            f"itinerant-{self.service}",
+            broker=broker_url(settings.kafka_bootstrap_servers),
+            store="memory://",
+            web_enabled=False,
+            topic_disable_leader=True,
+            topic_allow_declare=False,
+            topic_partitions=settings.partitions,
+            consumer_auto_offset_reset="earliest",
+            broker_session_timeout=session_s,
+            broker_heartbeat_interval=max(session_s / 6, 0.5),
+            broker_rebalance_timeout=max(session_s * 2, 10),
+            broker_commit_interval=1.0,
+            # On shutdown or rebalance, hand unfinished records back instead of waiting for
+            # them: only acknowledged records are committed, and the inbox makes redelivery safe.
+            stream_wait_empty=False,
+            producer_linger=settings.producer_linger_ms / 1000,
+            worker_redirect_stdouts=False,
+        )
+        for subscription in self.subscriptions:
+            self._add_agent(app, subscription)
+        for index, timer in enumerate(self.timers):
+            self._add_timer(app, timer, f"{self.service}.timer{index}")
+        lag_monitor = lag.LagMonitor(
+            self.service,
+            settings,
+            [s.topic for s in self.subscriptions],
+            broker_storage=self.service == "coordinator",
+        )
+        self._add_timer(app, Timer(lag.DEFAULT_INTERVAL_S, lag_monitor.tick), f"{self.service}.lag")
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def _recover() -> None:
+            await asyncio.to_thread(self.producer.warm, settings.broker_timeout_s)
+            for hook in self.startup:
+                await hook()
+            await self.flush_outbox()
+
+        @app.on_rebalance_complete.connect  # type: ignore[untyped-decorator]
+        async def _ready(sender: Any, **_: Any) -> None:
+            self.ready_file().write_text(str(time.time()))
+
+        return app
+
+    def ready_file(self) -> Path:
+        path = self.settings.data_dir / "run" / f"{self.service}.ready"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _add_agent(self, app: faust.App, subscription: Subscription) -> None:
+        topic = app.topic(subscription.topic, key_serializer="raw", value_serializer="raw")
+        name = f"{self.service}.{subscription.topic}"
+
+        async def consume(stream: Any) -> None:
+            # Group commit: records are handled one at a time and queued; one flusher sends what
+            # is queued (events, then the rest), marks it sent and only then acknowledges those
+            # records, so no offset is committed before its outputs are acknowledged. An idle
+            # stream sends at once, a busy one batches during each round trip, no timer wakes.
+            stream.enable_acks = False
+            store = subscription.store or self.store
+            outbox = _Flusher(self, stream, store, self.settings.batch_max)
+            try:
+                async for event in stream.events():
+                    store.mark_sent_pending()
+                    record = _record(event.message)
+                    try:
+                        processed = await subscription.handle(record)
+                    except Exception:  # never let an exception stop the agent silently
+                        log.exception(
+                            "failed on %s[%d]@%d", record.topic, record.partition, record.offset
+                        )
+                        processed = Processed("error")
+                    await outbox.add(event, processed)
+            finally:
+                outbox.close()
+
+        app.agent(topic, name=name, concurrency=1)(consume)
+
+    def _add_timer(self, app: faust.App, timer: Timer, name: str) -> None:
+        async def tick() -> None:
+            try:
+                await self.deliver(*await timer.tick())
+            except Exception:
+                log.exception("timer of %s failed", self.service)
+
+        app.timer(timer.interval_s, name=name)(tick)
+
+    def run(self) -> None:
+        """Run until SIGTERM/SIGINT (Faust's worker handles signals and stops cleanly)."""
+        logs.configure_logging(self.service, self.settings.log_level)
+        check_topics(self.settings, [s.topic for s in self.subscriptions])
+        tracing.configure(self.service, self.settings.data_dir)
+        metrics.serve(self.settings.metrics_port(self.service), self.settings.metrics_host)
+        metrics.SERVICE_UP.labels(self.service).set(1)
+        self.ready_file().unlink(missing_ok=True)
+        app = self.build_app()
+        # Logging stays ours (JSON lines, set up above): faust must not reconfigure it, and
+        # its terminal spinner must not write cursor codes into the log file.
+        worker = faust.Worker(
+            app, loglevel=self.settings.log_level, quiet=True, override_logging=False
+        )
+        worker.spinner = None
+        try:
+            worker.execute_from_commandline()
+        finally:
+            if self._producer is not None:
+                self._producer.close()
+            tracing.shutdown()
+            for store in self.stores:
+                store.close()
+
+
+class _Flusher:
+    """Delivers a stream's handled records in groups, then acknowledges them (see consume)."""
+
+    def __init__(self, worker: Worker, stream: Any, store: Store, limit: int) -> None:
+        self._worker, self._stream, self._store, self._limit = worker, stream, store, limit
+        self._pending: list[tuple[Any, Processed]] = []
+        self._wakeup = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._task = asyncio.create_task(self._run())
+
+    async def add(self, event: Any, processed: Processed) -> None:
+        while len(self._pending) >= self._limit:  # backpressure: the broker is slower than us
+            self._room.clear()
+            await self._room.wait()
+        self._pending.append((event, processed))
+        self._wakeup.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                group, self._pending = self._pending, []
+                self._room.set()
+                try:
+                    await self._worker.deliver(*(p for _, p in group), store=self._store)
+                except Exception:
+                    log.exception("could not deliver outputs; they stay in the outbox")
+                for event, _ in group:
+                    await self._stream.ack(event)
+
+    def close(self) -> None:
+        self._task.cancel()
+
+
+def _record(message: Any) -> InRecord:
+    return InRecord(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        headers=_headers(message.headers),
+    )
+
+
+def _headers(raw: Any) -> list[tuple[str, bytes]]:
+    if not raw:
+        return []
+    items = raw.items() if isinstance(raw, dict) else raw
+    return [(str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in items]

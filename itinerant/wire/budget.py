@@ -1,0 +1,58 @@
+"""Budgets (DESIGN §6): limits and spend of one request, checked before every handler call."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from itinerant.errors import BudgetExceeded, InvalidSlip
+
+
+class Budget(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_hops: int = Field(ge=1)
+    deadline: datetime
+    max_tokens: int = Field(default=0, ge=0, description="0 = no LLM tokens allowed")
+    max_cost_usd: float = Field(default=0.0, ge=0)
+    hops: int = Field(default=0, ge=0)
+    tokens: int = Field(default=0, ge=0)
+    cost_usd: float = Field(default=0.0, ge=0)
+
+    def check(self, now: datetime | None = None) -> None:
+        now = now or datetime.now(UTC)
+        if self.hops >= self.max_hops:
+            raise BudgetExceeded("hops", f"hop budget of {self.max_hops} used up")
+        if now >= self.deadline:
+            raise BudgetExceeded("deadline", f"deadline {self.deadline.isoformat()} has passed")
+        if self.tokens > self.max_tokens:
+            raise BudgetExceeded("tokens", f"used {self.tokens} of {self.max_tokens} tokens")
+        if self.cost_usd > self.max_cost_usd:
+            raise BudgetExceeded("cost", f"spent ${self.cost_usd:.4f} of ${self.max_cost_usd:.4f}")
+
+    def spent(self, *, hops: int = 0, tokens: int = 0, cost_usd: float = 0.0) -> Budget:
+        return self.model_copy(
+            update={
+                "hops": self.hops + hops,
+                "tokens": self.tokens + tokens,
+                "cost_usd": round(self.cost_usd + cost_usd, 6),
+            }
+        )
+
+    @property
+    def tokens_left(self) -> int:
+        return max(self.max_tokens - self.tokens, 0)
+
+    def encode(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Budget:
+        try:
+            return cls.model_validate(json.loads(raw))
+        except (ValueError, ValidationError, RecursionError) as exc:
+            raise InvalidSlip(
+                f"ce_budget is not a valid budget: {exc}", reason="invalid_budget"
+            ) from exc
