@@ -3,8 +3,8 @@
 Each line has ``time`` (UTC, ISO 8601), ``level``, ``logger``, ``message`` and ``service``; while
 a span is current also ``trace_id`` and ``span_id``; while a message of a saga is handled also
 ``saga_id`` (set by :func:`itinerant.observability.tracing.process_span` through
-:func:`saga_context`, or passed as ``extra={"saga_id": ...}``); ``exception`` when there is a traceback; and any other
-``extra`` fields a caller passed that are JSON-serialisable.
+:func:`saga_context`, or passed as ``extra={"saga_id": ...}``); ``exception`` when there is a
+traceback; and any other ``extra`` fields a caller passed that are JSON-serialisable.
 
 Faust's worker reconfigures the root logger when it starts unless it is built with
 ``override_logging=False``; the worker therefore calls :func:`configure_logging` first and passes
