@@ -18,8 +18,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from bench.loadgen import LatencyStats
 from bench.brokers import fetch_wait_ms, make_broker
+from bench.loadgen import LatencyStats
 
 QUICK_LEVELS = (0, 1000, 2000, 4000)
 FULL_LEVELS = (0, 1000, 2000, 4000, 8000, 12000)

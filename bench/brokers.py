@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from itinerant.brokers.tansu import TansuBroker
 from itinerant.brokers.kafka import KafkaNode, kafka_available, kafka_home, kafka_version
+from itinerant.brokers.tansu import TansuBroker
 from itinerant.settings import Settings
 
 BrokerKind = Literal["kafka", "tansu"]

@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bench.brokers import fetch_wait_ms, make_broker
 from bench.loadgen import (
     DEFAULT_CODEC,
     Codec,
@@ -25,7 +26,6 @@ from bench.loadgen import (
     saturation,
     warm_up,
 )
-from bench.brokers import fetch_wait_ms, make_broker
 from bench.procs import ProcGroup, rss_mb
 from bench.scenario import ChainTopics, Scenario
 

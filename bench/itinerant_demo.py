@@ -28,10 +28,10 @@ from bench.itinerant_noop import free_block
 from bench.loadgen import Encoded, _send, new_run_id
 from bench.scenario import ChainTopics
 from itinerant.cli.supervisor import Supervisor
+from itinerant.settings import Settings
+from itinerant.wire.envelope import Envelope
 from services.contracts.trip import Traveller, TripRequest
 from services.inventory import catalogue
-from itinerant.wire.envelope import Envelope
-from itinerant.settings import Settings
 
 AGENTS = ["planner", "flights", "hotels", "validator", "notifier"]
 

@@ -14,17 +14,17 @@ import time
 import uuid
 from pathlib import Path
 
-from itinerant.cli.demo import extra_trips
 from itinerant.cli.kafka_io import publish_many, wait_for_results
 from itinerant.cli.supervisor import Supervisor
-from services.contracts.trip import TripRequest
 from itinerant.settings import Settings
+from services.contracts.trip import TripRequest
+from services.samples import load_trips
 
 from .brokers import KINDS, free_port, make_broker
 
 
 def trips(count: int) -> list[TripRequest]:
-    return [request for _, request in extra_trips(count)]
+    return list(load_trips(count))
 
 
 def measure(

@@ -40,7 +40,7 @@ def broker_kinds(results: dict[str, Any]) -> list[str]:
 
 
 def broker_label(results: dict[str, Any], kind: str) -> str:
-    """"Apache Kafka 4.1.1", "Tansu v0.6.0-…" — as the run's metadata names it."""
+    """ "Apache Kafka 4.1.1", "Tansu v0.6.0-…" — as the run's metadata names it."""
     meta = results.get("meta") or {}
     for info in meta.get("brokers") or []:
         if info["kind"] == kind:

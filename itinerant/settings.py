@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -10,9 +11,9 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_AGENTS = ("planner", "flights", "hotels", "validator", "notifier")
-# Slip steps that are no agent: the runtime forwards them to the coordinator (saga events topic).
-COORDINATOR_STEPS = frozenset({"approval"})
+#: Metrics port slots below the agents' (``metrics_port``): fixed, whatever the mesh holds.
+FIXED_PORT_SLOTS = {"coordinator": 0, "agents": 1, "gateway": 2}
+AGENT_PORT_SLOTS = range(10, 500)
 
 
 class Settings(BaseSettings):
@@ -49,14 +50,20 @@ class Settings(BaseSettings):
         default="process-per-service",
         description="`itinerant up`: one process per service, or the agents sharing one process.",
     )
-    agents: list[str] = Field(
-        default=list(DEFAULT_AGENTS), description="Agent names a routing slip may name."
+    app: str = Field(
+        default="services.mesh:mesh",
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="The application: `package.module:mesh`, a Mesh naming its agents and flows.",
     )
-
-    entry_step: str = Field(
-        default="planner.plan",
+    agents: list[str] = Field(
+        default_factory=list,
+        description="Agents to run, JSON list (default: the mesh's; its optional agents, e.g. "
+        "diagnostics, only when listed).",
+    )
+    entry_step: str | None = Field(
+        default=None,
         pattern=r"^[a-z0-9_-]+\.[a-z0-9_-]+$",
-        description="agent.action the coordinator dispatches every new request to.",
+        description="agent.action every new request starts at (default: the mesh's entry).",
     )
 
     fetch_wait_ms: int | None = Field(
@@ -96,9 +103,6 @@ class Settings(BaseSettings):
 
     circuit_threshold: int = Field(default=5, ge=1, description="Failures that open a circuit.")
     circuit_reset_s: float = Field(default=10.0, gt=0, description="Open circuit's cool-down.")
-    fault_inventory_rate: float = Field(
-        default=0.0, ge=0, le=1, description="Chaos testing: share of inventory calls that fail."
-    )
 
     default_max_hops: int = Field(default=20, ge=1, description="Hop budget of a request.")
     default_deadline_s: float = Field(default=120.0, gt=0, description="Deadline of a request.")
@@ -107,10 +111,6 @@ class Settings(BaseSettings):
     step_timeout_s: float = Field(default=60.0, gt=0, description="A step stuck longer fails.")
     timer_interval_s: float = Field(default=1.0, gt=0, description="Coordinator timer tick.")
 
-    parallel_search: bool = Field(
-        default=True,
-        description="Trip flow searches flights and hotels in parallel (false: in turn).",
-    )
     metrics_port_base: int = Field(
         default=9400, ge=0, description="Service i exposes metrics on base+i (0 = off)."
     )
@@ -154,14 +154,6 @@ class Settings(BaseSettings):
         },
         description="USD per 1M prompt and completion tokens by model, JSON; `default` prices "
         "any other model.",
-    )
-    max_replans: int = Field(
-        default=2, ge=0, description="Re-plans after the validator rejects an LLM's facts."
-    )
-    approval_threshold_usd: float = Field(
-        default=5000.0,
-        ge=0,
-        description="Trips and refunds above this amount wait for a human approval.",
     )
     approval_timeout_s: float = Field(
         default=3600.0,
@@ -232,8 +224,6 @@ class Settings(BaseSettings):
         return f"{self.topic_prefix}{name}"
 
     def agent_topic(self, agent: str) -> str:
-        if agent in COORDINATOR_STEPS:
-            return self.events_topic  # a step the coordinator itself runs (human approval)
         return self.topic(f"agent.{agent}")
 
     @property
@@ -277,11 +267,30 @@ class Settings(BaseSettings):
         return self.service_names()
 
     def metrics_port(self, service: str) -> int | None:
+        """``metrics_port_base`` plus the service's slot: fixed for the coordinator, the shared
+        agents process and the gateway; for an agent, derived from its name (stable when agents
+        are added or reordered; a clash moves the later agent, in ``agents`` order, on)."""
         if self.metrics_port_base == 0:
             return None
-        names = [*self.service_names(), "agents", "gateway"]
-        index = names.index(service) if service in names else len(names)
-        return self.metrics_port_base + index
+        if service in FIXED_PORT_SLOTS:
+            return self.metrics_port_base + FIXED_PORT_SLOTS[service]
+        taken: set[int] = set()
+        for name in [*self.agents, *([service] if service not in self.agents else [])]:
+            slot = _slot(name, taken)
+            taken.add(slot)
+            if name == service:
+                return self.metrics_port_base + slot
+        raise AssertionError("unreachable")
+
+
+def _slot(name: str, taken: set[int]) -> int:
+    span = len(AGENT_PORT_SLOTS)
+    start = zlib.crc32(name.encode()) % span
+    for step in range(span):
+        slot = AGENT_PORT_SLOTS[(start + step) % span]
+        if slot not in taken:
+            return slot
+    raise ValueError(f"more than {span} agents: no metrics port slot left for {name!r}")
 
 
 @lru_cache(maxsize=1)

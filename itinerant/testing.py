@@ -12,6 +12,7 @@ from typing import Any
 from itinerant.coordinator import repository
 from itinerant.coordinator.saga import Saga
 from itinerant.coordinator.service import Coordinator
+from itinerant.mesh import Mesh, load_mesh
 from itinerant.runtime.llm import LLMProvider
 from itinerant.runtime.processor import Processed, Processor
 from itinerant.runtime.providers import make_provider
@@ -19,13 +20,17 @@ from itinerant.runtime.store import Store
 from itinerant.settings import Settings
 from itinerant.wire.envelope import Envelope, InRecord, OutMessage
 from itinerant.wire.ids import new_id
-from services.contracts.trip import TripRequest
-from services.registry import load_agent
+from itinerant.wire.request import Request
 
 
 @dataclass
 class InMemoryMesh:
+    """A mesh's agents and coordinator wired together in process. ``mesh`` is a :class:`Mesh`
+    of agent objects (default: the one ``settings.app`` names); ``provider`` replaces every
+    agent's LLM provider."""
+
     settings: Settings
+    mesh: Mesh | None = None
     provider: LLMProvider | None = None
     log: dict[str, list[OutMessage]] = field(default_factory=dict)
     queue: deque[OutMessage] = field(default_factory=deque)
@@ -34,11 +39,14 @@ class InMemoryMesh:
     stores: dict[str, Store] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.mesh is None:
+            self.mesh = load_mesh(self.settings.app)
+        self.settings = self.mesh.bind(self.settings)
         state = Path(self.settings.data_dir) / "state"
         self.stores["coordinator"] = Store(state / "coordinator.db", (repository.SAGAS,))
-        self.coordinator = Coordinator(self.settings, self.stores["coordinator"])
+        self.coordinator = Coordinator(self.settings, self.stores["coordinator"], self.mesh)
         for name in self.settings.agents:
-            agent = load_agent(name)
+            agent = self.mesh.agent(name)
             store = Store(state / f"{name}.db", agent.migrations)
             self.stores[name] = store
             provider = self.provider or make_provider(self.settings, name)
@@ -51,8 +59,8 @@ class InMemoryMesh:
     def publish(self, message: OutMessage) -> None:
         self.queue.append(message)
 
-    def publish_request(self, request: TripRequest | dict[str, Any] | bytes) -> str:
-        if isinstance(request, TripRequest):
+    def publish_request(self, request: Request | dict[str, Any] | bytes) -> str:
+        if isinstance(request, Request):
             saga_id = request.request_id or new_id()
             body = request.model_copy(update={"request_id": saga_id}).model_dump_json().encode()
         elif isinstance(request, dict):

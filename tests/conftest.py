@@ -9,6 +9,16 @@ import pytest
 
 from itinerant.settings import Settings
 from itinerant.testing import InMemoryMesh
+from services.settings import travel_settings
+
+
+@pytest.fixture(autouse=True)
+def _fresh_travel_settings() -> Iterator[None]:
+    """The travel mesh's settings are read from the environment once; a test that sets
+    ITINERANT_* (monkeypatch.setenv) gets them re-read."""
+    travel_settings.cache_clear()
+    yield
+    travel_settings.cache_clear()
 
 
 @pytest.fixture

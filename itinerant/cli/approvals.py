@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from itinerant.cli.context import cli_settings
 from itinerant.coordinator.approval import DECISION_TYPE, ApprovalDecision
 from itinerant.errors import ItinerantError
 from itinerant.settings import Settings
@@ -63,7 +64,7 @@ def _waiting(settings: Settings, saga_id: str) -> dict[str, Any]:
 @approvals_app.command("list")
 def list_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Sagas awaiting approval, oldest request first, with why and until when."""
-    settings = Settings()
+    settings = cli_settings()
     sagas = _get(settings, "/sagas?state=awaiting_approval&limit=1000")["sagas"]
     sagas.sort(key=lambda s: (s.get("approval") or {}).get("requested_at", ""))
     if as_json:
@@ -111,7 +112,7 @@ def _next_step(hold: dict[str, Any]) -> str | None:
 @approvals_app.command("show")
 def show(saga_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """What is waiting: the reasons, the amount, the step it would release, the trip so far."""
-    settings = Settings()
+    settings = cli_settings()
     saga = _get(settings, f"/sagas/{saga_id}")
     if as_json:
         console.print_json(json.dumps({**_summary(saga), "state": saga["state"]}))
@@ -131,7 +132,7 @@ def show(saga_id: str, as_json: Annotated[bool, typer.Option("--json")] = False)
 
 
 def _decide(saga_id: str, decision: str, why: str, by: str | None) -> None:
-    settings = Settings()
+    settings = cli_settings()
     _waiting(settings, saga_id)
     body = ApprovalDecision(
         saga_id=saga_id,

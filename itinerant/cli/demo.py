@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import statistics
 import time
-from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,48 +12,34 @@ from rich.console import Console
 from rich.live import Live
 
 from itinerant.errors import ItinerantError
+from itinerant.mesh import Mesh, load_mesh
 from itinerant.settings import Settings
 from itinerant.wire.ids import new_id
-from services.contracts.trip import Traveller, TripRequest
+from itinerant.wire.request import Request
 
 from .kafka_io import follow, publish_many
 from .render import results_table
 from .requests import RequestError, load_request
 from .supervisor import Supervisor
 
-THROUGHPUT_CITIES = ("LIS", "BCN", "CDG", "FCO", "BER", "AMS", "LHR", "OSL")
 
-
-def samples(folder: Path) -> list[tuple[str, TripRequest]]:
+def samples(folder: Path, mesh: Mesh) -> list[tuple[str, Request]]:
+    """The requests in ``folder`` that the mesh accepts, each with a fresh id."""
     found = []
     for path in sorted(folder.glob("*.json")):
         try:
-            request = load_request(path.read_text(), str(path))
+            request = load_request(path.read_text(), str(path), mesh.request_model)
         except RequestError:
             continue  # samples of bad input are for other commands
         found.append((path.stem, request.model_copy(update={"request_id": new_id()})))
     return found
 
 
-def extra_trips(count: int) -> list[tuple[str, TripRequest]]:
-    trips = []
-    for i in range(count):
-        depart = date(2027, 5, 1) + timedelta(days=i % 60)
-        trips.append(
-            (
-                f"load-{i + 1}",
-                TripRequest(
-                    request_id=new_id(),
-                    traveller=Traveller(name=f"Load Tester {i + 1}"),
-                    origin="MAD",
-                    destination=THROUGHPUT_CITIES[i % len(THROUGHPUT_CITIES)],
-                    depart_date=depart,
-                    return_date=depart + timedelta(days=2 + i % 3),
-                    travellers=1 + i % 2,
-                ),
-            )
-        )
-    return trips
+def extra_requests(mesh: Mesh, count: int) -> list[tuple[str, Request]]:
+    """``count`` varied requests from the mesh's sample generator (none if it has none)."""
+    if mesh.samples is None or count <= 0:
+        return []
+    return [(f"load-{i + 1}", r) for i, r in enumerate(mesh.samples(count))]
 
 
 def run(settings: Settings, folder: Path, extra: int, timeout_s: float, console: Console) -> int:
@@ -95,7 +80,8 @@ def _drive(
     console: Console,
     interrupted: dict[str, bool],
 ) -> int:
-    requests = samples(folder) + extra_trips(extra)
+    mesh = load_mesh(settings.app)
+    requests = samples(folder, mesh) + extra_requests(mesh, extra)
     labels = {r.request_id or "": label for label, r in requests}
     sent = publish_many(settings, [r for _, r in requests])
     console.print(f"published {len(sent)} requests to {settings.requests_topic}")

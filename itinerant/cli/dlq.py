@@ -25,6 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from itinerant.brokers.connection import quiet_client_config
+from itinerant.cli.context import cli_settings
 from itinerant.errors import BrokerUnavailable, ItinerantError
 from itinerant.operators.dlq_actions import (
     ACTIONS_TOPIC,
@@ -68,7 +69,7 @@ err = Console(stderr=True)
 
 
 def _settings() -> Settings:
-    return Settings()
+    return cli_settings()
 
 
 def actions_topic(settings: Settings) -> str:

@@ -15,12 +15,10 @@ from itinerant.errors import BrokerUnavailable
 from itinerant.settings import Settings
 from itinerant.wire.envelope import Envelope
 from itinerant.wire.ids import new_id
-from services.contracts.trip import TripRequest
+from itinerant.wire.request import Request
 
 
-def publish_request(
-    settings: Settings, request: TripRequest, *, source: str = "/clients/cli"
-) -> str:
+def publish_request(settings: Settings, request: Request, *, source: str = "/clients/cli") -> str:
     """Publish a request with CloudEvents headers; returns its saga id (= request_id)."""
     saga_id = request.request_id or new_id()
     request = request.model_copy(update={"request_id": saga_id})
@@ -143,7 +141,7 @@ def wait_for_results(
     return found
 
 
-def publish_many(settings: Settings, requests: list[TripRequest]) -> dict[str, float]:
+def publish_many(settings: Settings, requests: list[Request]) -> dict[str, float]:
     """Publish requests through one producer; returns saga id -> time sent (epoch seconds)."""
     producer = Producer(
         {

@@ -10,7 +10,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,15 +18,17 @@ from rich.console import Console
 
 from itinerant.brokers.connection import require_broker
 from itinerant.errors import ItinerantError
+from itinerant.mesh import load_mesh
 from itinerant.observability.logs import configure_logging
 from itinerant.settings import Settings
 
 from . import demo as demo_module
 from .approvals import approvals_app
+from .context import cli_mesh, cli_settings, fail
 from .dlq import dlq_app
 from .kafka_io import publish_request, wait_for_results
 from .render import saga_tables
-from .requests import RequestError, load_request, read_source, request_from_flags
+from .requests import RequestError, load_request, read_source, request_from_fields
 from .supervisor import Supervisor
 from .top import top_command
 from .trace import trace_command
@@ -45,13 +46,25 @@ console = Console()
 err = Console(stderr=True)
 
 
-def _settings() -> Settings:
-    return Settings()
+@app.callback()
+def _main(
+    app_spec: Annotated[
+        str | None,
+        typer.Option(
+            "--app",
+            help="the application, package.module:mesh (default: ITINERANT_APP, else the "
+            "travel mesh)",
+        ),
+    ] = None,
+) -> None:
+    if app_spec is not None:
+        os.environ["ITINERANT_APP"] = app_spec  # read by Settings here and in every child
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/bold red] {message}")
-    return typer.Exit(code)
+_settings = cli_settings
+
+
+_fail = fail
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -60,7 +73,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 @app.command()
 def worker(service: Annotated[str, typer.Argument(help="coordinator or an agent name")]) -> None:
     """Run one service in the foreground (what `up` starts for each service)."""
-    from services.registry import build_worker
+    from itinerant.processes import build_worker
 
     settings = _settings()
     if service == "gateway":
@@ -77,7 +90,7 @@ def worker(service: Annotated[str, typer.Argument(help="coordinator or an agent 
     configure_logging(service, settings.log_level)
     try:
         require_broker(settings.kafka_bootstrap_servers, settings.broker_timeout_s)
-        build_worker(service, settings).run()
+        build_worker(service, settings, load_mesh(settings.app)).run()
     except ItinerantError as exc:
         raise _fail(exc.describe(), 2) from exc
 
@@ -259,34 +272,26 @@ def topics_list() -> None:
 @app.command()
 def publish(
     source: Annotated[str | None, typer.Argument(help="request file, or - for stdin")] = None,
-    traveller: Annotated[str | None, typer.Option(help="traveller's name")] = None,
-    origin: Annotated[str | None, typer.Option(help="IATA code, e.g. MAD")] = None,
-    destination: Annotated[str | None, typer.Option(help="IATA code, e.g. LIS")] = None,
-    depart: Annotated[str | None, typer.Option(help="YYYY-MM-DD")] = None,
-    return_date: Annotated[str | None, typer.Option("--return", help="YYYY-MM-DD")] = None,
-    text: Annotated[str | None, typer.Option(help="free-text ask")] = None,
-    travellers: Annotated[int, typer.Option(help="how many travel")] = 1,
-    budget: Annotated[float | None, typer.Option(help="budget in USD")] = None,
+    field: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--field",
+            "-f",
+            help="a request field as key=value (repeatable; dotted keys nest, JSON values are "
+            "parsed), e.g. -f origin=MAD -f traveller.name=Ada -f travellers=2",
+        ),
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="follow it to its result")] = False,
     timeout: Annotated[float, typer.Option(help="seconds --wait waits")] = 60.0,
 ) -> None:
     """Publish a request to the requests topic; prints its saga id."""
-    settings = _settings()
+    mesh, settings = cli_mesh()
     try:
         if source is not None:
             body, where = read_source(source)
-            request = load_request(body, where)
+            request = load_request(body, where, mesh.request_model)
         else:
-            request = request_from_flags(
-                traveller=traveller,
-                origin=origin,
-                destination=destination,
-                depart=date.fromisoformat(depart) if depart else None,
-                return_=date.fromisoformat(return_date) if return_date else None,
-                text=text,
-                travellers=travellers,
-                budget=budget,
-            )
+            request = request_from_fields(field or [], mesh.request_model)
     except (RequestError, ValueError) as exc:
         raise _fail(str(exc), 2) from exc
     try:
@@ -383,7 +388,8 @@ def schemas_export(
     """Export the JSON Schema of every message type to `schemas/`."""
     from itinerant.wire.schemas import export
 
-    for path in export(out):
+    mesh = cli_mesh()[0]
+    for path in export(out, mesh):
         console.print(f"  wrote {path}")
 
 

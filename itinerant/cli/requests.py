@@ -3,30 +3,29 @@
 from __future__ import annotations
 
 import json
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from services.contracts.trip import TripRequest
+from itinerant.wire.request import Request
 
 
 class RequestError(ValueError):
     pass
 
 
-def load_request(text: str, where: str) -> TripRequest:
+def load_request(text: str, where: str, model: type[Request]) -> Request:
     try:
         raw = json.loads(text)
     except ValueError as exc:
         raise RequestError(f"{where} is not JSON: {exc}") from exc
-    return validate_request(raw, where)
+    return validate_request(raw, where, model)
 
 
-def validate_request(raw: Any, where: str) -> TripRequest:
+def validate_request(raw: Any, where: str, model: type[Request]) -> Request:
     try:
-        return TripRequest.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         problems = "\n".join(
             f"  - {'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}"
@@ -38,32 +37,28 @@ def validate_request(raw: Any, where: str) -> TripRequest:
         ) from exc
 
 
-def request_from_flags(
-    *,
-    traveller: str | None,
-    origin: str | None,
-    destination: str | None,
-    depart: date | None,
-    return_: date | None,
-    text: str | None,
-    travellers: int,
-    budget: float | None,
-) -> TripRequest:
-    raw: dict[str, Any] = {
-        "traveller": {"name": traveller or "Anonymous"},
-        "travellers": travellers,
-    }
-    for key, value in (
-        ("origin", origin),
-        ("destination", destination),
-        ("depart_date", depart.isoformat() if depart else None),
-        ("return_date", return_.isoformat() if return_ else None),
-        ("text", text),
-        ("budget_usd", budget),
-    ):
-        if value is not None:
-            raw[key] = value
-    return validate_request(raw, "the flags")
+def request_from_fields(fields: list[str], model: type[Request]) -> Request:
+    """A request from ``key=value`` pairs: a dotted key sets a nested field
+    (``traveller.name=Ada``); a value that reads as JSON is taken as JSON (``travellers=2``,
+    ``budget_usd=900.5``), any other as text."""
+    raw: dict[str, Any] = {}
+    for field in fields:
+        key, sep, text = field.partition("=")
+        if not sep or not key:
+            raise RequestError(f"--field {field!r} is not key=value (e.g. --field origin=MAD)")
+        try:
+            value: Any = json.loads(text)
+        except ValueError:
+            value = text
+        *parents, leaf = key.split(".")
+        target = raw
+        for parent in parents:
+            child = target.setdefault(parent, {})
+            if not isinstance(child, dict):
+                raise RequestError(f"--field {field!r}: {parent!r} is set to a value already")
+            target = child
+        target[leaf] = value
+    return validate_request(raw, "the --field values", model)
 
 
 def read_source(source: str) -> tuple[str, str]:

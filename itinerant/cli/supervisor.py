@@ -17,6 +17,7 @@ from pathlib import Path
 from itinerant.brokers.connection import require_broker
 from itinerant.brokers.embedded import RunningBroker, resolve_broker, start_embedded
 from itinerant.brokers.topics import ensure_topics, partition_high_watermarks, storage_warnings
+from itinerant.mesh import load_mesh
 from itinerant.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class Supervisor:
     warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.settings = load_mesh(self.settings.app).bind(self.settings)
         if self.start_broker is None:
             self.start_broker = self.settings.embedded
         if not self.services:

@@ -27,6 +27,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from itinerant.cli.context import cli_settings
 from itinerant.settings import Settings
 
 PROCESSED = "itinerant_messages_processed_total"
@@ -330,7 +331,7 @@ def top_command(
     ),
 ) -> None:
     """Live view of the running services: throughput, failures, DLQ, sagas, lag, slowest step."""
-    settings = Settings()
+    settings = cli_settings()
     console = Console()
     if settings.metrics_port_base == 0:
         Console(stderr=True).print(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from itinerant.mesh import Mesh
 from itinerant.runtime.store import Store
 from itinerant.runtime.worker import Subscription, Timer, Worker
 from itinerant.settings import Settings
@@ -14,9 +15,9 @@ from .service import SERVICE, Coordinator
 log = logging.getLogger(__name__)
 
 
-def coordinator_worker(settings: Settings) -> Worker:
+def coordinator_worker(settings: Settings, mesh: Mesh) -> Worker:
     store = Store(settings.data_dir / "state" / f"{SERVICE}.db", (repository.SAGAS,))
-    coordinator = Coordinator(settings, store)
+    coordinator = Coordinator(settings, store, mesh)
 
     async def start_http_view() -> None:
         if settings.coordinator_http_port:

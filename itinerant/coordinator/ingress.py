@@ -22,9 +22,8 @@ from itinerant.errors import (
 )
 from itinerant.wire.envelope import InRecord, parse_type
 from itinerant.wire.ids import name_id
-from services.contracts.trip import TripRequest
+from itinerant.wire.request import REQUEST_TYPE, Request
 
-REQUEST_TYPE = "itinerant.request"
 ACCEPTED_VERSIONS = frozenset({1})
 
 
@@ -32,7 +31,7 @@ ACCEPTED_VERSIONS = frozenset({1})
 class Accepted:
     message_id: str
     saga_id: str
-    request: TripRequest
+    request: Request
     traceparent: str | None
     tracestate: str | None
 
@@ -54,12 +53,14 @@ def _header(record: InRecord, name: str) -> str | None:
         return None
 
 
-def read_request(record: InRecord, max_bytes: int) -> Accepted | Refused:
+def read_request(
+    record: InRecord, max_bytes: int, model: type[Request] = Request
+) -> Accepted | Refused:
     position_id = name_id(record.topic, record.partition, record.offset)
     message_id = _header(record, "ce_id") or position_id
     fallback_saga = _header(record, "ce_sagaid") or message_id
     try:
-        request = _decode(record, max_bytes)
+        request = _decode(record, max_bytes, model)
     except ItinerantError as exc:
         return Refused(message_id, _client_request_id(record, max_bytes) or fallback_saga, exc)
     return Accepted(
@@ -86,7 +87,7 @@ def _client_request_id(record: InRecord, max_bytes: int) -> str | None:
     return None
 
 
-def _decode(record: InRecord, max_bytes: int) -> TripRequest:
+def _decode(record: InRecord, max_bytes: int, model: type[Request]) -> Request:
     ce_type = _header(record, "ce_type")
     if ce_type is not None:
         name, version = parse_type(ce_type)
@@ -117,10 +118,11 @@ def _decode(record: InRecord, max_bytes: int) -> TripRequest:
             f"the request must be a JSON object, not {type(raw).__name__}", reason="invalid_request"
         )
     try:
-        return TripRequest.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         raise SchemaViolation(
-            f"the request is not a valid trip request: {validation_problems(exc, root='request')}",
+            f"the request is not a valid {model.__name__}: "
+            f"{validation_problems(exc, root='request')}",
             reason="invalid_request",
             hint="see schemas/itinerant.request.v1.json and examples/requests/",
         ) from exc

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from itinerant.errors import ItinerantError, SchemaViolation
+from itinerant.mesh import Mesh
 from itinerant.observability import logs, metrics, tracing
 from itinerant.runtime import routing
 from itinerant.runtime.dlq import dead_letter
@@ -26,13 +27,12 @@ from itinerant.runtime.store import Store
 from itinerant.settings import Settings
 from itinerant.wire.budget import Budget
 from itinerant.wire.envelope import Envelope, InRecord, OutMessage, now_utc, parse_type
-from itinerant.wire.events import CompensateCommand, StepEvent
+from itinerant.wire.events import APPROVAL_REQUEST_TYPE, CompensateCommand, StepEvent
 from itinerant.wire.ids import derived_id
-from itinerant.wire.slip import Slip, Step
-from services.contracts.trip import TripDocument
+from itinerant.wire.slip import Approval, Slip
 
 from . import repository
-from .approval import DECISION_TYPE, ApprovalDecision, approval_reasons
+from .approval import DECISION_TYPE, ApprovalDecision
 from .ingress import Accepted, Refused, read_request
 from .results import RESULT_TYPE, Origin, SagaResult, StepSummary
 from .saga import (
@@ -68,7 +68,6 @@ class DiscardRequest(BaseModel):
 
 
 SOURCE = f"/itinerant/{SERVICE}"
-GATE_PREFIX = "itinerant.approval."  # a slip step the coordinator runs (settings.COORDINATOR_STEPS)
 
 
 @dataclass(frozen=True)
@@ -87,17 +86,17 @@ Control = StepEvent | DiscardRequest | ApprovalDecision | GateRequest
 
 
 class Coordinator:
-    def __init__(self, settings: Settings, store: Store) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, store: Store, mesh: Mesh) -> None:
+        self.mesh = mesh
+        self.settings = mesh.bind(settings)
         self.store = store
-        agent, action = settings.entry_step.split(".", 1)
-        self.first_step = Step(agent=agent, action=action)
+        self.first_step = mesh.entry_step(self.settings)
 
     # -- ingress -------------------------------------------------------------------------------
 
     async def handle_request(self, record: InRecord) -> Processed:
         started = time.perf_counter()
-        read = read_request(record, self.settings.max_message_bytes)
+        read = read_request(record, self.settings.max_message_bytes, self.mesh.request_model)
         with tracing.process_span(
             SERVICE,
             record.topic,
@@ -157,18 +156,17 @@ class Coordinator:
                 f"to {self.first_step.agent}.{self.first_step.action}; request from "
                 f"{record.topic}[{record.partition}]@{record.offset}",
             )
-            first = self.first_step
-            dispatch = Envelope(
-                id=derived_id(read.message_id, SERVICE, "dispatch"),
-                type=f"itinerant.{first.agent}.{first.action}.v1",
+            [dispatch] = routing.messages(
+                self.settings,
+                forward_id=derived_id(read.message_id, SERVICE, "dispatch"),
+                causation_id=read.message_id,
                 source=SOURCE,
                 saga_id=saga.saga_id,
-                data=TripDocument(request=request).model_dump_json().encode(),
-                causation_id=read.message_id,
-                slip=Slip(steps=[first]),
+                slip=Slip(steps=[self.first_step]),
                 budget=budget,
+                data=self.mesh.first_payload(request).model_dump_json().encode(),
                 traceparent=saga.traceparent,
-            ).to_message(self.settings.agent_topic(first.agent), self.settings.max_slip_bytes)
+            )
             dispatch = tracing.stamp(dispatch, saga.saga_id)
             repository.save(conn, saga)
             seqs = self.store.record(conn, read.message_id, [dispatch])
@@ -230,7 +228,7 @@ class Coordinator:
         try:
             env = Envelope.from_record(record)
             name = parse_type(env.type)[0]
-            if name.startswith(GATE_PREFIX):
+            if name == APPROVAL_REQUEST_TYPE:
                 event: Control = self._gate_request(env)
             elif name.split(".")[:2] != ["itinerant", "saga"]:
                 raise SchemaViolation(f"not a saga event: {env.type}", reason="unsupported_type")
@@ -269,14 +267,20 @@ class Coordinator:
             raise SchemaViolation(
                 "an approval step needs ce_routingslip and ce_budget headers", reason="missing_slip"
             )
-        if env.slip.branch is not None:
-            raise SchemaViolation("an approval step cannot be a branch of a parallel group")
+        if env.slip.branch is not None or env.slip.at_end:
+            raise SchemaViolation("an approval request's slip must point at an approval gate")
+        if not isinstance(env.slip.current, Approval):
+            raise SchemaViolation("an approval request's slip does not point at an approval gate")
         try:
             payload = json.loads(env.data)
-            reasons, amount = approval_reasons(payload, self.settings.approval_threshold_usd)
+            if not isinstance(payload, dict):
+                raise ValueError(f"a JSON object is expected, not {type(payload).__name__}")
+            check = self.mesh.approval_policy(payload)
         except (ValueError, ValidationError) as exc:
-            raise SchemaViolation(f"the payload at the approval gate is not a trip: {exc}") from exc
-        return GateRequest(env.saga_id, env.slip, env.budget, payload, reasons, amount)
+            raise SchemaViolation(
+                f"the approval policy cannot read the payload at the gate: {exc}"
+            ) from exc
+        return GateRequest(env.saga_id, env.slip, env.budget, payload, check.reasons, check.amount)
 
     def _apply_event(self, env: Envelope, event: Control) -> Processed:
         recorded = self.store.recorded_outputs(env.id)
@@ -404,19 +408,17 @@ class Coordinator:
     def _dispatch_after_join(self, saga: Saga, command: Dispatch, cause: str) -> list[OutMessage]:
         """Gather: the merged output of a joined group goes to the step after it."""
         data = json.dumps(command.output).encode()
-        return [
-            envelope.to_message(self.settings.agent_topic(agent), self.settings.max_slip_bytes)
-            for agent, envelope in routing.deliveries(
-                forward_id=derived_id(cause, SERVICE, command.label or f"join:{command.group}"),
-                causation_id=cause,
-                source=SOURCE,
-                saga_id=saga.saga_id,
-                slip=command.slip,
-                budget=command.budget,
-                data=data,
-                traceparent=saga.traceparent,
-            )
-        ]
+        return routing.messages(
+            self.settings,
+            forward_id=derived_id(cause, SERVICE, command.label or f"join:{command.group}"),
+            causation_id=cause,
+            source=SOURCE,
+            saga_id=saga.saga_id,
+            slip=command.slip,
+            budget=command.budget,
+            data=data,
+            traceparent=saga.traceparent,
+        )
 
     def _finish(self, saga: Saga, cause: str) -> OutMessage:
         now = now_utc()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +29,7 @@ from itinerant.runtime import circuit
 from itinerant.runtime.llm import Completion, LLMProvider
 from itinerant.settings import Settings
 from itinerant.wire.budget import Budget
+from itinerant.wire.flows import Flow
 from itinerant.wire.slip import Slip, SlipStep
 
 T = typing.TypeVar("T", bound=BaseModel)
@@ -68,9 +69,13 @@ class HandlerContext:
         """Key for any side effect of this step: the input message id (DESIGN §5)."""
         return self.message_id
 
-    def reroute(self, steps: list[SlipStep]) -> None:
+    def reroute(self, steps: Sequence[SlipStep]) -> None:
         """Dynamic routing: replace every step after this one."""
         self.route = list(steps)
+
+    def follow(self, flow: Flow) -> None:
+        """Content-based routing: every step after this one is ``flow``'s."""
+        self.reroute(flow.steps)
 
     def guard(self, dependency: str) -> AbstractContextManager[None]:
         """Calls to ``dependency`` inside this block go through its circuit breaker."""

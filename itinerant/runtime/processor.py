@@ -326,8 +326,8 @@ class Processor:
 
     def _forward(self, env: Envelope, slip: Slip, budget: Budget, data: bytes) -> list[OutMessage]:
         """Messages for the step at the cursor: one, or one per branch of a parallel group."""
-        messages = []
-        for agent, out in routing.deliveries(
+        messages = routing.messages(
+            self.settings,
             forward_id=derived_id(env.id, self.service, "forward"),
             causation_id=env.id,
             source=self.source,
@@ -337,14 +337,8 @@ class Processor:
             data=data,
             traceparent=env.traceparent,
             tracestate=env.tracestate,
-        ):
-            messages.append(
-                self._checked(
-                    out.to_message(self.settings.agent_topic(agent), self.settings.max_slip_bytes),
-                    "forward",
-                )
-            )
-        return messages
+        )
+        return [self._checked(m, "forward") for m in messages]
 
     def _step_outputs(
         self,

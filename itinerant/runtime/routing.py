@@ -1,20 +1,24 @@
-"""Building the messages for the step at a slip's cursor: one message for a step, one per branch
-for a parallel group (scatter). Used by the runtime after a step and by the coordinator after a
-join (gather), so both route the same way."""
+"""The one router: the messages for the step at a slip's cursor. One message for an agent step,
+one per branch for a parallel group (scatter), one to the coordinator for an approval gate. The
+runtime uses it after every step, the coordinator for a request's first step and after a join or
+an approval (gather), so every hop is routed the same way (docs/architecture.md#routing)."""
 
 from __future__ import annotations
 
+from itinerant.settings import Settings
 from itinerant.wire.budget import Budget
-from itinerant.wire.envelope import Envelope
+from itinerant.wire.envelope import Envelope, OutMessage
+from itinerant.wire.events import APPROVAL_REQUEST_TYPE
 from itinerant.wire.ids import branch_id
-from itinerant.wire.slip import Slip
+from itinerant.wire.slip import Approval, Slip
 
 
 def step_type(agent: str, action: str) -> str:
     return f"itinerant.{agent}.{action}.v1"
 
 
-def deliveries(
+def messages(
+    settings: Settings,
     *,
     forward_id: str,
     causation_id: str,
@@ -25,26 +29,29 @@ def deliveries(
     data: bytes,
     traceparent: str | None,
     tracestate: str | None = None,
-) -> list[tuple[str, Envelope]]:
-    """(agent, envelope) for each delivery; branch ``i`` gets id ``uuid5(forward_id, branch:i)``."""
+) -> list[OutMessage]:
+    """Where the step at the cursor goes; branch ``i`` gets id ``uuid5(forward_id, branch:i)``.
+
+    An agent step goes to ``agent.<name>``; an approval gate to the saga events topic, where the
+    coordinator holds it."""
     out = []
     for target, step in slip.deliveries():
         message_id = forward_id if target.branch is None else branch_id(forward_id, target.branch)
-        out.append(
-            (
-                step.agent,
-                Envelope(
-                    id=message_id,
-                    type=step_type(step.agent, step.action),
-                    source=source,
-                    saga_id=saga_id,
-                    data=data,
-                    causation_id=causation_id,
-                    slip=target,
-                    budget=budget,
-                    traceparent=traceparent,
-                    tracestate=tracestate,
-                ),
-            )
+        if isinstance(step, Approval):
+            topic, kind = settings.events_topic, APPROVAL_REQUEST_TYPE + ".v1"
+        else:
+            topic, kind = settings.agent_topic(step.agent), step_type(step.agent, step.action)
+        envelope = Envelope(
+            id=message_id,
+            type=kind,
+            source=source,
+            saga_id=saga_id,
+            data=data,
+            causation_id=causation_id,
+            slip=target,
+            budget=budget,
+            traceparent=traceparent,
+            tracestate=tracestate,
         )
+        out.append(envelope.to_message(topic, settings.max_slip_bytes))
     return out

@@ -65,3 +65,6 @@ class CompensateCommand(BaseModel):
 
 
 COMPENSATE_ACTION = "compensate"
+
+#: A step's output forwarded to an approval gate: the coordinator holds or passes it.
+APPROVAL_REQUEST_TYPE = "itinerant.saga.approval_requested"

@@ -1,7 +1,9 @@
-"""The routing slip (DESIGN §4): the steps still to run, a cursor, and where the message has been.
+"""The routing slip (docs/wire-contract.md#routing-slip): the steps still to run, a cursor, and
+where the message has been.
 
-A step is one agent (``Step``) or a parallel group of agents (``ParallelGroup``); groups are fanned
-out by the runtime and joined by the coordinator.
+A step is one agent (``Step``), a parallel group of agents (``ParallelGroup``; fanned out by the
+runtime, joined by the coordinator), or a human approval gate (``Approval``; held by the
+coordinator until an operator decides, or passed when the mesh's policy sees no reason to ask).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from itinerant.errors import InvalidSlip, LoopDetected, MessageTooLarge, UnknownAgent
-from itinerant.settings import COORDINATOR_STEPS
 
 _JOIN = re.compile(r"^(all|first|quorum:[1-9][0-9]*)$")
 
@@ -43,7 +44,19 @@ class ParallelGroup(BaseModel):
         return value
 
 
-SlipStep = Annotated[Step | ParallelGroup, Field(union_mode="left_to_right")]
+class Approval(BaseModel):
+    """A human approval gate: the coordinator asks the mesh's approval policy about the payload
+    that reaches it and holds the saga for a decision when the policy gives a reason."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    approval: str = Field(default="gate", min_length=1, max_length=64, description="gate name")
+
+
+#: The label an approval gate's visit carries in ``visited`` (it is no agent).
+APPROVAL_VISIT = "approval"
+
+SlipStep = Annotated[Step | ParallelGroup | Approval, Field(union_mode="left_to_right")]
 
 
 class Visit(BaseModel):
@@ -79,6 +92,8 @@ class Slip(BaseModel):
     def own_step(self) -> Step:
         """The step this message is for: the current step, or its branch of a group."""
         step = self.current
+        if isinstance(step, Approval):
+            raise InvalidSlip("slip points at an approval gate, which no agent runs")
         if isinstance(step, ParallelGroup):
             if self.branch is None or self.branch >= len(step.parallel):
                 raise InvalidSlip(
@@ -89,12 +104,12 @@ class Slip(BaseModel):
             raise InvalidSlip("slip has a branch but does not point at a parallel group")
         return step
 
-    def deliveries(self) -> list[tuple[Slip, Step]]:
+    def deliveries(self) -> list[tuple[Slip, Step | Approval]]:
         """Where the step at the cursor goes: one delivery, or one per branch of a group."""
         step = self.current
         if isinstance(step, ParallelGroup):
             return [(self.model_copy(update={"branch": i}), b) for i, b in enumerate(step.parallel)]
-        return [(self.model_copy(update={"branch": None}), step)]
+        return [(self.model_copy(update={"branch": None}), step)]  # a Step or an Approval
 
     def joined(self, branch_visits: list[Visit]) -> Slip:
         """The slip after a parallel group: every branch's visit recorded, cursor past it."""
@@ -109,7 +124,7 @@ class Slip(BaseModel):
     def agents(self) -> list[str]:
         names: list[str] = []
         for step in self.steps:
-            names.extend(s.agent for s in _branches(step))
+            names.extend(s.agent for s in branches_of(step))
         return names
 
     # -- changing (returns a new slip) ---------------------------------------------------------
@@ -128,9 +143,7 @@ class Slip(BaseModel):
     # -- checks --------------------------------------------------------------------------------
 
     def check_agents(self, known: list[str]) -> None:
-        unknown = sorted(
-            {a for a in self.agents() if a not in known and a not in COORDINATOR_STEPS}
-        )
+        unknown = sorted({a for a in self.agents() if a not in known})
         if unknown:
             raise UnknownAgent(
                 f"routing slip names unknown agent(s) {unknown}; known agents: {sorted(known)}"
@@ -139,6 +152,7 @@ class Slip(BaseModel):
     def check_loops(self) -> None:
         """An agent visited more often than the slip lists it is a loop (DESIGN §6)."""
         allowed = Counter(self.agents())
+        allowed[APPROVAL_VISIT] = sum(isinstance(step, Approval) for step in self.steps)
         seen = Counter(v.agent for v in self.visited if not v.skipped)
         for agent, count in seen.items():
             if count > max(allowed.get(agent, 0), 1):
@@ -167,8 +181,11 @@ class Slip(BaseModel):
             raise InvalidSlip(f"ce_routingslip is not a valid routing slip: {_short(exc)}") from exc
 
 
-def _branches(step: SlipStep) -> list[Step]:
-    return list(step.parallel) if isinstance(step, ParallelGroup) else [step]
+def branches_of(step: SlipStep) -> list[Step]:
+    """The agent steps of a slip step: a group's branches, a step itself, none for a gate."""
+    if isinstance(step, ParallelGroup):
+        return list(step.parallel)
+    return [] if isinstance(step, Approval) else [step]
 
 
 def _short(exc: Exception, limit: int = 300) -> str:

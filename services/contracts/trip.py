@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from itinerant import Request
+
 IATA = r"^[A-Z]{3}$"
 
 
@@ -21,14 +23,10 @@ class Traveller(BaseModel):
     email: str | None = Field(default=None, max_length=200)
 
 
-class TripRequest(BaseModel):
-    """``itinerant.request.v1``: what a user publishes to the requests topic."""
+class TripRequest(Request):
+    """``itinerant.request.v1``: what a user publishes to the requests topic (with the id and
+    budget fields every request has, from :class:`itinerant.Request`)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    request_id: str | None = Field(
-        default=None, max_length=100, description="client's id; becomes the saga id (dedup)"
-    )
     kind: Literal["trip", "refund"] | None = Field(
         default=None, description="omit to let the planner decide from the content"
     )
@@ -41,14 +39,6 @@ class TripRequest(BaseModel):
     travellers: int = Field(default=1, ge=1, le=9)
     budget_usd: float | None = Field(default=None, gt=0)
     booking_ref: str | None = Field(default=None, max_length=64, description="for refunds")
-    max_hops: int | None = Field(default=None, ge=1, le=100)
-    deadline_s: float | None = Field(default=None, gt=0, le=3600)
-    max_tokens: int | None = Field(
-        default=None, ge=0, description="LLM token budget (never above the configured default)"
-    )
-    max_cost_usd: float | None = Field(
-        default=None, ge=0, description="LLM spend budget (never above the configured default)"
-    )
 
     @model_validator(mode="after")
     def _enough_to_plan(self) -> TripRequest:
@@ -211,3 +201,10 @@ class TripDocument(BaseModel):
 
             raise SchemaViolation("the trip has no plan yet: the planner must run first")
         return self.plan
+
+
+def total_of(trip: TripDocument) -> float:
+    """What the booked flights and hotel cost together, in USD."""
+    flight = trip.flight.total_usd if trip.flight else 0.0
+    hotel = trip.hotel.total_usd if trip.hotel else 0.0
+    return round(flight + hotel, 2)

@@ -6,8 +6,10 @@ from datetime import date
 
 from itinerant.errors import BusinessFailure
 from itinerant.runtime.agent import Agent, HandlerContext
+from itinerant.wire.slip import APPROVAL_VISIT
 from services.contracts.trip import FlightBooking, FlightLeg, FlightQuote, Refund, TripDocument
 from services.inventory import Flight, catalogue
+from services.settings import travel_settings
 
 from .faults import inject_inventory_faults
 
@@ -109,13 +111,13 @@ async def quote_refund(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
 async def refund(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
     """Refund a held booking by its reference (both legs)."""
     ref, amount = _refundable(trip, ctx)
-    approved = any(v.agent == "approval" and not v.skipped for v in ctx.slip.visited)
-    if amount > ctx.settings.approval_threshold_usd and not approved:
+    approved = any(v.agent == APPROVAL_VISIT and not v.skipped for v in ctx.slip.visited)
+    threshold = travel_settings().approval_threshold_usd
+    if amount > threshold and not approved:
         # The coordinator's approval gate decides; this is the last line of defence against a
         # route that skipped it.
         raise BusinessFailure(
-            f"a refund of ${amount:.2f} is over ${ctx.settings.approval_threshold_usd:.2f} and "
-            "was not approved",
+            f"a refund of ${amount:.2f} is over ${threshold:.2f} and was not approved",
             reason="approval_required",
         )
     if trip.refund is not None and trip.refund.amount_usd + 0.005 < amount:

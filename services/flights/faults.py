@@ -7,10 +7,11 @@ import random
 
 from itinerant.errors import DependencyUnavailable
 from itinerant.runtime.agent import HandlerContext
+from services.settings import travel_settings
 
 
 def inject_inventory_faults(ctx: HandlerContext) -> None:
-    rate = ctx.settings.fault_inventory_rate
+    rate = travel_settings().fault_inventory_rate
     if rate > 0 and random.random() < rate:
         raise DependencyUnavailable(
             "inventory did not answer (injected fault)", reason="inventory_unavailable"

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from itinerant.runtime.agent import Agent, HandlerContext
-from services.contracts.trip import Confirmation, TripDocument
+from services.contracts.trip import Confirmation, TripDocument, total_of
 from services.inventory import catalogue
-from services.validator.agent import total_of
 
 agent = Agent("notifier", "Renders the booking confirmation.")
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from itinerant import Flow
 from itinerant.errors import BusinessFailure
 from itinerant.runtime.agent import Agent, AgentServices, HandlerContext
 from itinerant.runtime.llm import FEEDBACK_MARKER, DeterministicProvider
-from itinerant.wire.slip import ParallelGroup, SlipStep, Step
 from services.contracts.trip import Plan, Replan, TripDocument, TripRequest
+from services.flows import REFUND, TRIP, TRIP_SEQUENTIAL
 from services.inventory import catalogue
+from services.settings import travel_settings
 
 from .understanding import PlanDraft, read_free_text
 
@@ -28,7 +30,7 @@ async def plan(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
     if draft.flow == "refund":
         if trip.request.booking_ref is None:
             raise BusinessFailure("a refund needs a booking_ref", reason="incomplete_request")
-        ctx.reroute(REFUND_ROUTE)
+        ctx.follow(REFUND)
         return trip
     if draft.flow != "trip":
         raise BusinessFailure(
@@ -36,7 +38,7 @@ async def plan(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
             reason="unsupported_request",
         )
     the_plan = to_plan(draft, trip.request, planned_by=ctx.provider.name)
-    ctx.reroute(route_for(the_plan, parallel=ctx.settings.parallel_search))
+    ctx.follow(trip_flow(parallel=travel_settings().parallel_search))
     # A re-plan starts from the request again: quotes of the rejected plan are dropped.
     return trip.model_copy(
         update={"plan": the_plan, "flight_quote": None, "hotel_quote": None, "validation": None}
@@ -120,40 +122,6 @@ def to_plan(draft: PlanDraft, request: TripRequest, *, planned_by: str) -> Plan:
     )
 
 
-NEEDS_HOTEL = "plan.needs_hotel"
-# A step the coordinator runs: it holds the saga for a human when the approval policy says so.
-APPROVAL = Step(agent="approval", action="gate")
-REFUND_ROUTE: list[SlipStep] = [
-    Step(agent="flights", action="quote_refund"),
-    APPROVAL,
-    Step(agent="flights", action="refund"),
-    Step(agent="notifier"),
-]
-
-
-def route_for(the_plan: Plan, *, parallel: bool = True) -> list[SlipStep]:
-    """The trip flow: search flights and hotels (in parallel), validate the quotes and the
-    planner's facts (a wrong fact goes back to the planner), pass the approval gate, then book
-    and confirm. Nothing is booked before validation and approval, so a re-plan or a rejection
-    has nothing to undo. The hotel steps carry a filter, so a same-day return skips them."""
-    searches: list[SlipStep] = [
-        Step(agent="flights", action="search"),
-        Step(agent="hotels", action="search", when=NEEDS_HOTEL),
-    ]
-    search: list[SlipStep] = (
-        [
-            ParallelGroup(
-                parallel=[s for s in searches if isinstance(s, Step)], join="all", timeout_s=20.0
-            )
-        ]
-        if parallel
-        else searches
-    )
-    return [
-        *search,
-        Step(agent="validator"),
-        APPROVAL,
-        Step(agent="flights", action="book"),
-        Step(agent="hotels", action="book", when=NEEDS_HOTEL),
-        Step(agent="notifier"),
-    ]
+def trip_flow(*, parallel: bool = True) -> Flow:
+    """The trip flow (see services/flows.py), its searches in parallel unless switched off."""
+    return TRIP if parallel else TRIP_SEQUENTIAL

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from itinerant.errors import BusinessFailure
 from itinerant.runtime.agent import Agent, HandlerContext
-from itinerant.wire.slip import Slip, Step
+from itinerant.wire.slip import Slip
 from services.contracts.trip import (
     FlightBooking,
     FlightQuote,
@@ -23,12 +23,13 @@ from services.contracts.trip import (
     Replan,
     TripDocument,
     Validation,
+    total_of,
 )
+from services.flows import REPLAN
 from services.inventory import catalogue
+from services.settings import travel_settings
 
 agent = Agent("validator", "Checks an itinerary against inventory facts and the budget.")
-
-REPLAN = Step(agent="planner", action="plan")
 
 
 @dataclass
@@ -47,7 +48,7 @@ async def validate(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
     found = assess(trip)
     if found.facts and not found.issues:
         replans = replans_so_far(ctx.slip)
-        if replans < ctx.settings.max_replans:
+        if replans < travel_settings().max_replans:
             ctx.log.info("re-planning (%d): %s", replans + 1, "; ".join(found.facts))
             ctx.reroute([REPLAN])
             return trip.model_copy(
@@ -166,12 +167,6 @@ def check_proposal(plan: Plan, proposal: Proposal, trip: TripDocument, found: Fi
             )
     if len(found.facts) == before:
         found.checks.append("the planner's proposed facts match the inventory and the quotes")
-
-
-def total_of(trip: TripDocument) -> float:
-    flight = trip.flight.total_usd if trip.flight else 0.0
-    hotel = trip.hotel.total_usd if trip.hotel else 0.0
-    return round(flight + hotel, 2)
 
 
 def _check_flights(

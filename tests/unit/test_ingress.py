@@ -6,11 +6,21 @@ import json
 
 import pytest
 
-from itinerant.coordinator.ingress import Accepted, Refused, read_request
+from itinerant.coordinator.ingress import Accepted, Refused
+from itinerant.coordinator.ingress import read_request as read_any
 from itinerant.wire.envelope import InRecord
+from itinerant.wire.envelope import InRecord as _Record
 from itinerant.wire.ids import name_id
+from services.contracts.trip import TripRequest
 
 TOPIC = "itinerant.requests"
+
+
+def read_request(record: _Record, max_bytes: int) -> Accepted | Refused:
+    """Ingress as the travel mesh runs it: its request model."""
+    return read_any(record, max_bytes, TripRequest)
+
+
 MAX = 4096
 GOOD = {
     "traveller": {"name": "Ada"},

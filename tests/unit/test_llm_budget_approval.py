@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from itinerant.coordinator.approval import DECISION_TYPE, approval_reasons
+from itinerant.coordinator.approval import DECISION_TYPE
 from itinerant.coordinator.saga import (
     Dispatch,
     SagaState,
@@ -34,6 +34,7 @@ from itinerant.wire.budget import Budget
 from itinerant.wire.envelope import Envelope
 from itinerant.wire.ids import new_id
 from itinerant.wire.slip import Slip, Step, Visit
+from services.approval import approval_reasons
 from services.contracts.trip import (
     Plan,
     Proposal,
@@ -428,8 +429,11 @@ async def test_mesh_hallucination_is_replanned_with_the_findings(
     assert [tuple(r) for r in rows] == [("held",), ("held",)]
 
 
-async def test_mesh_refund_waits_for_approval(settings: Settings) -> None:
-    mesh = InMemoryMesh(settings.model_copy(update={"approval_threshold_usd": 1000.0}))
+async def test_mesh_refund_waits_for_approval(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ITINERANT_APPROVAL_THRESHOLD_USD", "1000")
+    mesh = InMemoryMesh(settings)
     trip = {
         "traveller": {"name": "R"},
         "origin": "BCN",

@@ -7,13 +7,15 @@ from typing import cast
 
 import pytest
 
+from itinerant import Approval
 from itinerant.errors import BusinessFailure
 from itinerant.runtime.agent import HandlerContext
 from itinerant.wire.conditions import evaluate
 from itinerant.wire.slip import ParallelGroup, Step
 from services.contracts.trip import FlightBooking, FlightLeg, Plan, TripDocument, TripRequest
+from services.flows import NEEDS_HOTEL
 from services.inventory import catalogue
-from services.planner.agent import NEEDS_HOTEL, route_for, to_plan
+from services.planner.agent import to_plan, trip_flow
 from services.planner.understanding import PlanDraft, read_free_text
 from services.validator.agent import validate
 
@@ -78,9 +80,8 @@ def plan(depart: date, back: date, **changes: object) -> Plan:
     return Plan.model_validate({**base, **changes})
 
 
-def test_route_for_searches_in_parallel_then_books_with_hotel_filters() -> None:
-    day = date(2027, 6, 1)
-    route = route_for(plan(day, date(2027, 6, 3)))
+def test_trip_flow_searches_in_parallel_then_books_with_hotel_filters() -> None:
+    route = list(trip_flow().steps)
     assert route[0] == ParallelGroup(
         parallel=[
             Step(agent="flights", action="search"),
@@ -92,17 +93,17 @@ def test_route_for_searches_in_parallel_then_books_with_hotel_filters() -> None:
     # Validation and the approval gate come before anything is booked.
     assert route[1:] == [
         Step(agent="validator"),
-        Step(agent="approval", action="gate"),
+        Approval(),
         Step(agent="flights", action="book"),
         Step(agent="hotels", action="book", when="plan.needs_hotel"),
         Step(agent="notifier"),
     ]
-    sequential = route_for(plan(day, day), parallel=False)
-    assert [s.agent for s in sequential if isinstance(s, Step)] == [
+    sequential = list(trip_flow(parallel=False).steps)
+    assert [s.agent if isinstance(s, Step) else "gate" for s in sequential] == [
         "flights",
         "hotels",
         "validator",
-        "approval",
+        "gate",
         "flights",
         "hotels",
         "notifier",

@@ -1,4 +1,5 @@
-"""The JSON Schemas checked in under schemas/ are exactly what the models export (DESIGN §3)."""
+"""The JSON Schemas checked in under schemas/ are exactly what the models export
+(docs/wire-contract.md#schemas)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from itinerant.wire.schemas import MODELS, render
+from itinerant.wire.schemas import models, render
+from services.mesh import mesh
+
+MODELS = models(mesh)
 
 SCHEMAS = Path(__file__).parents[2] / "schemas"
 

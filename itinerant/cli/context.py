@@ -1,0 +1,29 @@
+"""The settings every command works with: from the environment, bound to the application that
+ITINERANT_APP (or ``--app``) names, so topics and services are the mesh's."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from itinerant.errors import ItinerantError
+from itinerant.mesh import Mesh, mesh_and_settings
+from itinerant.settings import Settings
+
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/bold red] {message}")
+    return typer.Exit(code)
+
+
+def cli_mesh() -> tuple[Mesh, Settings]:
+    try:
+        return mesh_and_settings(Settings())
+    except ItinerantError as exc:
+        raise fail(exc.describe(), 2) from exc
+
+
+def cli_settings() -> Settings:
+    return cli_mesh()[1]
