@@ -2,12 +2,12 @@
 its approval gates. ``itinerant up --app package.module:mesh`` runs any mesh (docs/framework.md).
 
     mesh = Mesh(
-        "travel",
-        agents=[planner.agent, flights.agent, ...],
-        entry=Step(agent="planner", action="plan"),
-        flows=[TRIP, REFUND],
-        request_model=TripRequest,
-        start=lambda request: TripDocument(request=request),
+        "shop",
+        agents=[intake.agent, orders.agent, ...],
+        entry=Step(agent="intake", action="read"),
+        flows=[ORDER, RETURN],
+        request_model=OrderRequest,
+        start=lambda request: OrderDocument(request=request),
         approval_policy=needs_approval,
     )
 """
@@ -15,6 +15,8 @@ its approval gates. ``itinerant up --app package.module:mesh`` runs any mesh (do
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -78,6 +80,8 @@ class Mesh:
     skills: Sequence[Skill] = ()
     #: Payload models exported to schemas/ beside the framework's, by versioned type name.
     schemas: dict[str, type[BaseModel]] = field(default_factory=dict)
+    #: Replicas per agent in generated deployments (`itinerant deploy render`); others run one.
+    replicas: dict[str, int] = field(default_factory=dict)
     #: ``samples(n)``: n varied requests for `itinerant demo` (default: none beyond the files).
     samples: Callable[[int], Sequence[Request]] | None = None
     #: ``from_text(text, options)``: the raw request (a JSON object, validated like any other)
@@ -86,6 +90,17 @@ class Mesh:
     from_text: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None
     #: A paragraph for other agent systems on how to ask (the A2A card's description).
     request_help: str = ""
+    #: ``summary(output)``: one line for people about a completed saga's final payload (the
+    #: demo's table, the gateway's status); None: the framework shows the step count only.
+    summary: Callable[[dict[str, Any]], str | None] | None = None
+
+    def summarize(self, output: dict[str, Any] | None) -> str | None:
+        if output is None or self.summary is None:
+            return None
+        try:
+            return self.summary(output)
+        except (KeyError, TypeError, ValueError):
+            return None  # a payload the summary does not know: no line rather than a crash
 
     def __post_init__(self) -> None:
         names = [a.name for a in self.all_agents()]
@@ -137,6 +152,8 @@ class Mesh:
 def load_mesh(spec: str) -> Mesh:
     """The Mesh at ``package.module:attribute``."""
     module_name, _, attribute = spec.partition(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # an application in the working directory, as uvicorn
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Metrics port slots below the agents' (``metrics_port``): fixed, whatever the mesh holds.
 FIXED_PORT_SLOTS = {"coordinator": 0, "agents": 1, "gateway": 2}
-AGENT_PORT_SLOTS = range(10, 500)
+AGENT_PORT_SLOTS = range(10, 100)
 
 
 class Settings(BaseSettings):
@@ -76,11 +76,11 @@ class Settings(BaseSettings):
         default=None,
         gt=0,
         description="Consumer group session (a dead worker is noticed after it); default 3 s on "
-        "the embedded brokers, 10 s on an external Kafka (whose group.min.session.timeout.ms is "
-        "6 s unless changed).",
+        "an embedded single broker, 10 s on an external Kafka (whose "
+        "group.min.session.timeout.ms is 6 s unless changed) or with replicated topics.",
     )
     batch_max: int = Field(
-        default=100, ge=1, description="Records whose outputs may be in flight at once, at most."
+        default=100, ge=1, description="Records whose outputs may be in progress at once, at most."
     )
     topic_retention_ms: int = Field(
         default=7 * 24 * 3600 * 1000, ge=-1, description="retention.ms of the topics we create."
@@ -143,7 +143,7 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one LLM call.")
     llm_models: dict[str, str] = Field(
         default_factory=dict,
-        description='Model per agent, JSON (e.g. {"planner": "gpt-4o"}); others use '
+        description='Model per agent, JSON (e.g. {"writer": "gpt-4o"}); others use '
         "ITINERANT_LLM_MODEL.",
     )
     llm_prices: dict[str, tuple[float, float]] = Field(
@@ -176,7 +176,9 @@ class Settings(BaseSettings):
     def consumer_session_timeout_s(self) -> float:
         if self.session_timeout_s is not None:
             return self.session_timeout_s
-        return 10.0 if self.broker == "external" else 3.0
+        # Replicated: a dead broker blocks acks=all commits (and the heartbeats queued behind
+        # them on the same connection) until it is fenced, ~5 s; a 3 s session would expire.
+        return 10.0 if self.broker == "external" or self.replication_factor > 1 else 3.0
 
     @property
     def topic_min_insync_replicas(self) -> int:
@@ -220,7 +222,7 @@ class Settings(BaseSettings):
         return env
 
     def topic(self, name: str) -> str:
-        """Full topic name for a logical name (``requests``, ``agent.flights``, ...)."""
+        """Full topic name for a logical name (``requests``, ``agent.greeter``, ...)."""
         return f"{self.topic_prefix}{name}"
 
     def agent_topic(self, agent: str) -> str:

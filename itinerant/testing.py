@@ -1,26 +1,142 @@
-"""An in-memory mesh for fast tests: the real processors and coordinator, records routed by topic
-in process instead of through Kafka. Integration tests run the same scenarios on a real broker."""
+"""Test helpers: ``run_handler`` runs one handler alone (a real context, a temporary store, the
+runtime's input and output checks); ``InMemoryMesh`` runs a whole mesh in process (the real
+processors and coordinator, records routed by topic instead of through Kafka). Integration tests
+run the same scenarios on a real broker."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import sqlite3
+import tempfile
+import typing
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
 from itinerant.coordinator import repository
 from itinerant.coordinator.saga import Saga
 from itinerant.coordinator.service import Coordinator
+from itinerant.errors import HandlerError, SchemaViolation, UnsupportedVersion, validation_problems
 from itinerant.mesh import Mesh, load_mesh
-from itinerant.runtime.llm import LLMProvider
-from itinerant.runtime.processor import Processed, Processor
+from itinerant.runtime.agent import Agent, AgentServices, HandlerContext
+from itinerant.runtime.llm import DeterministicProvider, LLMProvider
+from itinerant.runtime.processor import HandlerTimeout, Processed, Processor, default_budget
 from itinerant.runtime.providers import make_provider
 from itinerant.runtime.store import Store
 from itinerant.settings import Settings
+from itinerant.wire.budget import Budget
 from itinerant.wire.envelope import Envelope, InRecord, OutMessage
 from itinerant.wire.ids import new_id
 from itinerant.wire.request import Request
+from itinerant.wire.slip import Slip, SlipStep, Step
+
+__all__ = ["HandlerResult", "InMemoryMesh", "run_handler"]
+
+M = typing.TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class HandlerResult:
+    """What one handler call did: its output, the route it chose (``ctx.reroute`` or
+    ``ctx.follow``; None: the slip goes on as it is), what it spent, and its agent's store
+    (``db``, committed) for the test to inspect."""
+
+    output: BaseModel
+    route: list[SlipStep] | None
+    tokens: int
+    cost_usd: float
+    store: Store
+    context: HandlerContext
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        return self.store.connection
+
+    def output_as(self, model: type[M]) -> M:
+        """The output, typed: ``result.output_as(Greeting).text``."""
+        if not isinstance(self.output, model):
+            raise TypeError(f"the output is a {type(self.output).__name__}, not {model.__name__}")
+        return self.output
+
+
+async def run_handler(
+    agent: Agent,
+    action: str,
+    payload: BaseModel | dict[str, Any] | str | bytes,
+    *,
+    settings: Settings | None = None,
+    provider: LLMProvider | None = None,
+    slip: Slip | None = None,
+    budget: Budget | None = None,
+) -> HandlerResult:
+    """Run ``agent``'s ``action`` handler once, as the runtime would, without a broker.
+
+    The payload goes through JSON and the handler's input model (a mismatch raises
+    :class:`SchemaViolation`, as the runtime dead-letters it); the handler runs in a transaction
+    of the agent's store (its migrations applied; ``settings.data_dir``/state/<agent>.db, so calls
+    with the same settings share state; a fresh temporary directory without settings), with the
+    agent's ``on_start`` setups run on ``provider`` (default: a :class:`DeterministicProvider`),
+    ``budget`` (default: the settings' defaults) and ``slip`` (default: this one step). The
+    handler's own errors are raised as they are (its changes rolled back); a wrong return type
+    raises :class:`HandlerError` and a hang past its timeout :class:`HandlerTimeout`, as in the
+    runtime. A step's ``when`` filter is not evaluated: the handler always runs."""
+    spec = agent.handlers.get(action)
+    if spec is None:
+        raise UnsupportedVersion(
+            f"{agent.name} has no action {action!r}; it handles {sorted(agent.handlers)}",
+            reason="unknown_action",
+        )
+    if settings is None:
+        home = Path(tempfile.mkdtemp(prefix=f"itinerant-{agent.name}-"))
+        settings = Settings(data_dir=home, metrics_port_base=0)
+    provider = provider or DeterministicProvider()
+    for setup in agent.setups:
+        setup(AgentServices(provider=provider))
+    if isinstance(payload, BaseModel):
+        raw: str | bytes = payload.model_dump_json()
+    elif isinstance(payload, dict):
+        raw = json.dumps(payload)
+    else:
+        raw = payload
+    try:
+        model = spec.input_model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise SchemaViolation(
+            f"payload does not match {spec.input_model.__name__}: {validation_problems(exc)}"
+        ) from exc
+    slip = slip or Slip(steps=[Step(agent=agent.name, action=action)])
+    message_id = new_id()
+    store = Store(settings.data_dir / "state" / f"{agent.name}.db", agent.migrations)
+    where = f"{agent.name}.{action}"
+    with store.transaction() as conn:
+        ctx = HandlerContext(
+            service=agent.name,
+            saga_id=new_id(),
+            message_id=message_id,
+            db=conn,
+            provider=provider,
+            budget=budget or default_budget(settings),
+            slip=slip,
+            log=logging.LoggerAdapter(logging.getLogger(f"itinerant.{agent.name}"), {}),
+            settings=settings,
+        )
+        try:
+            output = await asyncio.wait_for(spec.func(model, ctx), timeout=spec.timeout_s)
+        except TimeoutError as exc:
+            raise HandlerTimeout(f"{where} did not finish within {spec.timeout_s}s") from exc
+        if not isinstance(output, spec.output_model):
+            raise HandlerError(
+                f"{where} returned {type(output).__name__}, not {spec.output_model.__name__}"
+            )
+        if ctx.route is not None and slip.branch is not None:
+            raise HandlerError(f"{where} rerouted inside a parallel group")
+        output.model_dump_json()  # what the runtime sends on: it must serialise
+    return HandlerResult(output, ctx.route, ctx.tokens, ctx.cost_usd, store, ctx)
 
 
 @dataclass

@@ -30,6 +30,14 @@ def from_text(text: str, options: dict[str, Any]) -> dict[str, Any]:
     return {"traveller": {"name": options.get("traveller") or "A2A client"}, "text": text}
 
 
+def summary(output: dict[str, Any]) -> str | None:
+    """The confirmation of a booked trip: reference and total."""
+    confirmation = output.get("confirmation")
+    if not confirmation:
+        return None
+    return f"{confirmation['reference']} ${confirmation['total_usd']:.2f}"
+
+
 mesh = Mesh(
     "travel",
     agents=AGENTS,
@@ -83,5 +91,7 @@ mesh = Mesh(
     ],
     schemas={"itinerant.request.v1": TripRequest, "itinerant.trip.v1": TripDocument},
     samples=load_trips,
+    replicas={"flights": 2},  # docker-compose runs two, splitting its partitions
     from_text=from_text,
+    summary=summary,
 )

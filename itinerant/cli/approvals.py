@@ -17,9 +17,9 @@ from rich.console import Console
 from rich.table import Table
 
 from itinerant.cli.context import cli_settings
-from itinerant.coordinator.approval import DECISION_TYPE, ApprovalDecision
 from itinerant.errors import ItinerantError
 from itinerant.settings import Settings
+from itinerant.wire.control import DECISION_TYPE, ApprovalDecision
 from itinerant.wire.envelope import Envelope
 from itinerant.wire.ids import new_id
 
@@ -111,7 +111,7 @@ def _next_step(hold: dict[str, Any]) -> str | None:
 
 @approvals_app.command("show")
 def show(saga_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """What is waiting: the reasons, the amount, the step it would release, the trip so far."""
+    """What is waiting: the reasons, the amount, the step it would release, the payload so far."""
     settings = cli_settings()
     saga = _get(settings, f"/sagas/{saga_id}")
     if as_json:

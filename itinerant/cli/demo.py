@@ -94,9 +94,9 @@ def _drive(
         rows = [(labels[s], s, results.get(s)) for s in sent]
         shown = rows[: len(rows) - extra + 3] if extra > 3 else rows
         done = len(results)
-        t = results_table(shown)
+        t = results_table(shown, mesh.summarize)
         t.caption = (
-            f"{done}/{len(sent)} finished; in flight: "
+            f"{done}/{len(sent)} finished; in progress: "
             + ", ".join(
                 f"{labels[s]}@{progress[s]}" for s in sent if s not in results and s in progress
             )[:200]

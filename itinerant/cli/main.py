@@ -25,6 +25,7 @@ from itinerant.settings import Settings
 from . import demo as demo_module
 from .approvals import approvals_app
 from .context import cli_mesh, cli_settings, fail
+from .deploy import deploy_app
 from .dlq import dlq_app
 from .kafka_io import publish_request, wait_for_results
 from .render import saga_tables
@@ -42,8 +43,24 @@ topics_app = typer.Typer(help="Topic administration.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(approvals_app, name="approvals")
+app.add_typer(deploy_app, name="deploy")
 console = Console()
 err = Console(stderr=True)
+
+
+AppOption = Annotated[
+    str | None,
+    typer.Option(
+        "--app",
+        help="the application, package.module:mesh (default: ITINERANT_APP, else the "
+        "reference mesh)",
+    ),
+]
+
+
+def _use_app(app_spec: str | None) -> None:
+    if app_spec is not None:
+        os.environ["ITINERANT_APP"] = app_spec  # read by Settings here and in every child
 
 
 @app.callback()
@@ -53,7 +70,7 @@ def _main(
         typer.Option(
             "--app",
             help="the application, package.module:mesh (default: ITINERANT_APP, else the "
-            "travel mesh)",
+            "reference application)",
         ),
     ] = None,
 ) -> None:
@@ -71,10 +88,14 @@ _fail = fail
 
 
 @app.command()
-def worker(service: Annotated[str, typer.Argument(help="coordinator or an agent name")]) -> None:
+def worker(
+    service: Annotated[str, typer.Argument(help="coordinator or an agent name")],
+    app_spec: AppOption = None,
+) -> None:
     """Run one service in the foreground (what `up` starts for each service)."""
     from itinerant.processes import build_worker
 
+    _use_app(app_spec)
     settings = _settings()
     if service == "gateway":
         from itinerant.gateway.app import main as gateway_main
@@ -99,8 +120,10 @@ def worker(service: Annotated[str, typer.Argument(help="coordinator or an agent 
 def up(
     detach: Annotated[bool, typer.Option("--detach", "-d", help="run in the background")] = False,
     ready_timeout: Annotated[float, typer.Option(help="seconds to wait for readiness")] = 90.0,
+    app_spec: AppOption = None,
 ) -> None:
     """Start the broker (ITINERANT_BROKER: kafka, tansu or external), topics and services."""
+    _use_app(app_spec)
     settings = _settings()
     if detach:
         _up_detached(settings, ready_timeout)
@@ -179,7 +202,7 @@ def _up_detached(settings: Settings, ready_timeout: float) -> None:
             start_new_session=True,
         )
     deadline = time.monotonic() + ready_timeout + 15
-    services = settings.service_names()
+    services = settings.worker_processes()  # the shared layout writes agents.ready
     while time.monotonic() < deadline:
         if child.poll() is not None:
             tail = (log_dir / "up.log").read_text()[-2000:]
@@ -250,6 +273,30 @@ def topics_create() -> None:
         console.print(f"  {topic:<32} {settings.partitions} partitions  {mark}")
 
 
+@topics_app.command("delete")
+def topics_delete(
+    yes: Annotated[
+        bool, typer.Option("--yes", help="really delete (their messages are lost)")
+    ] = False,
+) -> None:
+    """Delete every topic of this mesh (to re-create them with another partition count)."""
+    from itinerant.brokers.topics import delete_topics
+
+    settings = _settings()
+    if not yes:
+        raise _fail(
+            f"this deletes {len(settings.all_topics())} topics and every message in them; "
+            "stop the services first (`itinerant down`), then run again with --yes",
+            2,
+        )
+    try:
+        deleted = delete_topics(settings, settings.all_topics())
+    except ItinerantError as exc:
+        raise _fail(exc.describe()) from exc
+    for topic in settings.all_topics():
+        console.print(f"  {topic:<32} {'deleted' if topic in deleted else 'absent'}")
+
+
 @topics_app.command("list")
 def topics_list() -> None:
     """Topics with stored messages per partition (on Tansu, warns near its limits)."""
@@ -278,7 +325,7 @@ def publish(
             "--field",
             "-f",
             help="a request field as key=value (repeatable; dotted keys nest, JSON values are "
-            "parsed), e.g. -f origin=MAD -f traveller.name=Ada -f travellers=2",
+            "parsed), e.g. -f name=Ada -f customer.city=Oslo -f quantity=2",
         ),
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="follow it to its result")] = False,
@@ -339,13 +386,15 @@ def status(saga_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
 
 @app.command()
 def demo(
-    sagas: Annotated[int, typer.Option(help="extra trip requests to show throughput")] = 40,
+    sagas: Annotated[int, typer.Option(help="extra sample requests to show throughput")] = 40,
     timeout: Annotated[float, typer.Option(help="seconds to wait for all results")] = 120.0,
     examples: Annotated[Path, typer.Option(help="folder of sample requests")] = Path(
         "examples/requests"
     ),
+    app_spec: AppOption = None,
 ) -> None:
     """Run the whole system on the embedded broker, publish the samples, show progress live."""
+    _use_app(app_spec)
     code = demo_module.run(_settings(), examples, sagas, timeout, console)
     raise typer.Exit(code)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rich.table import Table
@@ -64,24 +65,26 @@ def saga_tables(saga: dict[str, Any]) -> list[Table]:
     return [head, steps, timeline]
 
 
-def results_table(rows: list[tuple[str, str, dict[str, Any] | None]]) -> Table:
+def results_table(
+    rows: list[tuple[str, str, dict[str, Any] | None]],
+    summarize: Callable[[dict[str, Any] | None], str | None] = lambda _output: None,
+) -> Table:
     table = Table(title="results")
-    for column in ("request", "saga", "status", "reason / confirmation", "total", "ms"):
+    for column in ("request", "saga", "status", "reason / summary", "ms"):
         table.add_column(column)
     for label, saga_id, result in rows:
         if result is None:
-            table.add_row(label, saga_id[:12], "[dim]waiting[/dim]", "", "", "")
+            table.add_row(label, saga_id[:12], "[dim]waiting[/dim]", "", "")
             continue
-        itinerary = result.get("itinerary") or {}
-        confirmation = itinerary.get("confirmation") or {}
-        detail = confirmation.get("reference") or f"{result.get('reason')}: {result.get('error')}"
-        total = confirmation.get("total_usd")
+        if result["status"] == "completed":
+            detail = summarize(result.get("output")) or "completed"
+        else:
+            detail = f"{result.get('reason')}: {result.get('error')}"
         table.add_row(
             label,
             saga_id[:12],
             styled(result["status"]),
             detail[:90],
-            f"${total:.2f}" if total is not None else "",
             f"{result.get('duration_ms', 0):.0f}",
         )
     return table

@@ -39,8 +39,8 @@ def validate_request(raw: Any, where: str, model: type[Request]) -> Request:
 
 def request_from_fields(fields: list[str], model: type[Request]) -> Request:
     """A request from ``key=value`` pairs: a dotted key sets a nested field
-    (``traveller.name=Ada``); a value that reads as JSON is taken as JSON (``travellers=2``,
-    ``budget_usd=900.5``), any other as text."""
+    (``customer.name=Ada``); a value that reads as JSON is taken as JSON (``quantity=2``,
+    ``limit_usd=900.5``), any other as text."""
     raw: dict[str, Any] = {}
     for field in fields:
         key, sep, text = field.partition("=")
@@ -68,5 +68,5 @@ def read_source(source: str) -> tuple[str, str]:
         return sys.stdin.read(), "stdin"
     path = Path(source)
     if not path.exists():
-        raise RequestError(f"{source}: no such file (try examples/requests/trip.json)")
+        raise RequestError(f"{source}: no such file (give a JSON request file, or - for stdin)")
     return path.read_text(), str(path)

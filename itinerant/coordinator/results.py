@@ -38,7 +38,9 @@ class SagaResult(BaseModel):
     status: str
     reason: str | None = None
     error: str | None = None
-    itinerary: dict[str, Any] | None = None
+    output: dict[str, Any] | None = Field(
+        default=None, description="the final payload of a completed saga"
+    )
     steps: list[StepSummary] = []
     started_at: datetime
     finished_at: datetime

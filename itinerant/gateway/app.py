@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from itinerant.brokers.connection import require_broker
+from itinerant.mesh import Mesh, load_mesh
 from itinerant.observability import tracing
 from itinerant.settings import Settings
 
@@ -207,6 +208,7 @@ class Gateway:
 
     settings: Settings
     config: GatewayConfig
+    mesh: Mesh
     publisher: Publisher
     view: SagaView
     results: ResultsFollower
@@ -217,16 +219,19 @@ def build(
     settings: Settings,
     config: GatewayConfig | None = None,
     *,
+    mesh: Mesh | None = None,
     publisher: Publisher | None = None,
     view: SagaView | None = None,
     results: ResultsFollower | None = None,
 ) -> Gateway:
-    """The gateway's parts and its ASGI app (parts may be given, e.g. by tests)."""
+    """The gateway's parts and its ASGI app (parts may be given, e.g. by tests); ``mesh``
+    defaults to the application ``settings.app`` names."""
     config = config or gateway_config(settings)
+    mesh = mesh or load_mesh(settings.app)
     publisher = publisher or Publisher(settings)
     view = view or SagaView(config)
     results = results or ResultsFollower(settings)
-    handler = GatewayHandler(settings, config, publisher, view, results)
+    handler = GatewayHandler(settings, config, mesh, publisher, view, results)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -239,12 +244,12 @@ def build(
             await asyncio.to_thread(publisher.close)
 
     a2a = GatewayApplication(
-        agent_card=agent_card(config),
+        agent_card=agent_card(config, mesh),
         http_handler=handler,
         max_content_length=config.max_body_bytes,
     )
     app = a2a.build(lifespan=lifespan, middleware=[Middleware(Guard, config=config)])
-    return Gateway(settings, config, publisher, view, results, app)
+    return Gateway(settings, config, mesh, publisher, view, results, app)
 
 
 class _Server(uvicorn.Server):
@@ -295,12 +300,14 @@ async def serve(gateway: Gateway) -> None:
         )
 
 
-def main(settings: Settings) -> None:
-    """Run the gateway in the foreground (what ``itinerant worker gateway`` calls)."""
+def main(settings: Settings, mesh: Mesh | None = None) -> None:
+    """Run the gateway in the foreground (what ``itinerant worker gateway`` calls) for ``mesh``,
+    by default the application ``settings.app`` names (ITINERANT_APP)."""
+    mesh = mesh or load_mesh(settings.app)  # before the broker: a wrong ITINERANT_APP says so
     require_broker(settings.kafka_bootstrap_servers, settings.broker_timeout_s)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per saga-view poll
     tracing.configure(SERVICE, settings.data_dir)
     try:
-        asyncio.run(serve(build(settings)))
+        asyncio.run(serve(build(settings, mesh=mesh)))
     finally:
         tracing.shutdown()

@@ -1,4 +1,9 @@
-"""The mesh's A2A agent card, served at ``/.well-known/agent-card.json``."""
+"""The mesh's A2A agent card, served at ``/.well-known/agent-card.json``.
+
+Its name, description and skills are the application's (:class:`itinerant.Mesh`: ``name``,
+``description``, ``request_help``, ``skills``); the protocol, transport, modes, capabilities
+and security schemes are the gateway's own.
+"""
 
 from __future__ import annotations
 
@@ -14,20 +19,15 @@ from a2a.types import (
     TransportProtocol,
 )
 
-from .config import GatewayConfig
+from itinerant.mesh import Mesh, Skill
+
+from .config import METADATA_KEY, GatewayConfig
+from .inbound import limits
+
+__all__ = ["METADATA_KEY", "MODES", "PROTOCOL_VERSION", "agent_card", "request_help", "version"]
 
 PROTOCOL_VERSION = "0.3.0"
 MODES = ["application/json", "text/plain"]
-METADATA_KEY = "itinerant"
-
-_REQUEST_HELP = (
-    "Send one message per task: a data part holding an itinerant.request.v1 object "
-    "(schemas/itinerant.request.v1.json: traveller, origin, destination, depart_date, "
-    "return_date, travellers, budget_usd, or text), or a text part with the trip in plain words "
-    "(the traveller's name from metadata.itinerant.traveller, else 'A2A client'). Optional "
-    "metadata.itinerant.max_hops (<= 100) and metadata.itinerant.deadline_s (<= 3600) lower the "
-    "saga's budget. The task id is the saga id."
-)
 
 
 def version() -> str:
@@ -37,15 +37,64 @@ def version() -> str:
         return "0.0.0"
 
 
-def agent_card(config: GatewayConfig) -> AgentCard:
+def request_help(mesh: Mesh) -> str:
+    """How to ask: the application's paragraph, then what every mesh's gateway accepts."""
+    max_hops, max_deadline_s = limits(mesh.request_model)
+    own = mesh.request_help or (
+        "Send one message per task: a data part holding an itinerant.request.v1 object "
+        "(schemas/itinerant.request.v1.json)"
+        + (", or a text part with the ask in plain words." if mesh.from_text else ".")
+    )
+    return (
+        f"{own.rstrip()} Optional metadata.{METADATA_KEY}.max_hops (<= {max_hops}) and "
+        f"metadata.{METADATA_KEY}.deadline_s (<= {max_deadline_s:g}) lower the saga's budget "
+        "(never above the request's own)"
+        + (
+            f"; other metadata.{METADATA_KEY} fields are handed to the reading of a text part."
+            if mesh.from_text
+            else "."
+        )
+        + " The task id is the saga id."
+    )
+
+
+def _skill(skill: Skill) -> AgentSkill:
+    return AgentSkill(
+        id=skill.id,
+        name=skill.name,
+        description=skill.description,
+        tags=list(skill.tags),
+        examples=list(skill.examples) or None,
+        input_modes=list(MODES),
+        output_modes=list(MODES),
+    )
+
+
+def _skills(mesh: Mesh) -> list[AgentSkill]:
+    if mesh.skills:
+        return [_skill(s) for s in mesh.skills]
+    # A mesh that names no skill still offers one: running its flows from a request.
+    return [
+        _skill(
+            Skill(
+                id=mesh.name,
+                name=mesh.name,
+                description=mesh.description or f"Runs a request through the {mesh.name} mesh.",
+                tags=("saga",),
+            )
+        )
+    ]
+
+
+def agent_card(config: GatewayConfig, mesh: Mesh) -> AgentCard:
     bearer = config.token is not None
+    description = mesh.description or (
+        f"The {mesh.name} mesh: a request runs as a saga across a Kafka mesh of agents; a "
+        "failed step undoes the steps already completed."
+    )
     return AgentCard(
-        name="Itinerant travel mesh",
-        description=(
-            "Plans and books trips (flights and hotel, validated against the traveller's budget, "
-            "confirmed) as a saga across a Kafka mesh of agents; a failed step undoes the "
-            "bookings already made. Refunds are not available yet. " + _REQUEST_HELP
-        ),
+        name=mesh.name,
+        description=f"{description.rstrip()} {request_help(mesh)}",
         version=version(),
         protocol_version=PROTOCOL_VERSION,
         url=config.rpc_url,
@@ -56,49 +105,7 @@ def agent_card(config: GatewayConfig) -> AgentCard:
         ),
         default_input_modes=list(MODES),
         default_output_modes=list(MODES),
-        skills=[
-            AgentSkill(
-                id="plan-trip",
-                name="Plan a trip",
-                description=(
-                    "Understands a trip request, structured or free text, and plans it: cities "
-                    "(IATA codes), dates, travellers, budget; a same-day return needs no hotel."
-                ),
-                tags=["travel", "planning"],
-                examples=[
-                    "A long weekend in Rome from London, 2027-04-09 to 2027-04-12, 2 travellers",
-                ],
-                input_modes=list(MODES),
-                output_modes=list(MODES),
-            ),
-            AgentSkill(
-                id="book-trip",
-                name="Book a trip",
-                description=(
-                    "Books the flights and the hotel, checks the total against the budget and "
-                    "returns the itinerary with its confirmation; any failure cancels what was "
-                    "booked (the task ends failed, with the reason)."
-                ),
-                tags=["travel", "booking", "saga"],
-                examples=[
-                    '{"traveller":{"name":"Ada"},"origin":"MAD","destination":"LIS",'
-                    '"depart_date":"2027-03-12","return_date":"2027-03-15","travellers":2}',
-                ],
-                input_modes=list(MODES),
-                output_modes=list(MODES),
-            ),
-            AgentSkill(
-                id="refund",
-                name="Refund a booking (not available yet)",
-                description=(
-                    "Not available yet: a refund request is accepted but the planner answers "
-                    "that only trips are supported, and the task ends failed."
-                ),
-                tags=["travel", "refund", "not-available"],
-                input_modes=list(MODES),
-                output_modes=list(MODES),
-            ),
-        ],
+        skills=_skills(mesh),
         security_schemes=(
             {
                 "bearer": SecurityScheme(

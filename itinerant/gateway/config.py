@@ -14,6 +14,8 @@ from itinerant.settings import Settings
 
 SERVICE = "gateway"
 SOURCE = "/itinerant/gateway"
+#: The key of the gateway's own fields in A2A metadata (requests, messages, tasks, events).
+METADATA_KEY = "itinerant"
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from a2a.types import (
 from a2a.utils.errors import ServerError
 
 from itinerant.errors import BrokerUnavailable
+from itinerant.mesh import Mesh
 from itinerant.settings import Settings
 from itinerant.wire.ids import new_id
 
@@ -60,11 +61,13 @@ class GatewayHandler(RequestHandler):
         self,
         settings: Settings,
         config: GatewayConfig,
+        mesh: Mesh,
         publisher: Publisher,
         view: SagaView,
         results: ResultsFollower,
     ) -> None:
         self.settings = settings
+        self.mesh = mesh
         self.config = config
         self.publisher = publisher
         self.view = view
@@ -126,11 +129,11 @@ class GatewayHandler(RequestHandler):
                 InvalidParamsError(
                     message=f"task {message.task_id} does not take further messages (it is "
                     f"{known.status.state.value}); send a new message without taskId to start "
-                    "another trip"
+                    "another task"
                 )
             )
         try:
-            request = inbound.trip_request(params)
+            request = inbound.read_request(params, self.mesh)
         except inbound.InvalidInput as exc:
             _fail(InvalidParamsError(message=str(exc)))
         saga_id = request.request_id or new_id()
@@ -153,7 +156,7 @@ class GatewayHandler(RequestHandler):
     async def on_message_send(
         self, params: MessageSendParams, context: ServerCallContext | None = None
     ) -> Task | Message:
-        """Publish the trip and return its task at once (``configuration.blocking`` is not
+        """Publish the request and return its task at once (``configuration.blocking`` is not
         honoured: a saga may run up to its deadline; poll tasks/get or use message/stream)."""
         task, _new = await self._start(params, context)
         return task
@@ -246,8 +249,8 @@ class GatewayHandler(RequestHandler):
         task.status.message = tasks.agent_message(
             saga_id,
             task.context_id,
-            "cancel requested: the coordinator compensates the saga (undoes its bookings); "
-            "the task ends canceled",
+            "cancel requested: the coordinator compensates the saga (undoes its completed "
+            "steps); the task ends canceled",
             f"cancel:{len(saga.get('timeline') or [])}",
         )
         return task

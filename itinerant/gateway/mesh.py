@@ -1,5 +1,6 @@
 """The gateway's I/O with the mesh: publish requests and cancels (CloudEvents, with the caller's
-trace context), read the coordinator's saga view, and follow the results topic."""
+trace context), read the coordinator's saga view, and follow the results topic (a consumer of
+its own, assigned every partition from the beginning, in no consumer group)."""
 
 from __future__ import annotations
 
@@ -9,29 +10,30 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-from confluent_kafka import Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from opentelemetry import context as otel_context
 
 from itinerant.brokers.connection import quiet_client_config
-from itinerant.cli.kafka_io import follow
 from itinerant.errors import BrokerUnavailable
 from itinerant.observability import tracing
-from itinerant.operators.dlq_actions import DISCARD_REQUESTED
 from itinerant.settings import Settings
+from itinerant.wire.control import DISCARD_REQUESTED
 from itinerant.wire.envelope import Envelope
 from itinerant.wire.ids import new_id
-from services.contracts.trip import TripRequest
+from itinerant.wire.request import REQUEST_TYPE as REQUEST_NAME
+from itinerant.wire.request import Request
 
 from .config import SOURCE, GatewayConfig
 from .tasks import CANCEL_WHY
 
 log = logging.getLogger(__name__)
 
-REQUEST_TYPE = "itinerant.request.v1"
+REQUEST_TYPE = f"{REQUEST_NAME}.v1"
 RESULTS_KEPT = 10_000
 
 
@@ -78,7 +80,7 @@ class Publisher:
 
     def request_envelope(
         self,
-        request: TripRequest,
+        request: Request,
         saga_id: str,
         traceparent: str | None,
         tracestate: str | None,
@@ -113,7 +115,7 @@ class Publisher:
 
     async def publish_request(
         self,
-        request: TripRequest,
+        request: Request,
         saga_id: str,
         traceparent: str | None = None,
         tracestate: str | None = None,
@@ -182,20 +184,63 @@ class ResultsFollower:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                for seen in follow(self.settings, [self.settings.results_topic], poll_s=0.1):
+                for seen in self._records():
                     self.assigned.set()
                     if self._stop.is_set():
                         return
-                    if seen is None or seen.key is None or seen.value is None:
+                    if seen is None:
                         continue
+                    key, value = seen
                     with self._lock:
-                        self._results[seen.key] = seen.value
-                        self._results.move_to_end(seen.key)
+                        self._results[key] = value
+                        self._results.move_to_end(key)
                         while len(self._results) > self.kept:
                             self._results.popitem(last=False)
             except Exception as exc:  # the broker may be away; keep trying until stopped
                 log.warning("reading %s failed (%s); retrying", self.settings.results_topic, exc)
                 self._stop.wait(2.0)
+
+    def _records(self, poll_s: float = 0.1) -> Iterator[tuple[str, dict[str, Any]] | None]:
+        """(saga id, result) for every record of the results topic, from its beginning; None on
+        an idle poll or a record that is not a keyed JSON object (so the caller can stop)."""
+        settings = self.settings
+        topic = settings.results_topic
+        consumer = Consumer(
+            {
+                **quiet_client_config(settings.kafka_bootstrap_servers, settings.broker_timeout_s),
+                "group.id": f"itinerant-gateway-{new_id()}",  # required by the client; never joined
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": settings.consumer_fetch_wait_ms,
+                "allow.auto.create.topics": False,
+            }
+        )
+        try:
+            # All topics, not this one by name: on Tansu naming a topic would create it.
+            metadata = consumer.list_topics(timeout=settings.broker_timeout_s)
+            if topic not in metadata.topics:
+                raise BrokerUnavailable(
+                    f"topic {topic} does not exist; run `itinerant topics create`"
+                )
+            partitions = metadata.topics[topic].partitions
+            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+            while True:
+                message = consumer.poll(poll_s)
+                if message is None or message.error():
+                    yield None
+                    continue
+                yield _keyed_json(message.key(), message.value())
+        finally:
+            consumer.close()
+
+
+def _keyed_json(key: bytes | None, raw: bytes | None) -> tuple[str, dict[str, Any]] | None:
+    if not key or not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return (key.decode(errors="replace"), value) if isinstance(value, dict) else None
 
 
 class SagaView:

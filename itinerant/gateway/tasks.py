@@ -4,7 +4,8 @@ running, compensating        -> working (the message says what happens)
 parked                       -> working (parked needs an operator, not the caller; the message
                                 says why and what the operator does)
 awaiting_approval            -> input-required
-completed                    -> completed (artifact: the itinerary JSON and the confirmation)
+completed                    -> completed (artifact: the saga's final payload, JSON, and a line
+                                saying how it ran)
 compensated                  -> failed with the reason, or canceled when an A2A client cancelled
 rejected                     -> rejected
 failed                       -> failed
@@ -30,7 +31,7 @@ from a2a.types import (
     TextPart,
 )
 
-from .card import METADATA_KEY
+from .config import METADATA_KEY
 
 CANCEL_WHY = "cancelled by A2A client"
 CANCEL_REASONS = frozenset({"cancelled", "canceled"})
@@ -45,6 +46,9 @@ _STATES = {
     "failed": TaskState.failed,
     "rejected": TaskState.rejected,
 }
+#: Where the saga view (and the result) keeps a completed saga's final payload.
+OUTPUT_FIELD = "output"
+ARTIFACT_NAME = "output"
 _MESSAGE_NS = uuid.UUID("6f1d3c8e-2b7a-4e59-9c41-a2a0a2a0a2a0")
 
 
@@ -71,8 +75,8 @@ def status_text(saga: dict[str, Any], result: dict[str, Any] | None = None) -> s
     error = saga.get("error") or (result or {}).get("error")
     why = ": ".join(str(x) for x in (reason, error) if x)
     if state == "completed":
-        confirmation = confirmation_text(result) if result else None
-        return f"completed: {confirmation}" if confirmation else "completed"
+        summary = result_text(result)
+        return f"completed: {summary}" if summary else "completed"
     if state == "parked":
         return (
             f"parked: {why or 'a step was dead-lettered'}; waiting for an operator to replay or "
@@ -82,11 +86,11 @@ def status_text(saga: dict[str, Any], result: dict[str, Any] | None = None) -> s
     if state == "awaiting_approval":
         return f"awaiting approval: {why}" if why else "awaiting approval"
     if state == "compensating":
-        return f"compensating (undoing completed bookings): {why}" if why else "compensating"
+        return f"compensating (undoing completed steps): {why}" if why else "compensating"
     if state == "compensated":
         if cancelled(saga):
-            return f"canceled; bookings undone: {why}"
-        return f"failed, bookings undone: {why}" if why else "failed, bookings undone"
+            return f"canceled; completed steps undone: {why}"
+        return f"failed, completed steps undone: {why}" if why else "failed, completed steps undone"
     if state in ("failed", "rejected"):
         return f"{state}: {why}" if why else state
     timeline = saga.get("timeline") or []
@@ -100,12 +104,30 @@ def entry_text(entry: dict[str, Any]) -> str:
     return f"{entry.get('event')}: {detail}" if detail else str(entry.get("event"))
 
 
-def confirmation_text(result: dict[str, Any] | None) -> str | None:
-    itinerary = (result or {}).get("itinerary") or {}
-    confirmation = itinerary.get("confirmation") if isinstance(itinerary, dict) else None
-    if isinstance(confirmation, dict) and confirmation.get("text"):
-        return str(confirmation["text"])
+def final_payload(saga: dict[str, Any], result: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the last step of a completed saga produced: the saga view's ``output``, else the
+    result's (``itinerant.result.v1``, written when the saga finished)."""
+    if saga.get("state") != "completed":
+        return None
+    for source in (saga, result or {}):
+        found = source.get(OUTPUT_FIELD)
+        if isinstance(found, dict) and found:
+            return found
     return None
+
+
+def result_text(result: dict[str, Any] | None) -> str | None:
+    """One line on how a finished saga ran, from its result: its steps and how long it took."""
+    if not result:
+        return None
+    steps = [s for s in result.get("steps") or [] if isinstance(s, dict)]
+    done = [f"{s.get('agent')}.{s.get('action')}" for s in steps if s.get("status") == "completed"]
+    duration = result.get("duration_ms")
+    took = f" in {float(duration):.0f} ms" if isinstance(duration, int | float) else ""
+    if not done:
+        return f"{result.get('status') or 'finished'}{took}" if took else None
+    plural = "s" if len(done) != 1 else ""
+    return f"{len(done)} step{plural} completed{took} ({', '.join(done)})"
 
 
 def agent_message(saga_id: str, context_id: str, text: str, key: str) -> Message:
@@ -135,18 +157,19 @@ def task_status(saga: dict[str, Any], result: dict[str, Any] | None, context_id:
 
 
 def artifacts(saga: dict[str, Any], result: dict[str, Any] | None) -> list[Artifact]:
-    """The itinerary of a completed saga, from its result on the results topic."""
-    if saga.get("state") != "completed" or not result or not result.get("itinerary"):
+    """The final payload of a completed saga, with a line from its result."""
+    payload = final_payload(saga, result)
+    if payload is None:
         return []
-    parts = [Part(root=DataPart(data=dict(result["itinerary"])))]
-    confirmation = confirmation_text(result)
-    if confirmation:
-        parts.append(Part(root=TextPart(text=confirmation)))
+    parts = [Part(root=DataPart(data=dict(payload)))]
+    summary = result_text(result)
+    if summary:
+        parts.append(Part(root=TextPart(text=summary)))
     return [
         Artifact(
-            artifact_id=f"{saga['saga_id']}:itinerary",
-            name="itinerary",
-            description="The booked trip (itinerant TripDocument JSON) and its confirmation.",
+            artifact_id=f"{saga['saga_id']}:{ARTIFACT_NAME}",
+            name=ARTIFACT_NAME,
+            description="The saga's final payload (JSON) and its result.",
             parts=parts,
         )
     ]
@@ -187,6 +210,7 @@ def saga_from_result(result: dict[str, Any]) -> dict[str, Any]:
         "reason": result.get("reason"),
         "error": result.get("error"),
         "steps": result.get("steps") or [],
+        OUTPUT_FIELD: result.get(OUTPUT_FIELD),
         "updated_at": result.get("finished_at"),
         "timeline": [],
     }

@@ -1,12 +1,12 @@
 """How an agent declares its job: typed handlers, compensations, and its own tables.
 
-    agent = Agent("flights", "Books flights against the inventory.")
+    agent = Agent("orders", "Places orders with the warehouse.")
 
-    @agent.handler("book", side_effects=True)
-    async def book(trip: TripDocument, ctx: HandlerContext) -> TripDocument: ...
+    @agent.handler("place", side_effects=True)
+    async def place(order: Order, ctx: HandlerContext) -> Order: ...
 
-    @agent.compensation("book")
-    async def cancel(trip: TripDocument, ctx: HandlerContext) -> None: ...
+    @agent.compensation("place")
+    async def cancel(order: Order, ctx: HandlerContext) -> None: ...
 
 Everything else (decoding, dedup, budgets, slips, retries, DLQ, tracing, metrics) is the runtime's.
 """

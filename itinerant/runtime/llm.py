@@ -16,7 +16,7 @@ from itinerant.errors import NonRetryableError
 
 T = TypeVar("T", bound=BaseModel)
 
-# A prompt may carry feedback (e.g. a validator's findings) after this line; rule-based
+# A prompt may carry feedback (e.g. a reviewing agent's findings) after this line; rule-based
 # providers read only what comes before it.
 FEEDBACK_MARKER = "\n--- feedback ---\n"
 

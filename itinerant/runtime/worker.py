@@ -151,7 +151,7 @@ class Worker:
             # Group commit: records are handled one at a time and queued; one flusher sends what
             # is queued (events, then the rest), marks it sent and only then acknowledges those
             # records, so no offset is committed before its outputs are acknowledged. An idle
-            # stream sends at once, a busy one batches during each round trip, no timer wakes.
+            # stream sends at once, a busy one batches while a send is out, no timer wakes.
             stream.enable_acks = False
             store = subscription.store or self.store
             outbox = _Flusher(self, stream, store, self.settings.batch_max)

@@ -1,9 +1,9 @@
 """``when`` conditions on slip steps (message filters, DESIGN §4): a small, safe expression
 language over the payload. Parsed with ``ast`` and walked by a whitelist; nothing is evaluated.
 
-    plan.needs_hotel
-    plan.travellers > 2 and plan.destination != "KEF"
-    not plan.needs_hotel or request.kind in ["trip", "refund"]
+    order.express
+    order.quantity > 2 and order.country != "IS"
+    not order.express or request.kind in ["order", "return"]
 
 Names are dotted paths into the JSON payload (a missing path is ``null``); literals are strings,
 numbers, ``true``/``false``/``null`` and lists of literals; operators are ``and``, ``or``,
@@ -36,7 +36,7 @@ _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], bool]] = {
 
 class InvalidCondition(InvalidSlip):
     reason = "invalid_condition"
-    hint = "a step's `when` must be a condition like `plan.needs_hotel and plan.travellers > 1`"
+    hint = "a step's `when` must be a condition like `order.express and order.quantity > 1`"
 
 
 @lru_cache(maxsize=256)

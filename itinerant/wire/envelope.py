@@ -21,7 +21,7 @@ _TYPE = re.compile(r"^(?P<name>[a-z0-9_.-]+)\.v(?P<version>[0-9]+)$")
 
 
 def parse_type(ce_type: str) -> tuple[str, int]:
-    """``itinerant.flights.book.v1`` -> (``itinerant.flights.book``, 1)."""
+    """``itinerant.orders.place.v1`` -> (``itinerant.orders.place``, 1)."""
     match = _TYPE.match(ce_type)
     if not match:
         raise UnsupportedVersion(f"message type {ce_type!r} has no version suffix like '.v1'")

@@ -1,5 +1,5 @@
-"""Flows: the routes an application declares once, by name. The planner (or whichever agent
-routes) picks one with ``ctx.follow(flow)``; the runtime advances the slip from there."""
+"""Flows: the routes an application declares once, by name. The agent that routes (often the
+entry step's) picks one with ``ctx.follow(flow)``; the runtime advances the slip from there."""
 
 from __future__ import annotations
 

@@ -194,6 +194,6 @@ def _short(exc: Exception, limit: int = 300) -> str:
 
 
 def linear(*steps: tuple[str, str] | str) -> Slip:
-    """A straight-line slip: ``linear("planner", ("flights", "book"))``."""
+    """A straight-line slip: ``linear("intake", ("orders", "place"))``."""
     built = [Step(agent=s) if isinstance(s, str) else Step(agent=s[0], action=s[1]) for s in steps]
     return Slip(steps=list(built))

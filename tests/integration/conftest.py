@@ -28,6 +28,7 @@ from itinerant.cli.kafka_io import Seen, follow, publish_raw, publish_request
 from itinerant.cli.supervisor import Supervisor
 from itinerant.settings import Settings
 from services.contracts.trip import TripRequest
+from services.settings import TravelSettings
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "requests"
 
@@ -194,19 +195,32 @@ class System:
         return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
 
 
+def app_env(overrides: dict[str, Any]) -> dict[str, str]:
+    """The travel mesh's own settings among ``overrides``, as the environment its services read."""
+    env = {}
+    for name in [n for n in overrides if n in TravelSettings.model_fields]:
+        value = overrides.pop(name)
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        env[f"ITINERANT_{name.upper()}"] = text
+    return env
+
+
 def start_system(broker: Broker, data_dir: Path, **overrides: Any) -> System:
+    """Every service of the mesh as its own process on ``broker``; ``overrides`` are Settings
+    fields or the travel mesh's own settings (services/settings.py)."""
+    extra_env = app_env(overrides)
     settings = Settings(
         kafka_bootstrap_servers=broker.bootstrap,
         broker=broker.kind,
         topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
         data_dir=data_dir,
         partitions=2,
-        metrics_port_base=free_port_block(8),
+        metrics_port_base=free_port_block(100),
         coordinator_http_port=free_port(),
         gateway_port=free_port(),
         **overrides,
     )
-    supervisor = Supervisor(settings, start_broker=False)
+    supervisor = Supervisor(settings, start_broker=False, extra_env=extra_env)
     try:
         supervisor.start()
         supervisor.wait_ready(90)

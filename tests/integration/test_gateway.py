@@ -163,6 +163,7 @@ def records(system: System, topic: str, saga_id: str, count: int, timeout_s: flo
 
 async def test_card_discovery(gateway: Gateway, http: httpx.AsyncClient) -> None:
     card, _client = await a2a_client(http, gateway.url, streaming=False)
+    assert card.name == "travel"  # the mesh ITINERANT_APP names (services.mesh:mesh)
     assert card.url == gateway.url
     assert card.capabilities.streaming is True
     assert card.protocol_version == "0.3.0"
@@ -182,7 +183,8 @@ async def test_send_then_poll_to_completion(
     assert task.status.state == TaskState.submitted
     done = await poll_task(client, task.id)
     assert done.status.state == TaskState.completed, text_of(done.status.message)
-    assert done.artifacts, "a completed task carries the itinerary"
+    assert done.artifacts, "a completed task carries the saga's final payload"
+    assert done.artifacts[0].name == "output"
     parts = [p.root for p in done.artifacts[0].parts]
     itinerary = next(p.data for p in parts if isinstance(p, DataPart))
     assert itinerary["flight"]["outbound"]["origin"] == "MAD"

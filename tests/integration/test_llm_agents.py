@@ -123,8 +123,8 @@ def test_good_plan_is_validated_booked_and_its_tokens_counted(
     saga_id = ask(llm_system, "good")
     result = llm_system.results({saga_id})[saga_id]
     assert result["status"] == "completed", result
-    assert result["itinerary"]["plan"]["planned_by"] == "openai:gpt-4o-mini"
-    assert result["itinerary"]["validation"]["ok"] is True
+    assert result["output"]["plan"]["planned_by"] == "openai:gpt-4o-mini"
+    assert result["output"]["validation"]["ok"] is True
     # Token and cost accounting: 120 prompt + 60 completion at gpt-4o-mini's price.
     assert result["budget"]["tokens"] == 180
     assert result["budget"]["cost_usd"] == pytest.approx((120 * 0.15 + 60 * 0.60) / 1e6)
@@ -148,7 +148,7 @@ def test_hallucinated_flight_is_replanned_with_the_findings(
     saga_id = ask(llm_system, "hallucination")
     result = llm_system.results({saga_id})[saga_id]
     assert result["status"] == "completed", result
-    assert result["itinerary"]["replan"]["issues"] == ["outbound flight IT999 does not exist"]
+    assert result["output"]["replan"]["issues"] == ["outbound flight IT999 does not exist"]
     asked = fake.asked("hallucination")
     assert len(asked) == 2
     assert "IT999 does not exist" in asked[1]["messages"][1]["content"]
@@ -281,7 +281,7 @@ def approved_booking(system: System) -> str:
     assert run.returncode == 0, run.stderr
     result = system.results({trip_id})[trip_id]
     assert result["status"] == "completed", result
-    return str(result["itinerary"]["flight"]["booking_id"])
+    return str(result["output"]["flight"]["booking_id"])
 
 
 def refund(system: System, ref: str) -> str:
@@ -315,7 +315,7 @@ def test_high_value_refund_waits_for_approval_then_is_refunded(llm_system: Syste
     assert run.returncode == 0, run.stderr
     result = llm_system.results({refund_id})[refund_id]
     assert result["status"] == "completed", result
-    assert result["itinerary"]["refund"] == {
+    assert result["output"]["refund"] == {
         "booking_ref": ref,
         "amount_usd": 1098.0,
         "status": "refunded",

@@ -25,12 +25,12 @@ import pytest
 from confluent_kafka import Producer
 
 from itinerant.brokers.connection import quiet_client_config
-from itinerant.settings import DEFAULT_AGENTS
 from itinerant.wire.budget import Budget
 from itinerant.wire.envelope import Envelope
 from itinerant.wire.events import CompensateCommand
 from itinerant.wire.slip import Slip, Step, Visit
 from services.contracts.trip import TripRequest
+from services.mesh import AGENTS as MESH_AGENTS
 
 from .conftest import EXAMPLES, Broker, System, start_system
 from .failure_helpers import Raw, RawReader, readonly_db
@@ -625,7 +625,7 @@ class Outcome:
 @pytest.fixture(scope="module")
 def system(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     running = start_system(
-        broker, tmp_path_factory.mktemp("poison"), agents=[*DEFAULT_AGENTS, "probe"]
+        broker, tmp_path_factory.mktemp("poison"), agents=[*(a.name for a in MESH_AGENTS), "probe"]
     )
     try:
         yield running
@@ -682,7 +682,7 @@ def outcome(system: System) -> Outcome:
     before_id = system.publish("trip.json")
     before = system.results({before_id})[before_id]
     assert before["status"] == "completed", before
-    builder = Builder(settings, before["itinerary"])
+    builder = Builder(settings, before["output"])
     cases = build_corpus(builder)
     assert [c.id for c in cases] == CASE_IDS
     started = time.monotonic()

@@ -102,7 +102,7 @@ def test_dead_letter_fix_replay_completes_with_one_trace(system: System) -> None
     assert replay.returncode == 0, replay.stdout + replay.stderr
     result = system.results({saga_id}, timeout_s=60)[saga_id]
     assert result["status"] == "completed", result
-    assert result["itinerary"]["confirmation"]["reference"]
+    assert result["output"]["confirmation"]["reference"]
 
     view = saga_view(settings, saga_id)
     assert view is not None and view["state"] == "completed"

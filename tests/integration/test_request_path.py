@@ -22,7 +22,7 @@ def test_trip_completes_and_books_once(system: System) -> None:
     saga_id = system.publish("trip.json")
     result = system.results({saga_id})[saga_id]
     assert result["status"] == "completed", result
-    confirmation = result["itinerary"]["confirmation"]
+    confirmation = result["output"]["confirmation"]
     assert confirmation["reference"] == f"IT-{saga_id[:8].upper()}"
     flights = (
         system.db("flights")
@@ -105,7 +105,7 @@ def test_free_text_request_is_planned(system: System) -> None:
     saga_id = system.publish("free-text.json")
     result = system.results({saga_id})[saga_id]
     assert result["status"] == "completed"
-    plan = result["itinerary"]["plan"]
+    plan = result["output"]["plan"]
     assert (plan["origin"], plan["destination"], plan["travellers"]) == ("LHR", "FCO", 2)
     assert plan["planned_by"] == "deterministic-rules"
 

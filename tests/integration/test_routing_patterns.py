@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from itinerant.settings import DEFAULT_AGENTS
 from itinerant.wire.envelope import Envelope, InRecord
 from services.contracts.trip import Traveller, TripRequest
+from services.mesh import AGENTS
 
 from .conftest import Broker, System, poll_until, start_system
 
@@ -27,7 +27,7 @@ def system(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     running = start_system(
         broker,
         tmp_path_factory.mktemp("routing"),
-        agents=[*DEFAULT_AGENTS, "probe"],
+        agents=[*(a.name for a in AGENTS), "probe"],
         entry_step="probe.plan",
     )
     try:
@@ -78,7 +78,7 @@ def test_all_join_merges_branch_outputs_in_order(system: System) -> None:
     saga_id = run(system, [group("fast", "slow"), step("fast")], delay_ms=300)
     result = system.results({saga_id})[saga_id]
     assert result["status"] == "completed", result
-    itinerary = result["itinerary"]
+    itinerary = result["output"]
     assert itinerary["fast"] and itinerary["slow"]  # both branch outputs survived the merge
     branches = [(s["index"], s["branch"], s["action"]) for s in result["steps"] if s["index"] == 1]
     assert branches == [(1, 0, "fast"), (1, 1, "slow")]
@@ -103,7 +103,7 @@ def test_first_join_does_not_wait_for_the_slow_branch(system: System) -> None:
     result = system.results({saga_id})[saga_id]
     assert result["status"] == "completed"
     # Joined on the fast branch alone: the slow branch's output is not in the result.
-    assert result["itinerary"]["fast"] and result["itinerary"]["slow"] is None
+    assert result["output"]["fast"] and result["output"]["slow"] is None
     # The losing branch booked something when it finished: it is compensated.
     poll_until(
         lambda: effects(system, saga_id) == [("fast", "held"), ("slow", "cancelled")],

@@ -225,7 +225,7 @@ def test_up_detach_then_down_leaves_no_process(tmp_path: Path) -> None:
         topic_prefix="updown.",
         data_dir=tmp_path / "data",
         partitions=1,
-        metrics_port_base=free_port_block(8),
+        metrics_port_base=free_port_block(100),
         coordinator_http_port=free_port(),
         gateway_port=free_port(),
     )

@@ -1,9 +1,11 @@
 """docker-compose.yml and the Prometheus/Grafana wiring agree with the code (no Docker needed).
 
-The compose file is validated against the Compose Specification JSON schema as vendored by
-``check-jsonschema``; everything else is checked against the repository itself: the paths it
-mounts and builds from, the CLI commands it runs, the settings it sets, and the ports that
-Prometheus scrapes.
+docker-compose.yml and the Prometheus scrape targets are generated from the mesh by
+``itinerant deploy render`` (itinerant/cli/deploy.py); the checked-in files must be what it
+renders now. The compose file is validated against the Compose Specification JSON schema as
+vendored by ``check-jsonschema``; everything else is checked against the repository itself: the
+paths it mounts and builds from, the CLI commands it runs, the settings it sets, and the ports
+that Prometheus scrapes.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import jsonschema
 import pytest
 from ruamel.yaml import YAML
 
+from itinerant.mesh import mesh_and_settings
 from itinerant.settings import Settings
+from services.settings import TravelSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -82,7 +86,8 @@ def command(service: dict[str, Any]) -> list[str]:
 
 
 def settings_from(env: dict[str, str | None], monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """Settings as a container with this environment would read them."""
+    """Settings as a container with this environment would read them: bound to the mesh, as
+    every command binds them (its agents are the services)."""
     for key in list(os.environ):
         if key.startswith("ITINERANT_") or key in SETTINGS_ENV:
             monkeypatch.delenv(key)
@@ -90,7 +95,12 @@ def settings_from(env: dict[str, str | None], monkeypatch: pytest.MonkeyPatch) -
         resolved = resolve(value)
         if resolved is not None:
             monkeypatch.setenv(key, resolved)
-    return Settings()
+    return mesh_and_settings(Settings())[1]
+
+
+def mesh_settings() -> Settings:
+    """The settings of the application every command runs, bound to its mesh."""
+    return mesh_and_settings(Settings())[1]
 
 
 def bind_mounts(service: dict[str, Any]) -> Iterator[tuple[str, str]]:
@@ -228,7 +238,7 @@ def test_dockerfile_copies_existing_sources_and_runs_the_console_script() -> Non
 
 def known_commands() -> set[tuple[str, ...]]:
     """CLI command paths the compose file may run, from the real CLI when it exists."""
-    workers = {("worker", name) for name in Settings().service_names()}
+    workers = {("worker", name) for name in mesh_settings().service_names()}
     try:
         import typer
 
@@ -261,7 +271,7 @@ def test_every_command_is_a_real_cli_command_or_service() -> None:
     for name, cmd in commands.items():
         assert cmd in known, f"{name} runs `itinerant {' '.join(cmd)}`, not a known command"
     workers = {cmd[1]: name for name, cmd in commands.items() if cmd[0] == "worker"}
-    assert set(workers) == set(Settings().service_names()), "every service runs in compose"
+    assert set(workers) == set(mesh_settings().service_names()), "every service runs in compose"
     assert all(workers[s] == s for s in workers), "each compose service is named after its worker"
     assert commands["topics"] == ("topics", "create")
 
@@ -288,6 +298,10 @@ def test_flights_runs_two_replicas_that_split_partitions(monkeypatch: pytest.Mon
 
 
 def test_every_itinerant_env_var_is_a_setting_and_parses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each ITINERANT_* variable is a framework setting (itinerant/settings.py) or one of the
+    travel mesh's own (services/settings.py); the containers run the travel mesh on the compose
+    Kafka."""
+    fields = set(Settings.model_fields) | set(TravelSettings.model_fields)
     for name, svc in itinerant_services().items():
         env = environment(svc)
         assert env, f"{name} sets no environment"
@@ -296,8 +310,11 @@ def test_every_itinerant_env_var_is_a_setting_and_parses(monkeypatch: pytest.Mon
                 continue
             if key.startswith("ITINERANT_"):
                 field = key.removeprefix("ITINERANT_").lower()
-                assert field in Settings.model_fields, f"{name}: {key} is not a setting"
+                assert field in fields, f"{name}: {key} is not a setting"
+        assert env["ITINERANT_BROKER"] == "external", name  # the services use the compose Kafka
         settings = settings_from(env, monkeypatch)
+        TravelSettings()  # the travel mesh's settings parse from the same environment
+        assert settings.app == "services.mesh:mesh", name
         assert settings.broker == "external", name
         assert settings.metrics_host == "0.0.0.0", name
         assert settings.llm_provider == "deterministic", name
@@ -370,7 +387,7 @@ def expected_targets(settings: Settings, host: str | None) -> set[tuple[str, str
 def test_local_prometheus_scrapes_every_metrics_port(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = settings_from({}, monkeypatch)  # the defaults `itinerant up` uses
+    settings = settings_from({}, monkeypatch)  # the defaults `itinerant up` uses, the mesh's
     config = load_yaml(PROMETHEUS_DIR / name)
     assert scrape_targets(config) == expected_targets(settings, settings.metrics_host)
     for rules in config["rule_files"]:
@@ -413,3 +430,43 @@ def test_grafana_is_provisioned_with_prometheus_and_the_dashboards() -> None:
     assert len(prom) == 1
     assert prom[0]["url"] == "http://prometheus:9090"
     assert "9090:9090" in [str(p) for p in services()["prometheus"]["ports"]]
+
+
+# --- generated from the mesh ---------------------------------------------------------------
+
+
+def test_the_checked_in_deploy_files_are_what_deploy_render_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docker-compose.yml and the Prometheus targets follow the mesh: an agent added, removed or
+    renamed without `itinerant deploy render` fails here, and the message says what to run."""
+    from itinerant.cli import deploy
+    from itinerant.mesh import load_mesh
+
+    settings = settings_from({}, monkeypatch)
+    rendered = deploy.render(ROOT, load_mesh(settings.app), settings)
+    assert set(rendered) == {
+        deploy.COMPOSE_FILE,
+        *deploy.LOCAL_CONFIGS,
+        deploy.COMPOSE_CONFIG,
+    }
+    stale = deploy.stale_files(ROOT, rendered)
+    diffs = "".join(deploy.diff(ROOT, path, rendered[path]) for path in stale)
+    assert not stale, (
+        f"{', '.join(map(str, stale))} are not what the mesh renders: run "
+        f"`itinerant deploy render` and commit the result.\n{diffs}"
+    )
+
+
+def test_every_agent_gets_its_metrics_port_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ports in the checked-in files are Settings.metrics_port's, for every service of the
+    mesh (the coordinator's fixed slot, a per-name slot for each agent)."""
+    settings = settings_from({}, monkeypatch)
+    ports = {name: settings.metrics_port(name) for name in settings.service_names()}
+    assert ports["coordinator"] == settings.metrics_port_base
+    assert len(set(ports.values())) == len(ports), f"two services share a port: {ports}"
+    compose_config = load_yaml(PROMETHEUS_DIR / "prometheus.compose.yml")
+    assert {(s, p) for s, _, p in scrape_targets(compose_config)} == set(ports.items())
+    for name in ("prometheus.yml", "prometheus.local.yml"):
+        local = load_yaml(PROMETHEUS_DIR / name)
+        assert {(s, p) for s, _, p in scrape_targets(local)} == set(ports.items()), name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,8 @@ from itinerant.gateway.config import gateway_config
 from itinerant.gateway.mesh import Publisher, ResultsFollower, SagaView
 from itinerant.settings import Settings
 from itinerant.wire.envelope import Envelope
-from services.contracts.trip import TripRequest
+from itinerant.wire.request import Request
+from services.mesh import mesh as travel
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "requests"
 TOKEN = "s3cret"
@@ -30,7 +32,7 @@ class FakePublisher(Publisher):
 
     async def publish_request(
         self,
-        request: TripRequest,
+        request: Request,
         saga_id: str,
         traceparent: str | None = None,
         tracestate: str | None = None,
@@ -82,7 +84,12 @@ class Harness:
             settings, gateway_token=token, gateway_max_body_bytes=4096, gateway_port=18480
         )
         self.gateway = build(
-            settings, config, publisher=self.publisher, view=self.view, results=self.results
+            settings,
+            config,
+            mesh=travel,
+            publisher=self.publisher,
+            view=self.view,
+            results=self.results,
         )
 
 
@@ -111,8 +118,10 @@ def test_card(harness: tuple[Harness, TestClient]) -> None:
     assert card["capabilities"]["streaming"] is True
     assert card["protocolVersion"] == "0.3.0"
     assert card["url"] == "http://127.0.0.1:18480/"
+    assert card["name"] == "travel"
     assert {s["id"] for s in card["skills"]} == {"plan-trip", "book-trip", "refund"}
-    assert "not available yet" in card["description"].lower()
+    assert card["description"].startswith(travel.description)
+    assert travel.request_help in card["description"]
     assert card["defaultInputModes"] == ["application/json", "text/plain"]
     assert "securitySchemes" not in card
 
@@ -254,3 +263,29 @@ def test_config_from_environment(monkeypatch: pytest.MonkeyPatch, settings: Sett
     assert (config.port, config.token, config.host) == (9999, "t", "0.0.0.0")
     assert config.public_url == "http://127.0.0.1:9999/"
     assert config.coordinator_url.endswith(f":{settings.coordinator_http_port}")
+
+
+def test_the_mesh_defaults_to_the_configured_app(settings: Settings) -> None:
+    assert settings.app == "services.mesh:mesh"
+    built = build(
+        settings, publisher=FakePublisher(settings), view=FakeView(), results=FakeResults()
+    )
+    assert built.mesh is travel
+
+
+def test_a_mesh_without_from_text_refuses_plain_words_over_http(settings: Settings) -> None:
+    publisher = FakePublisher(settings)
+    built = build(
+        settings,
+        gateway_config(settings, gateway_port=18480),
+        mesh=dataclasses.replace(travel, from_text=None),
+        publisher=publisher,
+        view=FakeView(),
+        results=FakeResults(),
+    )
+    body = send_body()
+    body["params"]["message"]["parts"] = [{"kind": "text", "text": "Rome from London"}]
+    with TestClient(built.app) as client:
+        reply = client.post("/", json=body).json()
+    assert reply["error"]["code"] == -32602 and "plain words" in reply["error"]["message"]
+    assert publisher.requests == []

@@ -1,7 +1,9 @@
-"""The gateway's pure parts: A2A message -> trip request, saga view + result -> A2A task."""
+"""The gateway's pure parts: A2A message -> the mesh's request, saga view + result -> A2A task,
+the mesh -> its agent card. Built with the travel mesh (services.mesh), the reference app."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,24 @@ from a2a.types import (
 )
 
 from itinerant.gateway import inbound, tasks
+from itinerant.gateway.card import agent_card
+from itinerant.gateway.config import GatewayConfig
+from itinerant.mesh import Mesh, Skill
+from itinerant.wire.request import Request
+from services.contracts.trip import TripRequest
+from services.mesh import mesh as travel
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "requests"
+#: The travel mesh reading no plain words (and so no metadata beyond the budget).
+NO_TEXT = dataclasses.replace(travel, from_text=None)
+CONFIG = GatewayConfig(
+    host="127.0.0.1",
+    port=1,
+    token=None,
+    max_body_bytes=1024,
+    public_url="http://gw/",
+    coordinator_url="http://c",
+)
 
 
 def params(*parts: Any, metadata: dict[str, Any] | None = None) -> MessageSendParams:
@@ -40,28 +58,83 @@ def trip() -> dict[str, Any]:
     return raw
 
 
+def trip_request(message: MessageSendParams, mesh: Mesh = travel) -> TripRequest:
+    request = inbound.read_request(message, mesh)
+    assert isinstance(request, TripRequest)
+    return request
+
+
 def test_data_part_is_the_request() -> None:
-    request = inbound.trip_request(params(DataPart(data=trip())))
+    request = trip_request(params(DataPart(data=trip())))
     assert request.origin == "MAD" and request.traveller.name == "Ada Lovelace"
     assert request.max_hops is None and request.deadline_s is None
 
 
-def test_text_part_becomes_free_text_with_traveller_from_metadata() -> None:
-    request = inbound.trip_request(
+def test_text_part_is_read_by_the_mesh_with_the_metadata_as_options() -> None:
+    request = trip_request(
         params(TextPart(text="Rome from London"), metadata={"itinerant": {"traveller": "Al"}})
     )
     assert request.text == "Rome from London" and request.traveller.name == "Al"
-    default = inbound.trip_request(params(TextPart(text="Rome from London")))
-    assert default.traveller.name == inbound.DEFAULT_TRAVELLER
+    default = trip_request(params(TextPart(text="Rome from London")))
+    assert default.traveller.name == "A2A client"  # the travel mesh's from_text default
+
+
+def test_from_text_gets_every_metadata_field_and_its_raw_request_is_validated() -> None:
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def from_text(text: str, options: dict[str, Any]) -> dict[str, Any]:
+        seen.append((text, options))
+        return {"traveller": {"name": options["who"]}, "text": text}
+
+    mesh = dataclasses.replace(travel, from_text=from_text)
+    request = trip_request(
+        params(TextPart(text="  Rome  "), metadata={"itinerant": {"who": "Bo", "max_hops": 500}}),
+        mesh,
+    )
+    assert seen == [("Rome", {"who": "Bo", "max_hops": 500})]
+    assert request.traveller.name == "Bo" and request.max_hops == inbound.MAX_HOPS
+    wrong = dataclasses.replace(travel, from_text=lambda text, options: {"text": text})
+    with pytest.raises(inbound.InvalidInput, match="traveller"):
+        inbound.read_request(params(TextPart(text="Rome")), wrong)
+
+
+def test_a_mesh_without_from_text_refuses_plain_words_but_reads_json_text() -> None:
+    with pytest.raises(inbound.InvalidInput, match="plain words"):
+        inbound.read_request(params(TextPart(text="Rome from London")), NO_TEXT)
+    request = trip_request(params(TextPart(text=json.dumps(trip()))), NO_TEXT)
+    assert request.destination == "LIS"
+    with pytest.raises(inbound.InvalidInput, match="unknown"):
+        inbound.read_request(
+            params(DataPart(data=trip()), metadata={"itinerant": {"traveller": "x"}}), NO_TEXT
+        )
+    # a mesh that reads text takes any option (for a data part, nobody reads it)
+    assert (
+        trip_request(
+            params(DataPart(data=trip()), metadata={"itinerant": {"traveller": "x", "hops": 1}})
+        ).traveller.name
+        == "Ada Lovelace"
+    )
+
+
+def test_the_request_model_is_the_mesh_s() -> None:
+    class Echo(Request):
+        words: str
+
+    agent = travel.agents[0]
+    echo = Mesh("echo", agents=[agent], entry=travel.entry, request_model=Echo)
+    request = inbound.read_request(params(DataPart(data={"words": "hi"})), echo)
+    assert isinstance(request, Echo) and request.words == "hi"
+    with pytest.raises(inbound.InvalidInput, match="not a valid echo request: words"):
+        inbound.read_request(params(DataPart(data={"origin": "MAD"})), echo)
 
 
 def test_json_sent_as_text_is_read_as_a_request() -> None:
-    request = inbound.trip_request(params(TextPart(text=json.dumps(trip()))))
+    request = trip_request(params(TextPart(text=json.dumps(trip()))))
     assert request.destination == "LIS"
 
 
 def test_budget_from_metadata_is_capped_and_never_raises_the_request() -> None:
-    request = inbound.trip_request(
+    request = trip_request(
         params(
             DataPart(data={**trip(), "max_hops": 5}),
             metadata={"itinerant": {"max_hops": 500, "deadline_s": 99_999}},
@@ -69,10 +142,9 @@ def test_budget_from_metadata_is_capped_and_never_raises_the_request() -> None:
     )
     assert request.max_hops == 5  # the request's own, lower limit stays
     assert request.deadline_s == inbound.MAX_DEADLINE_S
-    capped = inbound.trip_request(
-        params(DataPart(data=trip()), metadata={"itinerant": {"max_hops": 500}})
-    )
+    capped = trip_request(params(DataPart(data=trip()), metadata={"itinerant": {"max_hops": 500}}))
     assert capped.max_hops == inbound.MAX_HOPS
+    assert inbound.limits(TripRequest) == (100, 3600.0) == (inbound.MAX_HOPS, 3600.0)
 
 
 @pytest.mark.parametrize(
@@ -87,13 +159,41 @@ def test_budget_from_metadata_is_capped_and_never_raises_the_request() -> None:
         (params(FilePart(file=FileWithUri(uri="https://x/y.json"))), "file parts"),
         (params(DataPart(data=trip()), metadata={"itinerant": {"max_hops": "x"}}), "max_hops"),
         (params(DataPart(data=trip()), metadata={"itinerant": {"deadline_s": 0}}), "deadline_s"),
-        (params(DataPart(data=trip()), metadata={"itinerant": {"hops": 1}}), "unknown"),
         (params(DataPart(data=trip()), metadata={"itinerant": 3}), "must be an object"),
     ],
 )
 def test_invalid_messages_say_what_is_wrong(message: MessageSendParams, expected: str) -> None:
     with pytest.raises(inbound.InvalidInput, match=expected):
-        inbound.trip_request(message)
+        inbound.read_request(message, travel)
+
+
+def test_the_card_is_the_mesh_s() -> None:
+    card = agent_card(CONFIG, travel)
+    assert card.name == "travel" and card.protocol_version == "0.3.0"
+    assert [s.id for s in card.skills] == ["plan-trip", "book-trip", "refund"]
+    book = card.skills[1]
+    assert book.tags == ["travel", "booking", "saga"] and book.examples
+    assert book.input_modes == ["application/json", "text/plain"]
+    assert card.skills[2].examples is None
+    assert card.description.startswith(travel.description)
+    assert travel.request_help in card.description
+    assert "metadata.itinerant.max_hops (<= 100)" in card.description
+    assert (
+        "deadline_s (<= 3600)" in card.description
+        and "The task id is the saga id" in card.description
+    )
+    assert card.security_schemes is None and card.capabilities.streaming is True
+
+
+def test_a_mesh_with_no_skills_or_help_still_has_a_card() -> None:
+    bare = dataclasses.replace(
+        travel, name="bare", description="", request_help="", skills=(), from_text=None
+    )
+    card = agent_card(CONFIG, bare)
+    assert card.name == "bare" and [s.id for s in card.skills] == ["bare"]
+    assert "itinerant.request.v1" in card.description and "plain words" not in card.description
+    custom = dataclasses.replace(travel, skills=[Skill("x", "X", "does x", tags=("t",))])
+    assert [(s.id, s.tags) for s in agent_card(CONFIG, custom).skills] == [("x", ["t"])]
 
 
 def test_traceparent_is_taken_only_when_well_formed() -> None:
@@ -120,11 +220,15 @@ def saga(state: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+OUTPUT = {"confirmation": {"reference": "R1", "total_usd": 10.0, "text": "Booked!"}}
 RESULT = {
     "saga_id": "s1",
     "status": "completed",
-    "itinerary": {"confirmation": {"reference": "R1", "total_usd": 10.0, "text": "Booked!"}},
-    "steps": [],
+    "output": OUTPUT,
+    "steps": [
+        {"index": 0, "agent": "planner", "action": "plan", "status": "completed"},
+        {"index": 1, "agent": "flights", "action": "book", "status": "completed"},
+    ],
     "duration_ms": 12.0,
 }
 
@@ -156,22 +260,38 @@ def test_parked_says_why_and_who_acts() -> None:
     assert "parked" in text and "handler_error: boom" in text and "operator" in text
 
 
-def test_completed_task_carries_the_itinerary_and_confirmation() -> None:
-    task = tasks.task(saga("completed"), RESULT, "c1")
+def test_completed_task_carries_the_final_payload_and_a_line_from_its_result() -> None:
+    task = tasks.task(saga("completed", output=OUTPUT), RESULT, "c1")
     assert task.id == "s1" and task.context_id == "c1"
     assert task.status.state == TaskState.completed
     assert task.artifacts is not None
-    parts = [p.root for p in task.artifacts[0].parts]
-    assert isinstance(parts[0], DataPart) and parts[0].data == RESULT["itinerary"]
-    assert isinstance(parts[1], TextPart) and parts[1].text == "Booked!"
+    [artifact] = task.artifacts
+    assert artifact.artifact_id == "s1:output" and artifact.name == "output"
+    parts = [p.root for p in artifact.parts]
+    assert isinstance(parts[0], DataPart) and parts[0].data == OUTPUT
+    line = "2 steps completed in 12 ms (planner.plan, flights.book)"
+    assert isinstance(parts[1], TextPart) and parts[1].text == line
     assert task.status.message is not None
     status = task.status.message.parts[0].root
-    assert isinstance(status, TextPart) and "Booked!" in status.text
+    assert isinstance(status, TextPart) and status.text == f"completed: {line}"
 
 
-def test_no_artifact_before_the_result_or_when_not_completed() -> None:
+def test_the_payload_from_the_result_when_the_view_has_none() -> None:
+    task = tasks.task(saga("completed"), RESULT, "c")
+    assert task.artifacts is not None
+    assert task.artifacts[0].parts[0].root == DataPart(data=OUTPUT)
+    alone = tasks.result_only_task(RESULT, "c")
+    assert alone.status.state == TaskState.completed and alone.artifacts is not None
+    no_result = tasks.task(saga("completed", output=OUTPUT), None, "c")
+    assert no_result.artifacts is not None and len(no_result.artifacts[0].parts) == 1
+
+
+def test_no_artifact_without_a_payload_or_when_not_completed() -> None:
     assert tasks.task(saga("completed"), None, "c").artifacts is None
-    assert tasks.task(saga("compensated", reason="sold_out"), RESULT, "c").artifacts is None
+    assert tasks.task(saga("completed"), {**RESULT, "output": None}, "c").artifacts is None
+    failed = saga("compensated", reason="sold_out", output=OUTPUT)
+    assert tasks.task(failed, RESULT, "c").artifacts is None
+    assert "completed steps undone: sold_out" in tasks.status_text(failed)
 
 
 def test_progress_events_follow_the_timeline_in_order_and_only_once() -> None:

@@ -119,6 +119,7 @@ def test_broker_kind_tunes_the_clients() -> None:
     assert not tansu.idempotent_producer
     assert kafka.consumer_session_timeout_s == 3.0
     assert external.consumer_session_timeout_s == 10.0
+    assert Settings(replication_factor=3).consumer_session_timeout_s == 10.0
     assert Settings(fetch_wait_ms=50, broker="tansu").consumer_fetch_wait_ms == 50
     assert Settings(replication_factor=3).topic_min_insync_replicas == 2
     assert Settings(replication_factor=1).topic_min_insync_replicas == 1

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from itinerant.coordinator.approval import DECISION_TYPE
 from itinerant.coordinator.saga import (
     Dispatch,
     SagaState,
@@ -31,6 +30,7 @@ from itinerant.runtime.openai_provider import InvalidLLMOutput, OpenAIProvider
 from itinerant.settings import Settings
 from itinerant.testing import InMemoryMesh
 from itinerant.wire.budget import Budget
+from itinerant.wire.control import DECISION_TYPE
 from itinerant.wire.envelope import Envelope
 from itinerant.wire.ids import new_id
 from itinerant.wire.slip import Slip, Step, Visit
@@ -413,7 +413,7 @@ async def test_mesh_hallucination_is_replanned_with_the_findings(
     await mesh.run()
     result = mesh.results()[saga_id]
     assert result["status"] == "completed", result
-    assert result["itinerary"]["replan"] == {
+    assert result["output"]["replan"] == {
         "attempt": 1,
         "issues": ["outbound flight IT999 does not exist"],
     }
@@ -454,7 +454,7 @@ async def test_mesh_refund_waits_for_approval(
     await mesh.run()
     result = mesh.results()[trip_id]
     assert result["status"] == "completed", result
-    ref = result["itinerary"]["flight"]["booking_id"]
+    ref = result["output"]["flight"]["booking_id"]
 
     refund = {"traveller": {"name": "R"}, "kind": "refund", "booking_ref": ref}
     rejected = mesh.publish_request(refund)
@@ -479,7 +479,7 @@ async def test_mesh_refund_waits_for_approval(
     decision(mesh, approved, "approve")
     await mesh.run()
     result = mesh.results()[approved]
-    assert result["status"] == "completed" and result["itinerary"]["refund"]["status"] == "refunded"
+    assert result["status"] == "completed" and result["output"]["refund"]["status"] == "refunded"
     status = (
         mesh.stores["flights"]
         .connection.execute(

@@ -22,7 +22,7 @@ async def test_trip_completes_with_confirmation(mesh: InMemoryMesh) -> None:
     await mesh.run()
     result = mesh.results()[saga_id]
     assert result["status"] == "completed", result
-    itinerary = result["itinerary"]
+    itinerary = result["output"]
     assert itinerary["validation"]["ok"] is True
     assert itinerary["confirmation"]["total_usd"] == pytest.approx(
         itinerary["flight"]["total_usd"] + itinerary["hotel"]["total_usd"]
@@ -62,7 +62,7 @@ async def test_day_trip_skips_the_hotel_steps_by_their_filter(mesh: InMemoryMesh
     assert statuses[("hotels", "search")] == "skipped"
     assert statuses[("hotels", "book")] == "skipped"
     assert statuses[("flights", "book")] == "completed"
-    assert result["itinerary"]["hotel"] is None
+    assert result["output"]["hotel"] is None
     rows = (
         mesh.stores["hotels"]
         .connection.execute("SELECT COUNT(*) FROM hotel_bookings WHERE saga_id = ?", (saga_id,))

@@ -1,0 +1,1 @@
+"""The greetings mesh: a greeter that says hello and a translator that puts it in your language."""

@@ -1,0 +1,121 @@
+"""What a message that cannot go on becomes: data, never an exception out of the consumer loop.
+
+A failure that stops the saga (a business failure, an exhausted budget, a loop) becomes a
+``step_failed`` event; any other becomes a dead letter (the original record plus ``x-dlq-*``
+headers) and a ``step_deadlettered`` (or ``compensation_failed``) event that parks the saga
+(see docs/architecture.md#errors and docs/architecture.md#the-dead-letter-topic).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from itinerant.errors import ItinerantError
+from itinerant.observability import metrics
+from itinerant.runtime.dlq import dead_letter
+from itinerant.runtime.outcome import Processed
+from itinerant.runtime.outputs import StepOutputs
+from itinerant.runtime.store import Store
+from itinerant.wire.envelope import Envelope, InRecord, now_utc, parse_type
+from itinerant.wire.events import StepEvent, StepEventKind
+from itinerant.wire.ids import name_id
+
+log = logging.getLogger(__name__)
+
+
+class Failures:
+    """Turns one agent's failures into events and dead letters, recorded in its store."""
+
+    def __init__(self, outputs: StepOutputs, store: Store) -> None:
+        self.outputs = outputs
+        self.store = store
+        self.service = outputs.service
+
+    def stop_saga(self, env: Envelope, action: str, step: int, exc: ItinerantError) -> Processed:
+        event = self.outputs.step_event(
+            env, StepEventKind.FAILED, action, step, reason=exc.reason, error=exc.describe()
+        )
+        outputs = [self.outputs.event(env, event)]
+        with self.store.transaction() as conn:
+            seqs = self.store.record(conn, env.id, outputs)
+        return Processed("saga_failed", outputs, seqs, exc)
+
+    def dead_letter(
+        self,
+        record: InRecord,
+        env: Envelope | None,
+        exc: ItinerantError,
+        attempts: int,
+        *,
+        kind: StepEventKind = StepEventKind.DEADLETTERED,
+        action: str | None = None,
+        step: int | None = None,
+        branch: int | None = None,
+    ) -> Processed:
+        metrics.DLQ_MESSAGES.labels(self.service, exc.reason).inc()
+        log.error(
+            "dead-lettering %s[%d]@%d: %s: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            exc.reason,
+            exc.describe(),
+        )
+        saga_id = env.saga_id if env else _header_text(record, "ce_sagaid")
+        outputs = [
+            dead_letter(
+                record,
+                exc,
+                service=self.service,
+                dlq_topic=self.outputs.settings.dlq_topic,
+                attempts=attempts,
+                saga_id=saga_id,
+            )
+        ]
+        if env is None and saga_id:
+            # Headers too broken to decode, but the saga is known: it must still be parked.
+            env = Envelope(
+                id=_header_text(record, "ce_id")
+                or name_id(record.topic, record.partition, record.offset),
+                type="unknown.v1",
+                source=self.outputs.source,
+                saga_id=saga_id,
+                data=b"",
+                traceparent=_header_text(record, "traceparent"),
+            )
+        if env is not None:
+            event = StepEvent(
+                kind=kind,
+                saga_id=env.saga_id,
+                agent=self.service,
+                action=action or _action_of(env, self.service),
+                step=step if step is not None else (env.slip.next if env.slip else -1),
+                branch=branch if branch is not None else (env.slip.branch if env.slip else None),
+                message_id=env.id,
+                at=now_utc(),
+                reason=exc.reason,
+                error=exc.describe()[:500],
+            )
+            with contextlib.suppress(ItinerantError):
+                outputs.append(self.outputs.event(env, event))
+        with self.store.transaction() as conn:
+            seqs = self.store.record(conn, None, outputs)
+        return Processed("dead_lettered", outputs, seqs, exc)
+
+
+def _header_text(record: InRecord, name: str) -> str | None:
+    raw = record.header(name)
+    try:
+        return raw.decode() if raw else None
+    except UnicodeDecodeError:
+        return None
+
+
+def _action_of(env: Envelope, service: str) -> str:
+    try:
+        name, _ = parse_type(env.type)
+    except ItinerantError:
+        return "unknown"
+    prefix = f"itinerant.{service}."
+    return name[len(prefix) :] if name.startswith(prefix) else "unknown"
