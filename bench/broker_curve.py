@@ -18,8 +18,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from bench.loadgen import LatencyStats
 from bench.brokers import fetch_wait_ms, make_broker
+from bench.loadgen import LatencyStats
 
 QUICK_LEVELS = (0, 1000, 2000, 4000)
 FULL_LEVELS = (0, 1000, 2000, 4000, 8000, 12000)
@@ -45,9 +45,11 @@ def measure(
     probe_timeout_s: float = 3.0,
     log_path: Path | None = None,
     broker_kind: str = "tansu",
+    warm_s: float = 2.0,
 ) -> list[CurvePoint]:
     points: list[CurvePoint] = []
     with make_broker(broker_kind, log_path=log_path) as broker:
+        broker.warm(warm_s)  # on its own topic: the measured partition starts empty
         topic = "bench.curve.t0"
         broker.create_topics([topic], partitions=1)
         producer = Producer(
