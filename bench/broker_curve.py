@@ -45,9 +45,11 @@ def measure(
     probe_timeout_s: float = 3.0,
     log_path: Path | None = None,
     broker_kind: str = "tansu",
+    warm_s: float = 2.0,
 ) -> list[CurvePoint]:
     points: list[CurvePoint] = []
     with make_broker(broker_kind, log_path=log_path) as broker:
+        broker.warm(warm_s)  # on its own topic: the measured partition starts empty
         topic = "bench.curve.t0"
         broker.create_topics([topic], partitions=1)
         producer = Producer(

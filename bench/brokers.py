@@ -14,11 +14,13 @@ import shutil
 import socket
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from itinerant.brokers.kafka import KafkaNode, kafka_available, kafka_home, kafka_version
@@ -96,7 +98,7 @@ def fetch_wait_ms(kind: str) -> int:
     """The consumer fetch wait the services use on this broker (``Settings``' own rule: 500 ms
     on Kafka, which answers a waiting fetch when data arrives; 10 ms on Tansu, which does not).
     The baseline scenarios and the load generator's sink use the same."""
-    return Settings(broker=kind).consumer_fetch_wait_ms  # type: ignore[arg-type]
+    return Settings(broker=kind).consumer_fetch_wait_ms
 
 
 def create_topics(bootstrap: str, names: Iterable[str], partitions: int, timeout_s: float) -> None:
@@ -118,6 +120,49 @@ def create_topics(bootstrap: str, names: Iterable[str], partitions: int, timeout
     raise TimeoutError(f"topics {names} not visible with {partitions} partitions")
 
 
+def warm_broker(bootstrap: str, seconds: float, fetch_wait_ms: int, partitions: int = 3) -> int:
+    """Produce and consume on a scratch topic for ``seconds``; return the messages sent.
+
+    A JVM broker starts with its code interpreted and compiles the hot paths as they run, so a
+    fresh Kafka is slower for its first few thousand requests (hundreds of ms per hop at a
+    low rate, measured); a long-running one is warm. This puts it through its produce, fetch
+    and long-poll wake-up paths first, a few messages in flight at a time. Tansu gets the same
+    (it changes nothing there: no JIT; its slowdown with stored batches is per partition).
+    """
+    topic = f"bench.warmup.{uuid.uuid4().hex[:6]}"
+    create_topics(bootstrap, [topic], partitions, 10.0)
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 0, "log.connection.close": False}
+    )
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-warmup-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": fetch_wait_ms,
+            "fetch.min.bytes": 1,
+            "log.connection.close": False,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    sent = got = 0
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            for _ in range(10):
+                producer.produce(topic, b"w" * 200, partition=sent % partitions)
+                sent += 1
+            producer.poll(0)
+            while got < sent - 50 and time.monotonic() < deadline:
+                m = consumer.poll(0.05)
+                if m is not None and not m.error():
+                    got += 1
+        producer.flush(5)
+    finally:
+        consumer.close()
+    return sent
+
+
 class _Base:
     kind = ""
     port: int | None = None
@@ -130,6 +175,10 @@ class _Base:
 
     def create_topics(self, names: Iterable[str], partitions: int, timeout_s: float = 10.0) -> None:
         create_topics(self.bootstrap, names, partitions, timeout_s)
+
+    def warm(self, seconds: float) -> int:
+        """:func:`warm_broker` with this broker's fetch wait; the messages sent."""
+        return warm_broker(self.bootstrap, seconds, fetch_wait_ms(self.kind)) if seconds > 0 else 0
 
     def start(self) -> Any:
         raise NotImplementedError

@@ -41,6 +41,7 @@ class BenchConfig:
     saturation_pilot: int = 500
     saturation_bounds: tuple[int, int] = (2000, 200_000)
     idle_s: float = 5.0
+    broker_warm_s: float = 3.0  # produce/consume on a scratch topic first (JIT: bench.brokers)
     curve_probes: int = 100
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -56,6 +57,7 @@ class BenchConfig:
             saturation_pilot=300,
             saturation_bounds=(1000, 40_000),
             idle_s=2.0,
+            broker_warm_s=2.0,
             curve_probes=25,
         )
 
@@ -117,7 +119,7 @@ def run_scenario(
         "broker": broker_kind,
     }
     if hasattr(sc, "broker"):
-        sc.broker = broker_kind  # type: ignore[attr-defined]
+        sc.broker = broker_kind
     configure = getattr(sc, "configure", None)
     if configure is not None:
         cfg = configure(cfg)
@@ -130,7 +132,11 @@ def run_scenario(
     try:
         broker.start()
         out["broker_start_s"] = broker.start_s
-        log(f"  {broker_kind} broker ready after {broker.start_s} s (pid {broker.pid})")
+        out["broker_warm_msgs"] = broker.warm(cfg.broker_warm_s)
+        log(
+            f"  {broker_kind} broker ready after {broker.start_s} s (pid {broker.pid}); warmed "
+            f"with {out['broker_warm_msgs']} messages in {cfg.broker_warm_s} s"
+        )
         topics = sc.topics(f"bench.{sc.name}.{uuid.uuid4().hex[:6]}", cfg.partitions)
         broker.create_topics(topics.all, cfg.partitions)
         out["topics"] = {"names": list(topics.all), "partitions": topics.partitions}

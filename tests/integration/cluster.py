@@ -1,10 +1,11 @@
 """A three-node KRaft cluster for the fault tests, and what they measure on it.
 
-:func:`kafka_cluster` starts :class:`KafkaCluster` on a block of free loopback ports and waits
-until every node is registered; :class:`ClusterHandle` answers the questions the tests ask of
-it (who leads the system's partitions, are they fully replicated again). :class:`Publisher`
-publishes requests on a schedule and records when each was acknowledged; :func:`read_results`
-reads the results topic with the records' timestamps, from which the stalls are measured.
+:func:`kafka_cluster` starts :class:`KafkaCluster` on six free loopback ports below the
+ephemeral range and waits until every node is registered; :class:`ClusterHandle` answers the
+questions the tests ask of it (who leads the system's partitions, who is the active controller,
+are they fully replicated again). :class:`Publisher` publishes requests on a schedule and records
+when each was acknowledged; :class:`ResultWatcher` reads the results topic in a thread and
+records when each saga's result arrived, from which the stalls are measured.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import contextlib
 import gc
 import itertools
 import json
+import random
+import re
 import signal
+import socket
 import statistics
 import threading
 import time
@@ -37,6 +41,9 @@ from services.contracts.trip import TripRequest
 from .conftest import Broker, System, free_port_block
 
 SIZE = 3
+_ACTIVE_CONTROLLER = re.compile(
+    r"\[QuorumController id=\d+\] Becoming the active controller at epoch (?P<epoch>\d+)"
+)
 
 
 @dataclass
@@ -136,15 +143,52 @@ class ClusterHandle:
         node_id, _ = self.leader_counts(prefix).most_common(1)[0]
         return next(i for i, n in enumerate(self.kafka.nodes) if n.node_id == node_id)
 
+    def active_controller(self) -> int | None:
+        """Index in ``kafka.nodes`` of the quorum's active controller, from the nodes' logs (the
+        node that last logged becoming it, at the highest epoch); None if none did."""
+        best: tuple[int, int] | None = None
+        for index, node in enumerate(self.kafka.nodes):
+            if node.log_path is None or not node.log_path.exists():
+                continue
+            text = node.log_path.read_text(encoding="utf-8", errors="replace")
+            for match in _ACTIVE_CONTROLLER.finditer(text):
+                epoch = int(match.group("epoch"))
+                if best is None or epoch > best[0]:
+                    best = (epoch, index)
+        return None if best is None else best[1]
+
     def thaw_all(self) -> None:
         for node in self.kafka.nodes:
             node.signal(signal.SIGCONT)
 
 
+def cluster_port_block(size: int) -> int:
+    """First of ``size`` consecutive free ports *below* the kernel's ephemeral range.
+
+    A killed node's ports stay free while it is down; were they ephemeral, a client's outgoing
+    connection (or a self-connect to the dead port) could take one and the restart fail."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    chooser = random.Random()
+    for _ in range(100):
+        base = chooser.randrange(20000, max(20001, low - size))
+        try:
+            with contextlib.ExitStack() as probes:
+                for port in range(base, base + size):
+                    probe = probes.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    return free_port_block(size)
+
+
 @contextlib.contextmanager
 def kafka_cluster(storage: Path) -> Iterator[ClusterHandle]:
     """A fresh three-node cluster on six free loopback ports; stopped (and thawed) at the end."""
-    kafka = KafkaCluster(storage / "kafka", free_port_block(2 * SIZE), size=SIZE)
+    kafka = KafkaCluster(storage / "kafka", cluster_port_block(2 * SIZE), size=SIZE)
     handle = ClusterHandle(kafka, storage / "logs")
     started = time.monotonic()
     kafka.start(handle.log_dir)

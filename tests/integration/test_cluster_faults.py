@@ -1,8 +1,9 @@
 """Faults of a real three-node Apache Kafka cluster (KRaft, every node broker and controller),
 with every topic at replication factor 3 and min.insync.replicas 2:
 
-1. one broker killed with SIGKILL while 300 sagas flow, restarted 12 s later: every saga is
-   answered, nothing is booked twice, and the cluster is fully replicated again;
+1. one broker (the active controller) killed with SIGKILL while 300 sagas flow, restarted 12 s
+   later: every saga is answered, nothing is booked twice, and the cluster is fully replicated
+   again;
 2. a power cut: every broker and every service SIGKILLed mid-run, everything started again on
    the same storage and data dir: the sagas in flight at the cut resume and finish;
 3. the chaos of test_chaos.py (random SIGKILLs of services, injected inventory faults, a frozen
@@ -10,7 +11,8 @@ with every topic at replication factor 3 and min.insync.replicas 2:
 
 The measured figures (stalls, time to settle) are printed; run with ``-s`` to see them.
 The module starts its own cluster, shared by the three tests (each with its own topics, data dir
-and services), and takes about five minutes on the 2-core machine.
+and services). On the 2-core machine it took 170-215 s (cluster start 11-19 s), partly while
+a benchmark ran beside it.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ pytestmark = pytest.mark.integration
 REPLICATION = 3
 #: Outcomes of a saga no fault explains away: completed, or the designed sold-out compensation.
 CLEAN = {"completed:", "compensated:sold_out"}
-PRODUCER_RETRY = "kafka did not acknowledge"
+PRODUCER_RETRY = "kafka did not acknowledge"  # services.runtime.producer: a send timed out
+REJOIN = "resetting and re-joining group"  # aiokafka: the member's session expired
 
 # 1. one broker killed
 KILL_SAGAS = 300
@@ -64,7 +67,7 @@ KILL_DOWN_S = 12.0
 
 # 2. power cut
 CUT_SAGAS = 200
-CUT_SPREAD_S = 24.0
+CUT_SPREAD_S = 20.0
 CUT_AT_S = 10.0
 
 # 3. test_chaos on the cluster: 150 sagas over 40 s (test_chaos: 300 over 75 s), so the module
@@ -102,8 +105,11 @@ def replicated_system(cluster: ClusterHandle, data_dir: Path, **overrides: Any) 
         system.supervisor.stop()
 
 
-def check_bookings(system: System, states: dict[str, str], sold_out: set[str]) -> int:
-    """Asserts exactly-once bookings; returns how many sagas booked anything twice (0)."""
+def check_bookings(
+    system: System, states: dict[str, str], sold_out: set[str]
+) -> tuple[int, list[str]]:
+    """How many sagas booked anything twice, and every way the bookings break exactly-once or
+    disagree with the sagas' outcomes (failure_helpers.booking_problems)."""
     bookings = bookings_by_saga(system.settings)
     duplicates = sum(
         1
@@ -111,9 +117,7 @@ def check_bookings(system: System, states: dict[str, str], sold_out: set[str]) -
         if saga in bookings
         and (len(bookings[saga].flight_ids) > 1 or len(bookings[saga].hotel_ids) > 1)
     )
-    problems = booking_problems(states, bookings, sold_out)
-    assert not problems, problems[:20]
-    return duplicates
+    return duplicates, booking_problems(states, bookings, sold_out)
 
 
 def test_a_broker_killed_mid_run_loses_no_saga_and_books_once(
@@ -124,9 +128,13 @@ def test_a_broker_killed_mid_run_loses_no_saga_and_books_once(
         prefix = settings.topic_prefix
         batch = trip_requests(KILL_SAGAS, tag="Kill")
         sold_out = {str(r.request_id) for r in batch if r.destination == "KEF"}
-        victim = cluster.busiest_node(prefix)
+        # The worst single failure: the active controller (a new one must be elected before the
+        # dead node is fenced), which also leads a share of the partitions.
+        controller = cluster.active_controller()
+        victim = controller if controller is not None else cluster.busiest_node(prefix)
         node = cluster.kafka.nodes[victim]
         led = cluster.leader_counts(prefix)[node.node_id]
+        role = "the active controller, " if victim == controller else ""
         publisher = Publisher(settings, batch, KILL_SPREAD_S)
         background = ThreadPoolExecutor(max_workers=2)
         killed_at = 0.0
@@ -157,22 +165,27 @@ def test_a_broker_killed_mid_run_loses_no_saga_and_books_once(
             publisher.flush(60)
             last_result = watcher.wait_all(120, system.supervisor)
             results = dict(watcher.results)
-        heal_s = cluster.wait_fully_replicated(prefix, 60) + (time.monotonic() - restart_began)
+        cluster.wait_fully_replicated(prefix, 60)
+        heal_s = time.monotonic() - restart_began
         states = wait_settled(system, publisher.saga_ids, 60)
-        duplicates = check_bookings(system, states, sold_out)
-        check_results(settings, states)
+        duplicates, problems = check_bookings(system, states, sold_out)
         outcomes = reason_counts(system, publisher.saga_ids)
         restarts = {n: p.restarts for n, p in system.supervisor.procs.items() if p.restarts}
 
         sent = publisher.sent_at
         arrived = [r.arrived for r in results.values()]
-        before = [results[s].arrived - t for s, t in sent.items() if t < killed_at]
-        around = [
-            results[s].arrived - t for s, t in sent.items() if killed_at <= t < killed_at + 10
+        calm = [  # sent and answered before the kill: the baseline
+            results[s].arrived - t for s, t in sent.items() if results[s].arrived < killed_at
+        ]
+        hit = [  # in flight at the kill, or sent in the 10 s after it
+            results[s].arrived - t
+            for s, t in sent.items()
+            if results[s].arrived >= killed_at and t < killed_at + 10
         ]
         first = min(arrived)
+        rejoined = count_in_logs(settings.data_dir / "logs", REJOIN)
         print(
-            f"\n1. kill -9 of kafka node {node.node_id} (leader of {led} of the system's "
+            f"\n1. kill -9 of kafka node {node.node_id} ({role}leader of {led} of the system's "
             f"partitions) at +{killed_at - publisher.started:.1f}s, restarted after "
             f"{KILL_DOWN_S:.0f}s (answering again {back_s:.1f}s later, ISR full again "
             f"{heal_s:.1f}s after the restart began)\n"
@@ -183,18 +196,22 @@ def test_a_broker_killed_mid_run_loses_no_saga_and_books_once(
             f"   test producer ack delay: before the kill "
             f"{summary(publisher.ack_latencies(0, killed_at))}; sent in the 10 s after it "
             f"{summary(publisher.ack_latencies(killed_at, killed_at + 10))}\n"
-            f"   publish->result: before the kill {summary(before)}; sent in the 10 s after it "
-            f"{summary(around)}\n"
+            f"   publish->result: answered before the kill {summary(calm)}; in flight at the "
+            f"kill or sent in the 10 s after it {summary(hit)}\n"
             f"   longest gap between results: before the kill "
             f"{longest_gap(arrived, first, killed_at):.2f}s, after it "
             f"{longest_gap(arrived, killed_at, last_sent):.2f}s; services' producer retry "
-            f"rounds {count_in_logs(settings.data_dir / 'logs', PRODUCER_RETRY) or 'none'}\n"
+            f"rounds {count_in_logs(settings.data_dir / 'logs', PRODUCER_RETRY) or 'none'}; "
+            f"group members expired and rejoined {rejoined or 'none'}\n"
             f"   last request sent at +{last_sent - publisher.started:.1f}s, every saga "
             f"answered {last_result - last_sent:.1f}s later"
         )
         assert duplicates == 0
+        assert not problems, problems[:20]
+        check_results(settings, states)  # every result agrees with the coordinator
         assert set(outcomes) <= CLEAN, outcomes
-        assert all(r.status == states[s] for s, r in results.items())
+        disagree = {s: (r.status, states[s]) for s, r in results.items() if r.status != states[s]}
+        assert not disagree, disagree
 
 
 def test_a_power_cut_of_every_broker_and_service_resumes_the_sagas_in_flight(
@@ -207,6 +224,7 @@ def test_a_power_cut_of_every_broker_and_service_resumes_the_sagas_in_flight(
         publisher = Publisher(settings, batch, CUT_SPREAD_S)
         background = ThreadPoolExecutor(max_workers=1)
         cut_at = 0.0
+        answered_at_cut: set[str] = set()
         comeback: Future[tuple[float, float]] | None = None
 
         def start_again() -> tuple[float, float]:
@@ -242,14 +260,14 @@ def test_a_power_cut_of_every_broker_and_service_resumes_the_sagas_in_flight(
             last_result = watcher.wait_all(150, system.supervisor)
             results = dict(watcher.results)
         states = wait_settled(system, publisher.saga_ids, 60)
-        duplicates = check_bookings(system, states, sold_out)
-        check_results(settings, states)
+        duplicates, problems = check_bookings(system, states, sold_out)
         outcomes = reason_counts(system, publisher.saga_ids)
 
         sent_before = {s for s, t in publisher.sent_at.items() if t < cut_at}
         acked_before = {s for s in sent_before if publisher.acked_at.get(s, cut_at) < cut_at}
         in_flight = acked_before - answered_at_cut
         queued = sent_before - acked_before
+        during = sum(1 for t in publisher.sent_at.values() if cut_at <= t < back_at)
         reasons = {v["saga_id"]: v.get("reason") or "" for v in all_sagas(system)}
         in_flight_outcomes = Counter(f"{states[s]}:{reasons.get(s, '?')}" for s in in_flight)
         print(
@@ -261,18 +279,22 @@ def test_a_power_cut_of_every_broker_and_service_resumes_the_sagas_in_flight(
             f"outcomes {dict(outcomes)}\n"
             f"   at the cut: {len(answered_at_cut)} answered, {len(in_flight)} in flight "
             f"(request acknowledged, no result), {len(queued)} request(s) in the test "
-            f"producer's queue; the in-flight ones ended {dict(in_flight_outcomes)}\n"
+            f"producer's queue (and {during} more queued during the outage); the in-flight "
+            f"ones ended {dict(in_flight_outcomes)}\n"
             f"   every saga answered {last_result - back_at:.1f}s after the services were back "
             f"(last request sent at +{max(publisher.sent_at.values()) - publisher.started:.1f}s)"
         )
-        assert len(in_flight) >= 10, "the cut should catch sagas in flight"
+        assert len(in_flight) >= 3, "the cut should catch sagas in flight"
         assert duplicates == 0
+        assert not problems, problems[:20]
+        check_results(settings, states)  # every result agrees with the coordinator
         # The outage is longer than the planner's 20 s parallel-search timeout, so a saga whose
         # search was out at the cut may be compensated with group_timeout (a designed outcome,
         # not a loss): the coordinator's timer fires before the restarted agents answer.
         allowed = CLEAN | {f"compensated:{reason}" for reason in CHAOS_TIMEOUTS}
         assert set(outcomes) <= allowed, outcomes
-        assert all(r.status == states[s] for s, r in results.items())
+        disagree = {s: (r.status, states[s]) for s, r in results.items() if r.status != states[s]}
+        assert not disagree, disagree
 
 
 def test_chaos_with_a_frozen_node_of_the_cluster_loses_nothing_and_books_once(
