@@ -3,7 +3,8 @@
 Each scenario gets its own broker, started empty and stopped after: :class:`KafkaBroker` is one
 KRaft node (``itinerant.brokers.kafka.KafkaNode``, broker and controller in one JVM, the
 heap `itinerant up` gives it) on a storage folder of its own that is deleted when it stops;
-:class:`TansuBroker` is the runtime's ``TansuBroker`` (memory engine). Both listen on free
+:class:`TansuBroker` is the runtime's ``TansuBroker`` (memory engine), as ``TansuProcess``. Both
+listen on free
 ports of :data:`PORT_RANGE` and create topics explicitly (never by auto-creation).
 """
 
@@ -24,7 +25,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from itinerant.brokers.kafka import KafkaNode, kafka_available, kafka_home, kafka_version
-from itinerant.brokers.tansu import TansuBroker
+from itinerant.brokers.tansu import TansuBroker as TansuProcess
 from itinerant.settings import Settings
 
 BrokerKind = Literal["kafka", "tansu"]
@@ -206,7 +207,7 @@ class TansuBroker(_Base):
     def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
         self.port = port
         self.log_path = log_path
-        self._broker: TansuBroker | None = None
+        self._broker: TansuProcess | None = None
 
     @property
     def pid(self) -> int:
@@ -216,7 +217,7 @@ class TansuBroker(_Base):
     def start(self, timeout_s: float = 15.0) -> TansuBroker:
         if self.port is None:
             self.port = free_port()
-        self._broker = TansuBroker(
+        self._broker = TansuProcess(
             "127.0.0.1", self.port, startup_timeout_s=timeout_s, env={"RUST_LOG": "warn"}
         )
         t0 = time.monotonic()

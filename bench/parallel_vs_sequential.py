@@ -39,9 +39,13 @@ def measure(
         metrics_port_base=0,
         coordinator_http_port=free_port(),
         gateway_port=0,
-        parallel_search=parallel,
     )
-    supervisor = Supervisor(settings, start_broker=False)
+    # ITINERANT_PARALLEL_SEARCH is the travel mesh's own setting: the services read it.
+    supervisor = Supervisor(
+        settings,
+        start_broker=False,
+        extra_env={"ITINERANT_PARALLEL_SEARCH": "true" if parallel else "false"},
+    )
     supervisor.start()
     try:
         supervisor.wait_ready(90)

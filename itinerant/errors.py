@@ -96,7 +96,9 @@ class UnknownAgent(NonRetryableError):
 
 class InvalidSlip(NonRetryableError):
     reason = "invalid_slip"
-    hint = "the ce_routingslip header must be the slip JSON of DESIGN §4"
+    hint = (
+        "the ce_routingslip header must be the slip JSON of docs/wire-contract.md#the-routing-slip"
+    )
 
 
 class MessageTooLarge(NonRetryableError):

@@ -49,7 +49,7 @@ class TansuBroker:
 
     Usage::
 
-        with EmbeddedBroker("127.0.0.1", 9092) as broker:
+        with TansuBroker("127.0.0.1", 9092) as broker:
             broker.start(Path(".itinerant/logs/broker.log"))
             ...
         # stopped here, even on error

@@ -1,4 +1,5 @@
-"""Consumer lag and broker storage gauges (DESIGN §9), sampled periodically by each worker.
+"""Consumer lag and broker storage gauges (docs/architecture.md#metrics), sampled periodically by
+each worker.
 
 ``itinerant_consumer_lag_messages{service,topic}``: for every partition of each topic the
 service consumes, high watermark minus the consumer group's committed offset (group

@@ -1,4 +1,5 @@
-"""Structured logs (DESIGN §9): one JSON object per line, with the trace id on every line.
+"""Structured logs (docs/architecture.md#metrics): one JSON object per line, with the trace id on
+every line.
 
 Each line has ``time`` (UTC, ISO 8601), ``level``, ``logger``, ``message`` and ``service``; while
 a span is current also ``trace_id`` and ``span_id``; while a message of a saga is handled also

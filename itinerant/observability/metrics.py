@@ -1,4 +1,5 @@
-"""Prometheus metrics of every service (DESIGN §9). Labels are bounded: never an id.
+"""Prometheus metrics of every service (docs/architecture.md#metrics). Labels are bounded: never an
+id.
 
 Every metric the system exports is declared here, once, so dashboards and alert rules have one
 list to check against (``tests/unit/test_metrics_catalogue.py``).

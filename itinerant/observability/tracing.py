@@ -1,4 +1,5 @@
-"""Tracing (DESIGN §9): one OpenTelemetry trace per saga, carried in W3C ``traceparent``.
+"""Tracing (docs/architecture.md#metrics): one OpenTelemetry trace per saga, carried in W3C
+``traceparent``.
 
 Propagation is done here, by hand, because the Kafka instrumentation packages do not see faust's
 consumption and append duplicate headers; our envelope writes ``traceparent`` exactly once and

@@ -66,7 +66,8 @@ class HandlerContext:
 
     @property
     def idempotency_key(self) -> str:
-        """Key for any side effect of this step: the input message id (DESIGN §5)."""
+        """Key for any side effect of this step: the input message id
+        (docs/architecture.md#delivery-guarantees)."""
         return self.message_id
 
     def reroute(self, steps: Sequence[SlipStep]) -> None:
@@ -96,7 +97,8 @@ class HandlerContext:
         return max(self.budget.tokens_left - self.tokens, 0)
 
     async def generate(self, task: str, prompt: str, output: type[T]) -> Completion[T]:
-        """Ask the LLM for a typed answer, within the request's budget (DESIGN §6).
+        """Ask the LLM for a typed answer, within the request's budget
+        (docs/architecture.md#budgets-and-loops).
 
         Before the call: nothing left of the token or cost budget stops the saga, and the
         request's ``max_tokens`` is what is left. The call goes through the ``llm`` circuit

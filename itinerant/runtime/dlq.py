@@ -1,4 +1,5 @@
-"""Dead-lettering (DESIGN §7): the original record, unchanged, plus ``x-dlq-*`` headers."""
+"""Dead-lettering (docs/architecture.md#the-dead-letter-topic): the original record, unchanged,
+plus ``x-dlq-*`` headers."""
 
 from __future__ import annotations
 

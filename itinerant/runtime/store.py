@@ -1,4 +1,5 @@
-"""The state store (DESIGN §5): one SQLite database (WAL) per service.
+"""The state store (docs/architecture.md#delivery-guarantees): one SQLite database (WAL) per
+service.
 
 It holds the transactional inbox (ids of processed messages with the outputs they caused), the
 outbox (outputs not yet acknowledged by Kafka) and the service's own tables, so that a state

@@ -1,4 +1,5 @@
-"""Budgets (DESIGN §6): limits and spend of one request, checked before every handler call."""
+"""Budgets (docs/architecture.md#budgets-and-loops): limits and spend of one request, checked
+before every handler call."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``when`` conditions on slip steps (message filters, DESIGN §4): a small, safe expression
+"""``when`` conditions on slip steps (message filters, docs/wire-contract.md#the-routing-slip): a
+small, safe expression
 language over the payload. Parsed with ``ast`` and walked by a whitelist; nothing is evaluated.
 
     order.express

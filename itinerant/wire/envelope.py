@@ -1,4 +1,5 @@
-"""CloudEvents 1.0 in Kafka binary mode (DESIGN §3): attributes in headers, the payload as value."""
+"""CloudEvents 1.0 in Kafka binary mode (docs/wire-contract.md#headers): attributes in headers, the
+payload as value."""
 
 from __future__ import annotations
 

@@ -15,12 +15,13 @@ def _as_uuid(value: str) -> uuid.UUID:
 
 
 def derived_id(parent_id: str, service: str, kind: str) -> str:
-    """``uuid5(parent, "<service>:<kind>")`` (DESIGN §5)."""
+    """``uuid5(parent, "<service>:<kind>")`` (docs/architecture.md#delivery-guarantees)."""
     return str(uuid.uuid5(_as_uuid(parent_id), f"{service}:{kind}"))
 
 
 def branch_id(parent_id: str, index: int) -> str:
-    """Id of branch ``index`` of a parallel group fanned out from ``parent_id`` (DESIGN §4)."""
+    """Id of branch ``index`` of a parallel group fanned out from ``parent_id``
+    (docs/wire-contract.md#the-routing-slip)."""
     return str(uuid.uuid5(_as_uuid(parent_id), f"branch:{index}"))
 
 

@@ -150,7 +150,8 @@ class Slip(BaseModel):
             )
 
     def check_loops(self) -> None:
-        """An agent visited more often than the slip lists it is a loop (DESIGN §6)."""
+        """An agent visited more often than the slip lists it is a loop
+        (docs/architecture.md#budgets-and-loops)."""
         allowed = Counter(self.agents())
         allowed[APPROVAL_VISIT] = sum(isinstance(step, Approval) for step in self.steps)
         seen = Counter(v.agent for v in self.visited if not v.skipped)

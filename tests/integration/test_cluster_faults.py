@@ -56,7 +56,7 @@ pytestmark = pytest.mark.integration
 REPLICATION = 3
 #: Outcomes of a saga no fault explains away: completed, or the designed sold-out compensation.
 CLEAN = {"completed:", "compensated:sold_out"}
-PRODUCER_RETRY = "kafka did not acknowledge"  # services.runtime.producer: a send timed out
+PRODUCER_RETRY = "kafka did not acknowledge"  # itinerant.runtime.producer: a send timed out
 REJOIN = "resetting and re-joining group"  # aiokafka: the member's session expired
 
 # 1. one broker killed

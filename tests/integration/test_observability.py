@@ -1,4 +1,5 @@
-"""See everything (DESIGN §9) on a real broker: one trace per saga across every service, JSON log
+"""See everything (docs/architecture.md#metrics) on a real broker: one trace per saga across every
+service, JSON log
 lines with trace and saga ids, ``itinerant top`` and the lag gauge."""
 
 from __future__ import annotations

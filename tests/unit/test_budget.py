@@ -1,4 +1,5 @@
-"""Budgets (DESIGN §6): every limit stops the work with ``budget_exceeded:<which>``."""
+"""Budgets (docs/architecture.md#budgets-and-loops): every limit stops the work with
+``budget_exceeded:<which>``."""
 
 from __future__ import annotations
 

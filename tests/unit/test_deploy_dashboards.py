@@ -1,4 +1,5 @@
-"""Every Grafana dashboard and alert rule queries only metrics the services export (DESIGN §9).
+"""Every Grafana dashboard and alert rule queries only metrics the services export
+(docs/architecture.md#metrics).
 
 Queries are parsed with a real PromQL parser (``promql-parser``, the Rust one), the metric names
 collected from the syntax tree, and compared with the catalogue of prometheus_client collectors

@@ -1,4 +1,5 @@
-"""At-least-once delivery, exactly-once effects (DESIGN §5), and request ingress in the mesh."""
+"""At-least-once delivery, exactly-once effects (docs/architecture.md#delivery-guarantees), and
+request ingress in the mesh."""
 
 from __future__ import annotations
 

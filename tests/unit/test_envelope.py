@@ -1,4 +1,5 @@
-"""CloudEvents binary mode (DESIGN §3): headers round trip and decoding errors."""
+"""CloudEvents binary mode (docs/wire-contract.md#headers): headers round trip and decoding
+errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Handler failures through a real Processor with a tiny test agent (DESIGN §6, §7)."""
+"""Handler failures through a real Processor with a tiny test agent
+(docs/architecture.md#budgets-and-loops, docs/architecture.md#the-dead-letter-topic)."""
 
 from __future__ import annotations
 
@@ -311,7 +312,8 @@ async def test_failed_compensation_reports_and_dead_letters(processor: Processor
 
 
 async def test_failed_compensation_dead_letters_the_original_record(processor: Processor) -> None:
-    # DESIGN §7: the original (same key, value and headers) plus its real origin position.
+    # docs/architecture.md#the-dead-letter-topic: the original (same key, value and headers) plus
+    # its real origin position.
     rec = compensate_record({"mode": "undo_bug", "n": 1}, offset=40)
     letter = dead_letter(await processor.process(rec))
     assert letter.header(dlq.ORIGIN_PARTITION) == b"3"

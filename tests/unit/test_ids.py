@@ -1,4 +1,5 @@
-"""Deterministic ids (DESIGN §5): re-processing yields the same ids."""
+"""Deterministic ids (docs/architecture.md#delivery-guarantees): re-processing yields the same
+ids."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Poison messages (DESIGN §7) through the in-memory mesh: the original goes to the DLQ unchanged
+"""Poison messages (docs/architecture.md#the-dead-letter-topic) through the in-memory mesh: the
+original goes to the DLQ unchanged
 with every ``x-dlq-*`` header, and a ``step_deadlettered`` event parks the saga."""
 
 from __future__ import annotations
@@ -193,7 +194,8 @@ async def test_missing_headers_are_dead_lettered(mesh: InMemoryMesh) -> None:
 
 
 async def test_missing_header_with_a_known_saga_parks_it(mesh: InMemoryMesh) -> None:
-    # ce_sagaid is there, so the runtime can (DESIGN §7: "then emits step_deadlettered") tell the
+    # ce_sagaid is there, so the runtime can (docs/architecture.md#the-dead-letter-topic: "then
+    # emits step_deadlettered") tell the
     # coordinator; otherwise the saga sits in `running` until the step timeout compensates it.
     saga_id, good = await flights_message(mesh)
     headers = [(k, v) for k, v in good.headers if k != "ce_type"]

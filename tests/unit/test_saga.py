@@ -1,4 +1,5 @@
-"""The saga state machine (DESIGN §8), pure: events in, state and commands out."""
+"""The saga state machine (docs/architecture.md#the-saga-coordinator), pure: events in, state and
+commands out."""
 
 from __future__ import annotations
 

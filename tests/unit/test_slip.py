@@ -1,4 +1,5 @@
-"""The routing slip (DESIGN §4): cursor, dynamic routing, checks, and its wire form."""
+"""The routing slip (docs/wire-contract.md#the-routing-slip): cursor, dynamic routing, checks, and
+its wire form."""
 
 from __future__ import annotations
 

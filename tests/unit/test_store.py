@@ -1,4 +1,5 @@
-"""The state store (DESIGN §5): transactional inbox and outbox in one SQLite transaction."""
+"""The state store (docs/architecture.md#delivery-guarantees): transactional inbox and outbox in
+one SQLite transaction."""
 
 from __future__ import annotations
 
