@@ -302,7 +302,13 @@ class KafkaNode:
                 )
             return
         command = self._java_command(
-            java, jars, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)
+            java,
+            jars,
+            "kafka.tools.StorageTool",
+            "format",
+            f"--cluster-id={cluster_id}",
+            "-c",
+            str(config),
         )
         done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:

@@ -38,7 +38,15 @@ class AsyncProducer:
 
     def __init__(self, settings: Settings, client_id: str) -> None:
         self._producer = Producer(
-            producer_config(settings, **{"client.id": client_id, "error_cb": self._on_error})
+            producer_config(
+                settings,
+                **{
+                    "client.id": client_id,
+                    "error_cb": self._on_error,
+                    # librdkafka's own log lines go through our (JSON) logging, not stderr.
+                    "logger": logging.getLogger("itinerant.librdkafka"),
+                },
+            )
         )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name=f"{client_id}-poll", daemon=True)

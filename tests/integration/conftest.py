@@ -227,7 +227,7 @@ def start_system(broker: Broker, data_dir: Path, **overrides: Any) -> System:
     except BaseException:
         supervisor.stop()
         raise
-    return System(settings, supervisor)
+    return System(supervisor.settings, supervisor)  # bound to the mesh: its agents and topics
 
 
 @pytest.fixture(scope="module")

@@ -122,3 +122,19 @@ def test_storage_of_another_cluster_is_refused(tmp_path: Path) -> None:
     assert "belongs to cluster" in message
     assert f"remove {storage}" in message
     assert not foreign.running
+
+
+def test_a_cluster_id_starting_with_a_dash_formats(tmp_path: Path) -> None:
+    # Cluster ids are URL-safe base64: a quarter of them start with "-", which the storage
+    # tool would read as an option unless passed as --cluster-id=<id>.
+    node = KafkaNode(
+        storage=tmp_path / "kafka",
+        port=free_port(),
+        controller_port=free_port(),
+        cluster_id="-AAAAAAAAAAAAAAAAAAAAA",
+    )
+    node.start(tmp_path / "kafka.log")
+    try:
+        assert broker_reachable(node.bootstrap, 5.0)
+    finally:
+        node.stop()

@@ -24,6 +24,7 @@ import pytest
 
 from itinerant.brokers.connection import port_open
 from itinerant.cli.kafka_io import publish_many
+from itinerant.mesh import load_mesh
 from itinerant.settings import Settings
 
 from .conftest import Broker, System, free_port, free_port_block, poll_until, start_system
@@ -238,7 +239,8 @@ def test_up_detach_then_down_leaves_no_process(tmp_path: Path) -> None:
         groups = {int(info["supervisor_pid"]), int(info["broker_pid"])} | {
             int(pid) for pid in info["services"].values()
         }
-        assert set(info["services"]) == {*settings.service_names(), "gateway"}
+        bound = load_mesh(settings.app).bind(settings)  # the mesh's agents
+        assert set(info["services"]) == {*bound.service_names(), "gateway"}
         assert len(live_in_groups(groups)) >= len(groups)
 
         trip = itinerant(
