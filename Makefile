@@ -53,7 +53,7 @@ typecheck: install
 bench: install ## the full benchmark (under 15 minutes); results in bench/results/
 	$(BIN)/python -m bench.run
 
-bench-quick: install ## a quick benchmark for development (under 2 minutes)
+bench-quick: install ## a quick benchmark for development (about 3 minutes)
 	$(BIN)/python -m bench.run --quick
 
 clean:

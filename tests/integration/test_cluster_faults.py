@@ -284,7 +284,10 @@ def test_a_power_cut_of_every_broker_and_service_resumes_the_sagas_in_flight(
             f"   every saga answered {last_result - back_at:.1f}s after the services were back "
             f"(last request sent at +{max(publisher.sent_at.values()) - publisher.started:.1f}s)"
         )
-        assert len(in_flight) >= 3, "the cut should catch sagas in flight"
+        # A saga takes ~0.1-0.3 s on a quiet host, so at 10 sagas/s only one to a few are in
+        # flight at any instant; on a busy host dozens. At least one must be, or the test
+        # proves nothing about resuming (the requests queued during the outage resume too).
+        assert len(in_flight) >= 1, "the cut should catch sagas in flight"
         assert duplicates == 0
         assert not problems, problems[:20]
         check_results(settings, states)  # every result agrees with the coordinator
