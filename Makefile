@@ -33,8 +33,8 @@ demo: install ## run the whole system on the embedded broker with the sample req
 	$(BIN)/itinerant demo
 
 test: install tools ## the whole suite: lint, types, unit and integration tests
-	$(BIN)/ruff check services tests bench
-	$(BIN)/mypy services
+	$(BIN)/ruff check itinerant services tests bench docs
+	$(BIN)/mypy itinerant services
 	$(BIN)/pytest -q
 
 unit: install
@@ -44,11 +44,11 @@ integration: install tools
 	$(BIN)/pytest -q tests/integration
 
 lint: install
-	$(BIN)/ruff check services tests bench
-	$(BIN)/ruff format --check services tests bench
+	$(BIN)/ruff check itinerant services tests bench docs
+	$(BIN)/ruff format --check itinerant services tests bench docs
 
 typecheck: install
-	$(BIN)/mypy services
+	$(BIN)/mypy itinerant services
 
 bench: install ## the full benchmark (under 15 minutes); results in bench/results/
 	$(BIN)/python -m bench.run
