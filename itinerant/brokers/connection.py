@@ -4,7 +4,10 @@ quiet short-lived admin clients, and the errors of the brokers we start ourselve
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -145,3 +148,26 @@ def tail_of(path: Path, lines: int = 20) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+def signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    """Send ``sig`` to the process group of ``proc`` (our brokers run in their own session)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:  # pragma: no cover - group gone and pid reused
+        proc.send_signal(sig)
+
+
+def terminate_group(proc: subprocess.Popen[bytes], grace_s: float, what: str) -> int:
+    """SIGTERM ``proc``'s group, SIGKILL it after ``grace_s``; its exit code."""
+    if proc.poll() is None:
+        signal_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            _log.warning("%s (pid %s) ignored SIGTERM for %gs; killing it", what, proc.pid, grace_s)
+            signal_group(proc, signal.SIGKILL)
+            proc.wait()
+    return int(proc.returncode)

@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from itinerant.brokers.connection import EmbeddedBrokerError, broker_reachable, port_open, tail_of
+from itinerant.brokers.connection import (
+    EmbeddedBrokerError,
+    broker_reachable,
+    port_open,
+    signal_group,
+    tail_of,
+    terminate_group,
+)
 from itinerant.errors import NonRetryableError
 
 log = logging.getLogger(__name__)
@@ -392,8 +399,7 @@ class KafkaNode:
 
     def signal(self, sig: signal.Signals) -> None:
         if self._proc is not None and self._proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._proc.pid, sig)
+            signal_group(self._proc, sig)
 
     def kill(self) -> None:
         """SIGKILL (fault tests): no controlled shutdown, storage as a crash leaves it."""
@@ -403,18 +409,9 @@ class KafkaNode:
 
     def stop(self) -> int | None:
         """Controlled shutdown (SIGTERM), SIGKILL after ``stop_grace_s``; the exit code."""
-        proc = self._proc
-        if proc is None:
+        if self._proc is None:
             return None
-        if proc.poll() is None:
-            self.signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=self.stop_grace_s)
-            except subprocess.TimeoutExpired:
-                log.warning("kafka node %d ignored SIGTERM; killing it", self.node_id)
-                self.signal(signal.SIGKILL)
-                proc.wait()
-        return proc.returncode
+        return terminate_group(self._proc, self.stop_grace_s, f"kafka node {self.node_id}")
 
     def __enter__(self) -> KafkaNode:
         return self

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from itinerant.brokers.connection import (
     parse_bootstrap,
     port_open,
     tail_of,
+    terminate_group,
 )
 from itinerant.settings import Settings
 
@@ -176,15 +176,6 @@ class TansuBroker:
             self._log_file.flush()
         return tail_of(self.log_path) if self.log_path is not None else ""
 
-    def _signal_group(self, sig: signal.Signals) -> None:
-        assert self._proc is not None
-        try:
-            os.killpg(self._proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        except PermissionError:  # pragma: no cover - group gone and pid reused
-            self._proc.send_signal(sig)
-
     def stop(self) -> int | None:
         """SIGTERM the broker, SIGKILL it after ``stop_grace_s``; return its exit code.
 
@@ -197,20 +188,9 @@ class TansuBroker:
         if proc is None:
             self._close_log()
             return None
-        if proc.poll() is None:
-            self._signal_group(signal.SIGTERM)
-            try:
-                proc.wait(timeout=self.stop_grace_s)
-            except subprocess.TimeoutExpired:
-                _log.warning(
-                    "embedded broker pid %s ignored SIGTERM for %gs; killing it",
-                    proc.pid,
-                    self.stop_grace_s,
-                )
-                self._signal_group(signal.SIGKILL)
-                proc.wait()
+        code = terminate_group(proc, self.stop_grace_s, "embedded broker")
         self._close_log()
-        return proc.returncode
+        return code
 
     def _close_log(self) -> None:
         if self._log_file is not None:

@@ -3,7 +3,6 @@ process with its own log file; restarted when it dies, stopped in order at the e
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -14,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from itinerant.brokers.connection import require_broker
+from itinerant.brokers.connection import require_broker, signal_group
 from itinerant.brokers.embedded import RunningBroker, resolve_broker, start_embedded
 from itinerant.brokers.topics import ensure_topics, partition_high_watermarks, storage_warnings
 from itinerant.mesh import load_mesh
@@ -160,7 +159,7 @@ class Supervisor:
         """SIGTERM every service, wait, SIGKILL stragglers; then the broker."""
         for proc in self.procs.values():
             if proc.alive() and proc.process:
-                _signal_group(proc.process, signal.SIGTERM)
+                signal_group(proc.process, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         for proc in self.procs.values():
             if proc.process is None:
@@ -168,7 +167,7 @@ class Supervisor:
             try:
                 proc.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
-                _signal_group(proc.process, signal.SIGKILL)
+                signal_group(proc.process, signal.SIGKILL)
                 proc.process.wait(timeout=5)
         if self.broker is not None:
             self.broker.stop()
@@ -180,11 +179,6 @@ class Supervisor:
         if proc.process is None or not proc.alive():
             return None
         pid = proc.process.pid
-        _signal_group(proc.process, signal.SIGKILL)
+        signal_group(proc.process, signal.SIGKILL)
         proc.process.wait(timeout=5)
         return pid
-
-
-def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, sig)
