@@ -17,6 +17,7 @@ from itinerant.brokers.connection import require_broker, signal_group
 from itinerant.brokers.embedded import RunningBroker, resolve_broker, start_embedded
 from itinerant.brokers.topics import ensure_topics, partition_high_watermarks, storage_warnings
 from itinerant.mesh import load_mesh
+from itinerant.security import local as local_secrets
 from itinerant.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class Supervisor:
         else:
             require_broker(self.settings.kafka_bootstrap_servers, self.settings.broker_timeout_s)
         ensure_topics(self.settings)
+        self.settings = local_secrets.prepare(self.settings, self.services)
         for ready in self.run_dir.glob("*.ready"):
             ready.unlink()
         for name in self.services:
