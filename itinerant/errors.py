@@ -106,6 +106,17 @@ class MessageTooLarge(NonRetryableError):
     hint = "keep payloads under ITINERANT_MAX_MESSAGE_BYTES; send references, not blobs"
 
 
+class Unauthenticated(NonRetryableError):
+    """A message whose signature is missing, wrong, or from a principal not allowed to send it
+    (docs/security.md#messages)."""
+
+    reason = "unauthenticated"
+    hint = (
+        "every message on the mesh but a request must be signed by a principal of the mesh; "
+        "publish requests to the requests topic, or sign with that principal's key"
+    )
+
+
 class HandlerError(NonRetryableError):
     """An unexpected exception inside a handler: a bug until proven otherwise."""
 

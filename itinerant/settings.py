@@ -189,7 +189,12 @@ class Settings(BaseSettings):
     )
     operators: list[str] = Field(
         default_factory=lambda: ["operator"],
-        description="Principals that may act on any customer's booking and on dead letters.",
+        description="Principals that may act for any customer and on dead letters.",
+    )
+    delegates: list[str] = Field(
+        default_factory=lambda: ["gateway"],
+        description="Principals that publish requests on behalf of their callers (the "
+        "`ce_customer` header they sign names the caller), JSON list.",
     )
     operator: str = Field(
         default="operator",

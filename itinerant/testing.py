@@ -28,6 +28,9 @@ from itinerant.runtime.llm import DeterministicProvider, LLMProvider
 from itinerant.runtime.processor import HandlerTimeout, Processed, Processor, default_budget
 from itinerant.runtime.providers import make_provider
 from itinerant.runtime.store import Store
+from itinerant.security.keys import ensure_local_keys, keys_dir
+from itinerant.security.local import prepare_keys
+from itinerant.security.signing import mesh_keys, source_principal
 from itinerant.settings import Settings
 from itinerant.wire.budget import Budget
 from itinerant.wire.envelope import Envelope, InRecord, OutMessage
@@ -73,6 +76,7 @@ async def run_handler(
     provider: LLMProvider | None = None,
     slip: Slip | None = None,
     budget: Budget | None = None,
+    customer: str = "anonymous",
 ) -> HandlerResult:
     """Run ``agent``'s ``action`` handler once, as the runtime would, without a broker.
 
@@ -124,6 +128,7 @@ async def run_handler(
             slip=slip,
             log=logging.LoggerAdapter(logging.getLogger(f"itinerant.{agent.name}"), {}),
             settings=settings,
+            customer=customer,
         )
         try:
             output = await asyncio.wait_for(spec.func(model, ctx), timeout=spec.timeout_s)
@@ -158,6 +163,7 @@ class InMemoryMesh:
         if self.mesh is None:
             self.mesh = load_mesh(self.settings.app)
         self.settings = self.mesh.bind(self.settings)
+        prepare_keys(self.settings, self.settings.service_names())
         state = Path(self.settings.data_dir) / "state"
         self.stores["coordinator"] = Store(state / "coordinator.db", (repository.SAGAS,))
         self.coordinator = Coordinator(self.settings, self.stores["coordinator"], self.mesh)
@@ -172,10 +178,18 @@ class InMemoryMesh:
 
     # -- publishing ----------------------------------------------------------------------------
 
+    def signed(self, message: OutMessage, principal: str | None = None) -> OutMessage:
+        """``message`` signed as ``principal`` (default: the service its ``ce_source`` names):
+        what a crafted test message needs to get past authentication to the check it tests."""
+        return signed(self.settings, message, principal)
+
     def publish(self, message: OutMessage) -> None:
         self.queue.append(message)
 
-    def publish_request(self, request: Request | dict[str, Any] | bytes) -> str:
+    def publish_request(
+        self, request: Request | dict[str, Any] | bytes, *, principal: str | None = None
+    ) -> str:
+        """Publish a request: bare (anonymous), or signed by ``principal`` (its customer)."""
         if isinstance(request, Request):
             saga_id = request.request_id or new_id()
             body = request.model_copy(update={"request_id": saga_id}).model_dump_json().encode()
@@ -184,7 +198,19 @@ class InMemoryMesh:
             body = json.dumps({**request, "request_id": saga_id}).encode()
         else:
             saga_id, body = "", request
-        self.publish(OutMessage(self.settings.requests_topic, None, body, []))
+        message = OutMessage(self.settings.requests_topic, None, body, [])
+        if principal is not None:
+            message = self.signed(
+                Envelope(
+                    id=new_id(),
+                    type="itinerant.request.v1",
+                    source=f"/clients/{principal}",
+                    saga_id=saga_id or new_id(),
+                    data=body,
+                ).to_message(self.settings.requests_topic),
+                principal,
+            )
+        self.publish(message)
         return saga_id
 
     # -- running -------------------------------------------------------------------------------
@@ -246,3 +272,27 @@ def _owner(mesh: InMemoryMesh, topic: str) -> str:
     if topic in (mesh.settings.requests_topic, mesh.settings.events_topic):
         return "coordinator"
     return topic.rsplit(".", 1)[-1]
+
+
+def signed(settings: Settings, message: OutMessage, principal: str | None = None) -> OutMessage:
+    """``message`` signed as ``principal`` (default: the one its ``ce_source`` names), with the
+    local keys under ``settings``' data directory generated when missing."""
+    source = (message.header("ce_source") or b"").decode(errors="replace")
+    principal = principal or source_principal(source) or "coordinator"
+    ensure_local_keys(keys_dir(settings), [principal])
+    return mesh_keys(settings).sign(message, principal)
+
+
+def signed_record(
+    settings: Settings,
+    message: OutMessage,
+    principal: str | None = None,
+    *,
+    partition: int = 0,
+    offset: int = 0,
+) -> InRecord:
+    """A consumed record of ``message``, signed (see :func:`signed`)."""
+    message = signed(settings, message, principal)
+    return InRecord(
+        message.topic, partition, offset, message.key, message.value, list(message.headers)
+    )

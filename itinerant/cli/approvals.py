@@ -6,7 +6,6 @@ topic, keyed by saga id; the coordinator applies it and records who and why on t
 
 from __future__ import annotations
 
-import getpass
 import json
 import urllib.error
 import urllib.request
@@ -18,6 +17,7 @@ from rich.table import Table
 
 from itinerant.cli.context import cli_settings
 from itinerant.errors import ItinerantError
+from itinerant.security.signing import mesh_keys
 from itinerant.settings import Settings
 from itinerant.wire.control import DECISION_TYPE, ApprovalDecision
 from itinerant.wire.envelope import Envelope
@@ -131,38 +131,43 @@ def show(saga_id: str, as_json: Annotated[bool, typer.Option("--json")] = False)
         console.print(table)
 
 
-def _decide(saga_id: str, decision: str, why: str, by: str | None) -> None:
+def _decide(saga_id: str, decision: str, why: str, principal: str | None) -> None:
+    """Publish the decision signed as the approver: the coordinator believes the signature, and
+    the verified signer is who decided on the timeline (docs/security.md#approvals)."""
     settings = cli_settings()
+    principal = principal or settings.operator
     _waiting(settings, saga_id)
     body = ApprovalDecision(
         saga_id=saga_id,
         decision="approve" if decision == "approve" else "reject",
-        by=by or getpass.getuser(),
+        by=principal,
         why=why,
     )
-    envelope = Envelope(
+    message = Envelope(
         id=new_id(),
         type=f"{DECISION_TYPE}.v1",
-        source="/clients/cli",
+        source=f"/clients/{principal}",
         saga_id=saga_id,
         data=body.model_dump_json().encode(),
-    )
+    ).to_message(settings.events_topic)
     try:
-        publish_raw(
-            settings,
-            settings.events_topic,
-            saga_id.encode(),
-            envelope.data,
-            envelope.headers(),
-        )
+        message = mesh_keys(settings).sign(message, principal)
+        publish_raw(settings, message.topic, message.key, message.value, message.headers)
     except ItinerantError as exc:
         _fail(exc.describe())
     verb = "approved" if decision == "approve" else "rejected"
-    console.print(f"[green]{verb}[/green] {saga_id} by {body.by}: {why}")
+    console.print(f"[green]{verb}[/green] {saga_id} as {principal}: {why}")
 
 
 Why = Annotated[str, typer.Option("--why", help="why (recorded on the saga's timeline)")]
-By = Annotated[str | None, typer.Option("--by", help="who decides (default: your user name)")]
+By = Annotated[
+    str | None,
+    typer.Option(
+        "--as",
+        help="the approver principal to sign as (default: ITINERANT_OPERATOR); its key must be "
+        "in the keys folder and it must be in ITINERANT_APPROVERS",
+    ),
+]
 
 
 @approvals_app.command("approve")

@@ -39,6 +39,7 @@ from itinerant.operators.dlq_view import (
     parse_since,
     resolve,
 )
+from itinerant.security.signing import mesh_keys
 from itinerant.settings import Settings
 from itinerant.wire.envelope import OutMessage
 
@@ -328,7 +329,18 @@ def discard_cmd(
     now = datetime.now(UTC)
     messages: list[OutMessage] = []
     if view.entry.saga_id:
-        messages.append(discard_event(view, topic=settings.events_topic, why=why, by=by, now=now))
+        event = discard_event(
+            view,
+            topic=settings.events_topic,
+            why=why,
+            by=by,
+            now=now,
+            source=f"/clients/{settings.operator}",
+        )
+        try:  # the coordinator believes a discard signed by an operator (docs/security.md)
+            messages.append(mesh_keys(settings).sign(event, settings.operator))
+        except ItinerantError as exc:
+            _fail(exc.describe())
     else:
         err.print(
             f"[yellow]warning:[/yellow] entry {view.id} names no saga; recording the discard only"

@@ -12,26 +12,35 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from itinerant.brokers.connection import quiet_client_config
 from itinerant.errors import BrokerUnavailable
+from itinerant.security.signing import mesh_keys
 from itinerant.settings import Settings
 from itinerant.wire.envelope import Envelope
 from itinerant.wire.ids import new_id
 from itinerant.wire.request import Request
 
 
-def publish_request(settings: Settings, request: Request, *, source: str = "/clients/cli") -> str:
-    """Publish a request with CloudEvents headers; returns its saga id (= request_id)."""
+def publish_request(
+    settings: Settings,
+    request: Request,
+    *,
+    source: str = "/clients/cli",
+    principal: str | None = None,
+) -> str:
+    """Publish a request with CloudEvents headers, signed as ``principal`` when given (the
+    saga then acts for that customer; unsigned it is anonymous); returns its saga id."""
     saga_id = request.request_id or new_id()
     request = request.model_copy(update={"request_id": saga_id})
     envelope = Envelope(
         id=new_id(),
         type="itinerant.request.v1",
-        source=source,
+        source=f"/clients/{principal}" if principal else source,
         saga_id=saga_id,
         data=request.model_dump_json(exclude_none=True).encode(),
     )
-    publish_raw(
-        settings, settings.requests_topic, saga_id.encode(), envelope.data, envelope.headers()
-    )
+    message = envelope.to_message(settings.requests_topic)
+    if principal:
+        message = mesh_keys(settings).sign(message, principal)
+    publish_raw(settings, message.topic, message.key, message.value, message.headers)
     return saga_id
 
 

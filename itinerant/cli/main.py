@@ -330,6 +330,14 @@ def publish(
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="follow it to its result")] = False,
     timeout: Annotated[float, typer.Option(help="seconds --wait waits")] = 60.0,
+    principal: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            help="sign the request as this principal (its key in the keys folder): the saga "
+            "acts for it, e.g. to refund its own booking; unsigned requests are anonymous",
+        ),
+    ] = None,
 ) -> None:
     """Publish a request to the requests topic; prints its saga id."""
     mesh, settings = cli_mesh()
@@ -343,7 +351,7 @@ def publish(
         raise _fail(str(exc), 2) from exc
     try:
         require_broker(settings.kafka_bootstrap_servers, settings.broker_timeout_s)
-        saga_id = publish_request(settings, request)
+        saga_id = publish_request(settings, request, principal=principal)
     except ItinerantError as exc:
         raise _fail(exc.describe()) from exc
     console.print(saga_id)

@@ -38,7 +38,7 @@ class Admission:
         self.mesh = mesh
         self.first_step = mesh.entry_step(settings)
 
-    def accept(self, record: InRecord, read: Accepted) -> Processed:
+    def accept(self, record: InRecord, read: Accepted, customer: str | None = None) -> Processed:
         now = now_utc()
         request = read.request
         budget = self._budget(request, now)
@@ -55,6 +55,8 @@ class Admission:
                 self.settings.step_timeout_s,
             )
             saga.traceparent, _ = tracing.current_traceparent()
+            saga.customer = customer or f"anonymous:{read.saga_id}"
+            saga.limits = saga.budget = budget
             saga.note(
                 now,
                 "dispatched",

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from itinerant.observability import tracing
 from itinerant.runtime import routing
+from itinerant.security.signing import mesh_keys
 from itinerant.settings import Settings
 from itinerant.wire.budget import Budget
 from itinerant.wire.envelope import Envelope, OutMessage
@@ -45,8 +46,14 @@ def first_dispatch(
         budget=budget,
         data=data,
         traceparent=saga.traceparent,
+        customer=saga.customer,
     )
-    return tracing.stamp(dispatch, saga.saga_id)
+    return tracing.stamp(signed(settings, dispatch), saga.saga_id)
+
+
+def signed(settings: Settings, message: OutMessage) -> OutMessage:
+    """Every message the coordinator sends is signed as the coordinator."""
+    return mesh_keys(settings).sign(message, SERVICE)
 
 
 def compensate_message(
@@ -61,7 +68,7 @@ def compensate_message(
         output=step.output or {},
         reason=command.reason,
     )
-    return Envelope(
+    message = Envelope(
         id=derived_id(cause, SERVICE, f"compensate:{step.index}:{step.branch}"),
         type=f"itinerant.{step.agent}.compensate.v1",
         source=SOURCE,
@@ -69,7 +76,9 @@ def compensate_message(
         data=payload.model_dump_json().encode(),
         causation_id=cause,
         traceparent=saga.traceparent,
+        customer=saga.customer,
     ).to_message(settings.agent_topic(step.agent))
+    return signed(settings, message)
 
 
 def dispatch_messages(
@@ -77,17 +86,20 @@ def dispatch_messages(
 ) -> list[OutMessage]:
     """Gather: the merged output of a joined group goes to the step after it."""
     data = json.dumps(command.output).encode()
-    return routing.messages(
+    messages = routing.messages(
         settings,
         forward_id=derived_id(cause, SERVICE, command.label or f"join:{command.group}"),
         causation_id=cause,
         source=SOURCE,
         saga_id=saga.saga_id,
-        slip=command.slip,
+        # An approval gate's visit is the coordinator's to sign (docs/security.md).
+        slip=mesh_keys(settings).signed_slip(saga.saga_id, command.slip),
         budget=command.budget,
         data=data,
         traceparent=saga.traceparent,
+        customer=saga.customer,
     )
+    return [signed(settings, m) for m in messages]
 
 
 def saga_result(saga: Saga, now: datetime) -> SagaResult:
@@ -124,7 +136,7 @@ def result_message(
     result: SagaResult,
     traceparent: str | None = None,
 ) -> OutMessage:
-    return Envelope(
+    message = Envelope(
         id=derived_id(cause, SERVICE, "result"),
         type=RESULT_TYPE,
         source=SOURCE,
@@ -133,3 +145,4 @@ def result_message(
         causation_id=cause,
         traceparent=traceparent,
     ).to_message(settings.results_topic)
+    return signed(settings, message)

@@ -101,7 +101,9 @@ def on_decision(
     saga.note(now, "approved", f"by {by}: {why}")
     saga.state = SagaState.RUNNING
     saga.reason = saga.error = None
-    return _release(saga, hold.slip, hold.budget, hold.payload, message_id, now, step_timeout)
+    return _release(
+        saga, hold.slip, hold.budget, hold.payload, message_id, now, step_timeout, by=by
+    )
 
 
 def _gate_record(
@@ -126,9 +128,10 @@ def _release(
     step_timeout: float,
     *,
     skipped: bool = False,
+    by: str | None = None,
 ) -> list[Command]:
     step = slip.next
-    after = slip.advanced("approval", message_id, now, skipped=skipped)
+    after = slip.advanced("approval", message_id, now, skipped=skipped, by=by)
     spent = budget.spent(hops=1)
     saga.spent(spent)
     if after.at_end:

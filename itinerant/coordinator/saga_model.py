@@ -169,6 +169,8 @@ class Saga(BaseModel):
     traceparent: str | None = None
     approval: ApprovalHold | None = None
     budget: Budget | None = Field(default=None, description="limits and spend, latest known")
+    limits: Budget | None = Field(default=None, description="the budget set at ingress")
+    customer: str | None = Field(default=None, description="whom the saga acts for")
 
     def step(self, index: int, branch: int | None = None) -> StepRecord | None:
         for record in self.steps:

@@ -12,18 +12,21 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from dataclasses import replace
 
-from itinerant.errors import ItinerantError
+from itinerant.errors import ItinerantError, Unauthenticated
 from itinerant.mesh import Mesh
 from itinerant.observability import logs, metrics, tracing
 from itinerant.runtime.dlq import dead_letter
 from itinerant.runtime.outcome import Processed
 from itinerant.runtime.store import Store
+from itinerant.security.signing import mesh_keys, require_signing_key
 from itinerant.settings import Settings
 from itinerant.wire.envelope import Envelope, InRecord, OutMessage, now_utc
 
 from . import repository
 from .admission import Admission
+from .callers import Callers
 from .control_events import Control, apply_control, read_control
 from .ingress import Accepted, Refused, read_request
 from .messages import (
@@ -55,12 +58,23 @@ class Coordinator:
         self.settings = mesh.bind(settings)
         self.store = store
         self.admission = Admission(self.settings, store, mesh)
+        self.keys = mesh_keys(self.settings)
+        require_signing_key(self.settings, SERVICE)
+        self.callers = Callers(self.settings, self.keys)
 
     # -- requests ------------------------------------------------------------------------------
 
     async def handle_request(self, record: InRecord) -> Processed:
         started = time.perf_counter()
         read = read_request(record, self.settings.max_message_bytes, self.mesh.request_model)
+        customer: str | None = None
+        try:
+            sender, customer = self.callers.identify(record, read.saga_id)
+        except Unauthenticated as exc:
+            read = Refused(read.message_id, read.saga_id, exc)
+        else:
+            if sender is not None:  # dedup keyed on the verified sender (docs/security.md)
+                read = replace(read, message_id=f"{sender}/{read.message_id}")
         with tracing.process_span(
             SERVICE,
             record.topic,
@@ -77,7 +91,7 @@ class Coordinator:
             elif isinstance(read, Refused):
                 processed = self.admission.refuse(record, read)
             else:
-                processed = self.admission.accept(record, read)
+                processed = self.admission.accept(record, read, customer)
         self._observe(record.topic, processed, started)
         return processed
 
@@ -87,7 +101,8 @@ class Coordinator:
         started = time.perf_counter()
         try:
             env = Envelope.from_record(record)
-            event = read_control(env, self.mesh)
+            env = env.evolve(signer=self.keys.verify(record))
+            event = self.callers.authorized(env, read_control(env, self.mesh))
         except ItinerantError as exc:
             metrics.DLQ_MESSAGES.labels(SERVICE, exc.reason).inc()
             dlq = dead_letter(
@@ -109,7 +124,7 @@ class Coordinator:
         return processed
 
     def _apply_event(self, env: Envelope, event: Control) -> Processed:
-        recorded = self.store.recorded_outputs(env.id)
+        recorded = self.store.recorded_outputs(env.inbox_key)
         if recorded is not None:
             return Processed("duplicate", recorded)
         now = now_utc()
@@ -117,11 +132,15 @@ class Coordinator:
             saga = repository.load(conn, event.saga_id)
             if saga is None:
                 log.warning("event %s for unknown saga %s ignored", env.id, event.saga_id)
-                self.store.record(conn, env.id, [])
+                self.store.record(conn, env.inbox_key, [])
+                return Processed("ignored")
+            if not self.callers.budget_kept(saga, event):
+                log.error("event %s from %s raises the budget; ignored", env.id, env.signer)
+                self.store.record(conn, env.inbox_key, [])
                 return Processed("ignored")
             commands = apply_control(saga, event, env.id, now, self.settings)
             outputs = self._execute(conn, saga, commands, env.id)
-            seqs = self.store.record(conn, env.id, outputs)
+            seqs = self.store.record(conn, env.inbox_key, outputs)
         return Processed("ok", outputs, seqs)
 
     # -- timers and operator stops -------------------------------------------------------------

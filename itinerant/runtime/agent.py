@@ -63,6 +63,15 @@ class HandlerContext:
     route: list[SlipStep] | None = None
     tokens: int = 0
     cost_usd: float = 0.0
+    #: The customer identity the saga acts for, as the coordinator established it at ingress
+    #: (an authenticated caller, or ``anonymous:<saga id>`` for a bare request).
+    customer: str = "anonymous"
+
+    @property
+    def customer_is_operator(self) -> bool:
+        """True when the saga acts for one of the mesh's operators (who may act on anyone's
+        behalf; record it when they do)."""
+        return self.customer in self.settings.operators
 
     @property
     def idempotency_key(self) -> str:
@@ -170,6 +179,9 @@ class HandlerSpec:
     side_effects: bool
     versions: frozenset[int]
     timeout_s: float
+    #: Steps whose signed visits must be in the slip before this one runs (an agent's name, or
+    #: ``"approval"`` for an approval gate): docs/security.md#the-routing-slip.
+    requires: tuple[str, ...] = ()
 
 
 class Agent:
@@ -190,6 +202,7 @@ class Agent:
         side_effects: bool = False,
         versions: tuple[int, ...] = (1,),
         timeout_s: float = 30.0,
+        requires: tuple[str, ...] = (),
     ) -> Callable[[Handler], Handler]:
         def register(func: Handler) -> Handler:
             hints = typing.get_type_hints(func)
@@ -202,6 +215,7 @@ class Agent:
                 side_effects=side_effects,
                 versions=frozenset(versions),
                 timeout_s=timeout_s,
+                requires=requires,
             )
             return func
 

@@ -99,7 +99,7 @@ class HandlerAttempts:
             outputs = self.outputs.after_step(
                 env, spec, ctx, step_index, result, started, skipped=skip
             )
-            seqs = self.store.record(conn, env.id, outputs)
+            seqs = self.store.record(conn, env.inbox_key, outputs)
         return Processed("skipped" if skip else "ok", outputs, seqs)
 
     async def call(self, spec: HandlerSpec, payload: BaseModel, ctx: HandlerContext) -> BaseModel:
@@ -136,4 +136,5 @@ class HandlerAttempts:
                 {"saga_id": env.saga_id, "message_id": env.id},
             ),
             settings=self.settings,
+            customer=env.customer or "anonymous",
         )

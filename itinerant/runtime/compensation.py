@@ -94,7 +94,7 @@ class Compensations:
                 reason=command.reason,
             )
             outputs = [self.outputs.event(env, event)]
-            seqs = self.store.record(conn, env.id, outputs)
+            seqs = self.store.record(conn, env.inbox_key, outputs)
         return Processed("compensated", outputs, seqs)
 
     def failed(

@@ -38,7 +38,7 @@ class Failures:
         )
         outputs = [self.outputs.event(env, event)]
         with self.store.transaction() as conn:
-            seqs = self.store.record(conn, env.id, outputs)
+            seqs = self.store.record(conn, env.inbox_key, outputs)
         return Processed("saga_failed", outputs, seqs, exc)
 
     def dead_letter(
@@ -73,6 +73,10 @@ class Failures:
                 saga_id=saga_id,
             )
         ]
+        if exc.reason == "unauthenticated":
+            # Not believed, so it speaks for no saga: parking the saga it names would let a
+            # stranger stall anyone's request (docs/security.md#messages).
+            env = saga_id = None
         if env is None and saga_id:
             # Headers too broken to decode, but the saga is known: it must still be parked.
             env = Envelope(

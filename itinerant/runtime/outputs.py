@@ -13,10 +13,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from itinerant.errors import HandlerError, MessageTooLarge
+from itinerant.errors import BudgetExceeded, HandlerError, MessageTooLarge
 from itinerant.observability import tracing
 from itinerant.runtime import routing
 from itinerant.runtime.agent import Agent, HandlerContext, HandlerSpec
+from itinerant.security.signing import mesh_keys
 from itinerant.settings import Settings
 from itinerant.wire.budget import Budget
 from itinerant.wire.envelope import Envelope, OutMessage, now_utc
@@ -33,6 +34,7 @@ class StepOutputs:
         self.settings = settings
         self.service = agent.name
         self.source = f"/itinerant/{agent.name}"
+        self.keys = mesh_keys(settings)
 
     def message(
         self, env: Envelope, kind: str, topic: str, ce_type: str, data: bytes, **attrs: Any
@@ -46,19 +48,21 @@ class StepOutputs:
             causation_id=env.id,
             traceparent=env.traceparent,
             tracestate=env.tracestate,
+            customer=env.customer,
             **attrs,
         )
         return self.checked(out.to_message(topic, self.settings.max_slip_bytes), kind)
 
     def checked(self, message: OutMessage, kind: str) -> OutMessage:
-        """Size-checked, and with a ``send`` span of its own in the saga's trace."""
+        """Size-checked, signed by this agent, and with a ``send`` span of its own in the
+        saga's trace."""
         if len(message.value) > self.settings.max_message_bytes:
             raise MessageTooLarge(
                 f"{self.service} produced a {len(message.value)}-byte {kind} message, over "
                 f"ITINERANT_MAX_MESSAGE_BYTES={self.settings.max_message_bytes}"
             )
         saga = message.key.decode(errors="replace") if message.key else None
-        return tracing.stamp(message, saga)
+        return tracing.stamp(self.keys.sign(message, self.service), saga)
 
     def event(self, env: Envelope, event: StepEvent) -> OutMessage:
         return self.message(
@@ -96,6 +100,7 @@ class StepOutputs:
             data=data,
             traceparent=env.traceparent,
             tracestate=env.tracestate,
+            customer=env.customer,
         )
         return [self.checked(m, "forward") for m in messages]
 
@@ -117,8 +122,13 @@ class StepOutputs:
             raise HandlerError(f"{self.service}.{spec.action} rerouted inside a parallel group")
         slip = ctx.slip if ctx.route is None else ctx.slip.with_remaining(ctx.route)
         slip = slip.advanced(self.service, env.id, now_utc(), skipped=skipped)
+        slip = self.keys.signed_slip(env.saga_id, slip)
         slip.check_agents(self.settings.agents)
         budget = ctx.budget.spent(hops=1, tokens=ctx.tokens, cost_usd=ctx.cost_usd)
+        if not budget.within(env.budget):
+            raise BudgetExceeded(
+                "budget", f"{self.service}.{spec.action} tried to raise the budget's limits"
+            )
         data = result.model_dump_json().encode()
         final = slip.at_end
         reported = final or branch is not None or (spec.side_effects and not skipped)

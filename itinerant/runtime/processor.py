@@ -29,6 +29,7 @@ from itinerant.errors import (
     MessageTooLarge,
     RetriesExhausted,
     RetryableError,
+    Unauthenticated,
     UnsupportedVersion,
 )
 from itinerant.observability import metrics, tracing
@@ -40,6 +41,7 @@ from itinerant.runtime.llm import LLMProvider
 from itinerant.runtime.outcome import Processed
 from itinerant.runtime.outputs import StepOutputs
 from itinerant.runtime.store import Store
+from itinerant.security.signing import mesh_keys, require_signing_key
 from itinerant.settings import Settings
 from itinerant.wire import conditions
 from itinerant.wire.budget import Budget
@@ -65,6 +67,9 @@ class Processor:
         self.service = agent.name
         self.source = f"/itinerant/{agent.name}"
         self.topic = settings.agent_topic(agent.name)
+        self.keys = mesh_keys(settings)
+        require_signing_key(settings, agent.name)
+        self.senders = frozenset(settings.service_names())
         self.outputs = StepOutputs(agent, settings)
         self.failures = Failures(self.outputs, store)
         self.attempts = HandlerAttempts(agent, settings, store, provider, self.outputs)
@@ -84,6 +89,7 @@ class Processor:
         dead_letter = self.failures.dead_letter
         try:
             env = Envelope.from_record(record)
+            env = env.evolve(signer=self._sender(record))
             if len(env.data) > self.settings.max_message_bytes:
                 raise MessageTooLarge(
                     f"message of {len(env.data)} bytes exceeds "
@@ -91,7 +97,7 @@ class Processor:
                 )
             with tracing.envelope_span(self.service, record, env) as span:
                 try:
-                    recorded = self.store.recorded_outputs(env.id)
+                    recorded = self.store.recorded_outputs(env.inbox_key)
                     if recorded is not None:
                         span.set_attribute("itinerant.duplicate", True)
                         result = Processed("duplicate", recorded)
@@ -138,6 +144,16 @@ class Processor:
             )
         return await self._run_step(env, spec)
 
+    def _sender(self, record: InRecord) -> str:
+        """The verified service that sent ``record``: only the mesh's services send to agents
+        (a caller's request enters through the coordinator)."""
+        signer = self.keys.verify(record)
+        if self.keys.required and signer not in self.senders:
+            raise Unauthenticated(
+                f"{signer!r} is not a service of this mesh and may not send to {self.service}"
+            )
+        return signer
+
     def _own_step(self, slip: Slip) -> tuple[int, Step]:
         if slip.at_end:
             raise InvalidSlip(
@@ -157,7 +173,13 @@ class Processor:
         slip = env.slip
         step_index, step = self._own_step(slip)
         slip.check_agents(self.settings.agents)
-        budget = env.budget or default_budget(self.settings)
+        if env.budget is None:
+            raise InvalidSlip("agent messages need a ce_budget header", reason="missing_budget")
+        budget = env.budget
+        if spec.side_effects or spec.requires:
+            # A step with effects believes the route only when every visit is signed by the
+            # service that made it and the steps it requires really ran.
+            self.keys.verify_visits(env.saga_id, slip, spec.requires)
         stop_saga = self.failures.stop_saga
         try:
             slip.check_loops()

@@ -29,6 +29,7 @@ def messages(
     data: bytes,
     traceparent: str | None,
     tracestate: str | None = None,
+    customer: str | None = None,
 ) -> list[OutMessage]:
     """Where the step at the cursor goes; branch ``i`` gets id ``uuid5(forward_id, branch:i)``.
 
@@ -52,6 +53,7 @@ def messages(
             budget=budget,
             traceparent=traceparent,
             tracestate=tracestate,
+            customer=customer,
         )
         out.append(envelope.to_message(topic, settings.max_slip_bytes))
     return out

@@ -4,6 +4,7 @@ and the callers' tokens, generated under the data directory when none are config
 
 from __future__ import annotations
 
+from itinerant.security.keys import ensure_local_keys, keys_dir
 from itinerant.settings import Settings
 
 
@@ -13,7 +14,17 @@ def prepare(settings: Settings, services: list[str]) -> Settings:
     return prepare_tokens(settings)
 
 
+def mesh_principals(settings: Settings) -> list[str]:
+    """Every principal of a local mesh: its services, the gateway, operators and approvers."""
+    names = [*settings.service_names(), "gateway", *settings.delegates]
+    names += [*settings.operators, *settings.approvers, settings.operator]
+    return list(dict.fromkeys(names))
+
+
 def prepare_keys(settings: Settings, services: list[str]) -> Settings:
+    """Generate the keys a local mesh lacks (kept across restarts), unless signing is off."""
+    if settings.message_signing == "required":
+        ensure_local_keys(keys_dir(settings), mesh_principals(settings))
     return settings
 
 

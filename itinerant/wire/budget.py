@@ -42,6 +42,41 @@ class Budget(BaseModel):
             }
         )
 
+    def within(self, before: Budget | None) -> bool:
+        """True when this budget is ``before`` with more spend at most: the same or lower
+        limits, no spend taken back (a budget only shrinks along the way)."""
+        if before is None:
+            return True
+        return (
+            self.max_hops <= before.max_hops
+            and self.deadline <= before.deadline
+            and self.max_tokens <= before.max_tokens
+            and self.max_cost_usd <= before.max_cost_usd + 1e-9
+            and self.hops >= before.hops
+            and self.tokens >= before.tokens
+            and self.cost_usd >= before.cost_usd - 1e-9
+        )
+
+    def limits_within(self, ceiling: Budget) -> bool:
+        """True when no limit of this budget is above ``ceiling``'s."""
+        return (
+            self.max_hops <= ceiling.max_hops
+            and self.deadline <= ceiling.deadline
+            and self.max_tokens <= ceiling.max_tokens
+            and self.max_cost_usd <= ceiling.max_cost_usd + 1e-9
+        )
+
+    def clamped(self, ceiling: Budget) -> Budget:
+        """This budget with every limit at most ``ceiling``'s (ingress: docs/security.md)."""
+        return self.model_copy(
+            update={
+                "max_hops": min(self.max_hops, ceiling.max_hops),
+                "deadline": min(self.deadline, ceiling.deadline),
+                "max_tokens": min(self.max_tokens, ceiling.max_tokens),
+                "max_cost_usd": min(self.max_cost_usd, ceiling.max_cost_usd),
+            }
+        )
+
     @property
     def tokens_left(self) -> int:
         return max(self.max_tokens - self.tokens, 0)

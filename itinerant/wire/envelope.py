@@ -104,6 +104,16 @@ class Envelope:
     tracestate: str | None = None
     dataschema: str | None = None
     replay_count: int = 0
+    #: The customer identity the saga acts for (``ce_customer``, set by the coordinator).
+    customer: str | None = None
+    #: The verified sender (from its signature; never read from a header as such).
+    signer: str | None = None
+
+    @property
+    def inbox_key(self) -> str:
+        """What deduplication is keyed on: the verified sender and the id, so nobody can claim
+        another sender's ids in advance (docs/security.md#messages)."""
+        return f"{self.signer}/{self.id}" if self.signer else self.id
 
     @property
     def type_name(self) -> str:
@@ -128,6 +138,7 @@ class Envelope:
         ]
         optional: Sequence[tuple[str, str | None]] = (
             ("ce_causationid", self.causation_id),
+            ("ce_customer", self.customer),
             ("ce_dataschema", self.dataschema),
             ("traceparent", self.traceparent),
             ("tracestate", self.tracestate),
@@ -174,6 +185,7 @@ class Envelope:
             traceparent=_text(record.header("traceparent"), "traceparent"),
             tracestate=_text(record.header("tracestate"), "tracestate"),
             dataschema=_text(record.header("ce_dataschema"), "ce_dataschema"),
+            customer=_text(record.header("ce_customer"), "ce_customer"),
             replay_count=_int(_text(record.header(REPLAY_COUNT), REPLAY_COUNT)),
         )
 

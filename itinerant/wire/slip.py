@@ -62,10 +62,15 @@ SlipStep = Annotated[Step | ParallelGroup | Approval, Field(union_mode="left_to_
 class Visit(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    agent: str
-    id: str
+    agent: str = Field(max_length=64)
+    id: str = Field(max_length=128)
     at: datetime
     skipped: bool = False
+    step: int | None = Field(default=None, ge=0, description="index of the step visited")
+    by: str | None = Field(default=None, max_length=64, description="who decided, at a gate")
+    sig: str | None = Field(
+        default=None, max_length=128, description="the visitor's signature, chained"
+    )
 
 
 class Slip(BaseModel):
@@ -75,7 +80,7 @@ class Slip(BaseModel):
     steps: list[SlipStep] = Field(min_length=1, max_length=64)
     next: int = Field(default=0, ge=0)
     branch: int | None = Field(default=None, ge=0, description="branch of a parallel group")
-    visited: list[Visit] = Field(default_factory=list)
+    visited: list[Visit] = Field(default_factory=list, max_length=256)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -129,10 +134,18 @@ class Slip(BaseModel):
 
     # -- changing (returns a new slip) ---------------------------------------------------------
 
-    def advanced(self, agent: str, message_id: str, at: datetime, *, skipped: bool = False) -> Slip:
+    def advanced(
+        self,
+        agent: str,
+        message_id: str,
+        at: datetime,
+        *,
+        skipped: bool = False,
+        by: str | None = None,
+    ) -> Slip:
         """After this agent's step. A branch records its visit but keeps the cursor on its group:
         the coordinator moves past the group when the join holds."""
-        visit = Visit(agent=agent, id=message_id, at=at, skipped=skipped)
+        visit = Visit(agent=agent, id=message_id, at=at, skipped=skipped, step=self.next, by=by)
         step = self.next if self.branch is not None else self.next + 1
         return self.model_copy(update={"next": step, "visited": [*self.visited, visit]})
 

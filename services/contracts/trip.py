@@ -134,6 +134,9 @@ class Refund(BaseModel):
     booking_ref: str
     amount_usd: float
     status: Literal["quoted", "refunded"]
+    operator: str | None = Field(
+        default=None, description="the operator who refunded another customer's booking"
+    )
 
 
 class FlightBooking(BaseModel):

@@ -28,8 +28,16 @@ CREATE TABLE IF NOT EXISTS flight_bookings (
 );
 CREATE INDEX IF NOT EXISTS flight_bookings_by_flight ON flight_bookings(flight_no, day, status);
 """
+#: Whose booking it is: the customer identity of the request that made it (a refund by anyone
+#: else is refused, operators excepted).
+OWNERS = """
+CREATE TABLE IF NOT EXISTS flight_booking_owners (
+    booking_id TEXT PRIMARY KEY,
+    customer   TEXT NOT NULL
+);
+"""
 
-agent = Agent("flights", "Books flights against the inventory.", migrations=(BOOKINGS,))
+agent = Agent("flights", "Books flights against the inventory.", migrations=(BOOKINGS, OWNERS))
 
 
 @agent.handler("search")
@@ -58,7 +66,7 @@ async def search(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
     return trip.model_copy(update={"flight_quote": quote})
 
 
-@agent.handler("book", side_effects=True)
+@agent.handler("book", side_effects=True, requires=("validator", APPROVAL_VISIT))
 async def book(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
     plan = trip.require_plan()
     with ctx.guard("inventory"):
@@ -66,6 +74,10 @@ async def book(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
     outbound = _flight(plan.origin, plan.destination)
     inbound = _flight(plan.destination, plan.origin)
     booking_id = f"FB-{ctx.idempotency_key[:8].upper()}"
+    ctx.db.execute(
+        "INSERT OR IGNORE INTO flight_booking_owners(booking_id, customer) VALUES (?, ?)",
+        (booking_id, ctx.customer),
+    )
     for leg, flight, day in (
         ("out", outbound, plan.depart_date),
         ("back", inbound, plan.return_date),
@@ -107,7 +119,7 @@ async def quote_refund(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
     )
 
 
-@agent.handler("refund", side_effects=True)
+@agent.handler("refund", side_effects=True, requires=(APPROVAL_VISIT,))
 async def refund(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
     """Refund a held booking by its reference (both legs)."""
     ref, amount = _refundable(trip, ctx)
@@ -130,10 +142,12 @@ async def refund(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
         "UPDATE flight_bookings SET status = 'refunded' WHERE booking_id = ? AND status = 'held'",
         (ref,),
     )
-    ctx.log.info("refunded %s: $%.2f", ref, amount)
-    return trip.model_copy(
-        update={"refund": Refund(booking_ref=ref, amount_usd=amount, status="refunded")}
+    operator = _operator_for_another(ref, ctx)
+    ctx.log.info(
+        "refunded %s: $%.2f%s", ref, amount, f" by operator {operator}" if operator else ""
     )
+    refund = Refund(booking_ref=ref, amount_usd=amount, status="refunded", operator=operator)
+    return trip.model_copy(update={"refund": refund})
 
 
 def _refundable(trip: TripDocument, ctx: HandlerContext) -> tuple[str, float]:
@@ -143,8 +157,9 @@ def _refundable(trip: TripDocument, ctx: HandlerContext) -> tuple[str, float]:
     rows = ctx.db.execute(
         "SELECT flight_no, seats, status FROM flight_bookings WHERE booking_id = ?", (ref,)
     ).fetchall()
-    if not rows:
-        raise BusinessFailure(f"no booking {ref!r} to refund", reason="unknown_booking")
+    if not rows or not _may_act_on(ref, ctx):
+        # The same answer for someone else's booking as for none: no oracle of references.
+        raise BusinessFailure(f"no booking {ref!r} of yours to refund", reason="unknown_booking")
     if any(r[2] == "refunded" for r in rows) and not any(r[2] == "held" for r in rows):
         raise BusinessFailure(f"booking {ref} was already refunded", reason="already_refunded")
     if not any(r[2] == "held" for r in rows):
@@ -154,6 +169,22 @@ def _refundable(trip: TripDocument, ctx: HandlerContext) -> tuple[str, float]:
     flights = catalogue().flights
     amount = round(sum(flights[r[0]].price_usd * r[1] for r in rows if r[0] in flights), 2)
     return ref, amount
+
+
+def _owner(ref: str, ctx: HandlerContext) -> str | None:
+    row = ctx.db.execute(
+        "SELECT customer FROM flight_booking_owners WHERE booking_id = ?", (ref,)
+    ).fetchone()
+    return str(row[0]) if row else None
+
+
+def _may_act_on(ref: str, ctx: HandlerContext) -> bool:
+    """A booking is its customer's; operators may act on anyone's (and it is recorded)."""
+    return _owner(ref, ctx) == ctx.customer or ctx.customer_is_operator
+
+
+def _operator_for_another(ref: str, ctx: HandlerContext) -> str | None:
+    return ctx.customer if ctx.customer_is_operator and _owner(ref, ctx) != ctx.customer else None
 
 
 def _leg(flight: Flight, day: date, travellers: int) -> FlightLeg:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from itinerant.errors import BusinessFailure
 from itinerant.runtime.agent import Agent, HandlerContext
+from itinerant.wire.slip import APPROVAL_VISIT
 from services.contracts.trip import HotelBooking, HotelQuote, TripDocument
 from services.inventory import Hotel, catalogue
 
@@ -50,7 +51,7 @@ async def search(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
     return trip.model_copy(update={"hotel_quote": quote})
 
 
-@agent.handler("book", side_effects=True)
+@agent.handler("book", side_effects=True, requires=("validator", APPROVAL_VISIT))
 async def book(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
     plan = trip.require_plan()
     rooms = rooms_for(plan.travellers)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,10 @@ from itinerant.runtime.agent import Agent, HandlerContext
 from itinerant.runtime.llm import DeterministicProvider
 from itinerant.runtime.processor import Processed, Processor
 from itinerant.runtime.store import Store
+from itinerant.security.keys import ensure_local_keys, keys_dir
+from itinerant.security.signing import mesh_keys
 from itinerant.settings import Settings
+from itinerant.testing import signed
 from itinerant.wire.budget import Budget
 from itinerant.wire.envelope import Envelope, InRecord, OutMessage
 from itinerant.wire.events import CompensateCommand, StepEvent, StepEventKind
@@ -71,6 +75,11 @@ async def undo(answer: Answer, ctx: HandlerContext) -> None:
     UNDONE.append(answer.n)
 
 
+#: The keys every test of this module signs with (the services' and the coordinator's).
+SIGNING = Settings(data_dir=Path(tempfile.mkdtemp(prefix="itinerant-keys-")), metrics_port_base=0)
+ensure_local_keys(keys_dir(SIGNING), ["coordinator", NAME, "other"])
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(
@@ -80,6 +89,7 @@ def settings(tmp_path: Path) -> Settings:
         retry_base_delay_s=0,
         retry_max_delay_s=0,
         metrics_port_base=0,
+        keys_dir=keys_dir(SIGNING),
     )
 
 
@@ -112,13 +122,13 @@ def record(
     env = Envelope(
         id=message_id,
         type=f"itinerant.{NAME}.run.v1",
-        source="/clients/test",
+        source="/itinerant/coordinator",
         saga_id="saga-1",
         data=Ask(mode=mode).model_dump_json().encode(),
         slip=slip or Slip(steps=[Step(agent=NAME), Step(agent="other")]),
         budget=spend or budget(),
     )
-    message = env.to_message(f"itinerant.agent.{NAME}")
+    message = signed(SIGNING, env.to_message(f"itinerant.agent.{NAME}"))
     return InRecord(message.topic, 2, offset, message.key, message.value, message.headers)
 
 
@@ -260,7 +270,10 @@ async def test_deadline_passed_fails_the_saga(processor: Processor) -> None:
 
 async def test_loop_fails_the_saga_with_the_cycle(processor: Processor) -> None:
     at = datetime.now(UTC)
-    visited = [Visit(agent=a, id=f"v{i}", at=at) for i, a in enumerate([NAME, "other", NAME])]
+    visited: list[Visit] = []
+    for i, name in enumerate([NAME, "other", NAME]):
+        visit = Visit(agent=name, id=f"v{i}", at=at, step=i)
+        visited.append(mesh_keys(SIGNING).sign_visit("saga-1", visited, visit))
     slip = Slip(steps=[Step(agent=NAME), Step(agent="other")], visited=visited)
     processed = await processor.process(record("fine", slip=slip))
     assert CALLS == []
@@ -286,7 +299,7 @@ def compensate_record(output: dict[str, object], *, offset: int = 40) -> InRecor
         saga_id="saga-1",
         data=command.model_dump_json().encode(),
     )
-    message = env.to_message(f"itinerant.agent.{NAME}")
+    message = signed(SIGNING, env.to_message(f"itinerant.agent.{NAME}"))
     headers = [*message.headers, ("x-client-header", b"keep me")]
     return InRecord(message.topic, 3, offset, b"original-key", message.value, headers)
 

@@ -388,13 +388,15 @@ def test_reject_and_timeout_compensate() -> None:
 def decision(mesh: InMemoryMesh, saga_id: str, verdict: str) -> None:
     body = {"saga_id": saga_id, "decision": verdict, "by": "tester", "why": f"{verdict} it"}
     mesh.publish(
-        Envelope(
-            id=new_id(),
-            type=f"{DECISION_TYPE}.v1",
-            source="/clients/test",
-            saga_id=saga_id,
-            data=json.dumps(body).encode(),
-        ).to_message(mesh.settings.events_topic)
+        mesh.signed(
+            Envelope(
+                id=new_id(),
+                type=f"{DECISION_TYPE}.v1",
+                source="/clients/operator",
+                saga_id=saga_id,
+                data=json.dumps(body).encode(),
+            ).to_message(mesh.settings.events_topic)
+        )
     )
 
 
@@ -442,7 +444,7 @@ async def test_mesh_refund_waits_for_approval(
         "return_date": "2027-05-03",
         "travellers": 3,
     }
-    trip_id = mesh.publish_request(trip)
+    trip_id = mesh.publish_request(trip, principal="rosa")
     await mesh.run()
     assert trip_id not in mesh.results()
     saga = mesh.saga(trip_id)
@@ -457,7 +459,7 @@ async def test_mesh_refund_waits_for_approval(
     ref = result["output"]["flight"]["booking_id"]
 
     refund = {"traveller": {"name": "R"}, "kind": "refund", "booking_ref": ref}
-    rejected = mesh.publish_request(refund)
+    rejected = mesh.publish_request(refund, principal="rosa")
     await mesh.run()
     held = mesh.saga(rejected)
     assert held is not None and held.state is SagaState.AWAITING_APPROVAL
@@ -474,7 +476,7 @@ async def test_mesh_refund_waits_for_approval(
     )
     assert [tuple(r) for r in status] == [("held",)]
 
-    approved = mesh.publish_request(refund)
+    approved = mesh.publish_request(refund, principal="rosa")
     await mesh.run()
     decision(mesh, approved, "approve")
     await mesh.run()

@@ -90,7 +90,7 @@ def assert_parked(mesh: InMemoryMesh, saga_id: str, reason: str) -> None:
 
 async def test_not_json_value_is_dead_lettered_and_parks(mesh: InMemoryMesh) -> None:
     saga_id, good = await flights_message(mesh)
-    bad = OutMessage(good.topic, good.key, b"\x00\xffnot json at all", good.headers)
+    bad = mesh.signed(OutMessage(good.topic, good.key, b"\x00\xffnot json at all", good.headers))
     mesh.publish(bad)
     await mesh.run()
     letter = assert_dead_lettered(mesh, bad, "invalid_json")
@@ -106,7 +106,7 @@ async def test_not_json_value_is_dead_lettered_and_parks(mesh: InMemoryMesh) -> 
 
 async def test_replaying_the_fixed_message_resumes_the_parked_saga(mesh: InMemoryMesh) -> None:
     saga_id, good = await flights_message(mesh)
-    mesh.publish(OutMessage(good.topic, good.key, b"garbage", good.headers))
+    mesh.publish(mesh.signed(OutMessage(good.topic, good.key, b"garbage", good.headers)))
     await mesh.run()
     assert_parked(mesh, saga_id, "invalid_json")
     # The same message id, now with a valid value: the dead-lettered id was not marked processed.
@@ -120,7 +120,9 @@ async def test_replaying_the_fixed_message_resumes_the_parked_saga(mesh: InMemor
 
 async def test_wrong_payload_shape_is_schema_violation(mesh: InMemoryMesh) -> None:
     saga_id, good = await flights_message(mesh)
-    bad = OutMessage(good.topic, good.key, json.dumps({"trip": "yes"}).encode(), good.headers)
+    bad = mesh.signed(
+        OutMessage(good.topic, good.key, json.dumps({"trip": "yes"}).encode(), good.headers)
+    )
     mesh.publish(bad)
     await mesh.run()
     letter = assert_dead_lettered(mesh, bad, "schema_violation")
@@ -130,7 +132,9 @@ async def test_wrong_payload_shape_is_schema_violation(mesh: InMemoryMesh) -> No
 
 async def test_unknown_version_is_unsupported_version(mesh: InMemoryMesh) -> None:
     saga_id, good = await flights_message(mesh)
-    bad = envelope_of(good).evolve(type="itinerant.flights.book.v9").to_message(good.topic)
+    bad = mesh.signed(
+        envelope_of(good).evolve(type="itinerant.flights.book.v9").to_message(good.topic)
+    )
     mesh.publish(bad)
     await mesh.run()
     letter = assert_dead_lettered(mesh, bad, "unsupported_version")
@@ -143,7 +147,7 @@ async def test_slip_naming_an_unknown_agent(mesh: InMemoryMesh) -> None:
     env = envelope_of(good)
     assert env.slip is not None
     slip = env.slip.with_remaining([Step(agent="teleporter"), Step(agent="notifier")])
-    bad = env.evolve(slip=slip).to_message(good.topic)
+    bad = mesh.signed(env.evolve(slip=slip).to_message(good.topic))
     mesh.publish(bad)
     await mesh.run()
     letter = assert_dead_lettered(mesh, bad, "unknown_agent")
@@ -156,7 +160,7 @@ async def test_slip_cursor_out_of_range(mesh: InMemoryMesh) -> None:
     env = envelope_of(good)
     assert env.slip is not None
     slip = env.slip.model_copy(update={"next": len(env.slip.steps) + 3})
-    bad = env.evolve(slip=slip).to_message(good.topic)
+    bad = mesh.signed(env.evolve(slip=slip).to_message(good.topic))
     mesh.publish(bad)
     await mesh.run()
     assert_dead_lettered(mesh, bad, "invalid_slip")
@@ -167,14 +171,14 @@ async def test_crafted_envelope_for_an_unknown_saga_is_dead_lettered(mesh: InMem
     now = datetime.now(UTC)
     env = Envelope(
         id="crafted-1",
-        type="itinerant.flights.book.v1",
-        source="/clients/test",
+        type="itinerant.flights.search.v1",
+        source="/itinerant/planner",
         saga_id="no-such-saga",
         data=b"{}",
-        slip=Slip(steps=[Step(agent="flights", action="book")]),
+        slip=Slip(steps=[Step(agent="flights", action="search")]),
         budget=Budget(max_hops=5, deadline=now + timedelta(minutes=1)),
     )
-    sent = env.to_message(mesh.settings.agent_topic("flights"))
+    sent = mesh.signed(env.to_message(mesh.settings.agent_topic("flights")))
     mesh.publish(sent)
     await mesh.run()
     assert_dead_lettered(mesh, sent, "schema_violation")
@@ -184,7 +188,7 @@ async def test_crafted_envelope_for_an_unknown_saga_is_dead_lettered(mesh: InMem
 async def test_missing_headers_are_dead_lettered(mesh: InMemoryMesh) -> None:
     _, good = await flights_message(mesh)
     headers = [(k, v) for k, v in good.headers if k not in ("ce_type", "ce_id")]
-    bad = OutMessage(good.topic, good.key, good.value, headers)
+    bad = mesh.signed(OutMessage(good.topic, good.key, good.value, headers))
     mesh.publish(bad)
     await mesh.run()
     letter = assert_dead_lettered(mesh, bad, "missing_header")
@@ -199,7 +203,7 @@ async def test_missing_header_with_a_known_saga_parks_it(mesh: InMemoryMesh) -> 
     # coordinator; otherwise the saga sits in `running` until the step timeout compensates it.
     saga_id, good = await flights_message(mesh)
     headers = [(k, v) for k, v in good.headers if k != "ce_type"]
-    mesh.publish(OutMessage(good.topic, good.key, good.value, headers))
+    mesh.publish(mesh.signed(OutMessage(good.topic, good.key, good.value, headers)))
     await mesh.run()
     assert_parked(mesh, saga_id, "missing_header")
 
@@ -207,7 +211,7 @@ async def test_missing_header_with_a_known_saga_parks_it(mesh: InMemoryMesh) -> 
 async def test_oversized_value_is_message_too_large(mesh: InMemoryMesh) -> None:
     _, good = await flights_message(mesh)
     big = good.value + b" " * mesh.settings.max_message_bytes
-    bad = OutMessage(good.topic, good.key, big, good.headers)
+    bad = mesh.signed(OutMessage(good.topic, good.key, big, good.headers))
     mesh.publish(bad)
     await mesh.run()
     letter = assert_dead_lettered(mesh, bad, "message_too_large")
@@ -218,7 +222,7 @@ async def test_oversized_value_parks_the_saga(mesh: InMemoryMesh) -> None:
     # The headers are valid, so the runtime knows the saga and must emit step_deadlettered.
     saga_id, good = await flights_message(mesh)
     big = good.value + b" " * mesh.settings.max_message_bytes
-    mesh.publish(OutMessage(good.topic, good.key, big, good.headers))
+    mesh.publish(mesh.signed(OutMessage(good.topic, good.key, big, good.headers)))
     await mesh.run()
     assert_parked(mesh, saga_id, "message_too_large")
 
@@ -226,7 +230,7 @@ async def test_oversized_value_parks_the_saga(mesh: InMemoryMesh) -> None:
 async def test_non_utf8_header_is_dead_lettered(mesh: InMemoryMesh) -> None:
     _, good = await flights_message(mesh)
     headers = replace_headers(good.headers, [("ce_source", b"/itinerant/\xff")])
-    bad = OutMessage(good.topic, good.key, good.value, headers)
+    bad = mesh.signed(OutMessage(good.topic, good.key, good.value, headers), "planner")
     mesh.publish(bad)
     await mesh.run()
     assert_dead_lettered(mesh, bad, "undecodable")
@@ -237,11 +241,12 @@ async def test_a_previous_dead_letters_headers_are_replaced_not_duplicated(
 ) -> None:
     saga_id, good = await flights_message(mesh)
     stale = [(dlq.REASON, b"old_reason"), (dlq.ATTEMPTS, b"9")]
-    bad = OutMessage(good.topic, good.key, b"garbage", [*good.headers, *stale])
+    bad = mesh.signed(OutMessage(good.topic, good.key, b"garbage", [*good.headers, *stale]))
     mesh.publish(bad)
     await mesh.run()
     letter = the_dead_letter(mesh)
     assert [v for k, v in letter.headers if k == dlq.REASON] == [b"invalid_json"]
     assert [v for k, v in letter.headers if k == dlq.ATTEMPTS] == [b"1"]
-    assert letter.headers[: len(good.headers)] == good.headers
+    kept = [h for h in bad.headers if not h[0].startswith("x-dlq-")]
+    assert letter.headers[: len(kept)] == kept
     assert_parked(mesh, saga_id, "invalid_json")
