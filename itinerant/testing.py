@@ -30,13 +30,13 @@ from itinerant.runtime.providers import make_provider
 from itinerant.runtime.store import Store
 from itinerant.security.keys import ensure_local_keys, keys_dir
 from itinerant.security.local import prepare_keys
-from itinerant.security.signing import mesh_keys, source_principal
+from itinerant.security.signing import mesh_keys, source_principal, visit_signer
 from itinerant.settings import Settings
 from itinerant.wire.budget import Budget
-from itinerant.wire.envelope import Envelope, InRecord, OutMessage
+from itinerant.wire.envelope import Envelope, InRecord, OutMessage, replace_headers
 from itinerant.wire.ids import new_id
 from itinerant.wire.request import Request
-from itinerant.wire.slip import Slip, SlipStep, Step
+from itinerant.wire.slip import Slip, SlipStep, Step, Visit
 
 __all__ = ["HandlerResult", "InMemoryMesh", "run_handler"]
 
@@ -280,7 +280,27 @@ def signed(settings: Settings, message: OutMessage, principal: str | None = None
     source = (message.header("ce_source") or b"").decode(errors="replace")
     principal = principal or source_principal(source) or "coordinator"
     ensure_local_keys(keys_dir(settings), [principal])
-    return mesh_keys(settings).sign(message, principal)
+    keys = mesh_keys(settings)
+    raw_slip = message.header("ce_routingslip")
+    saga_raw = message.header("ce_sagaid")
+    if raw_slip and saga_raw and keys.required:
+        slip = Slip.decode(raw_slip)
+        if any(v.sig is None for v in slip.visited):
+            # Crafted visits get signed by the services they name, chained, as if they ran.
+            visits: list[Visit] = []
+            for index, visit in enumerate(slip.visited):
+                if visit.step is None:
+                    visit = visit.model_copy(update={"step": index})
+                if visit.sig is None:
+                    ensure_local_keys(keys_dir(settings), [visit_signer(visit)])
+                    visit = keys.sign_visit(saga_raw.decode(errors="replace"), visits, visit)
+                visits.append(visit)
+            slip = slip.model_copy(update={"visited": visits})
+            headers = replace_headers(
+                message.headers, [("ce_routingslip", slip.encode(settings.max_slip_bytes))]
+            )
+            message = OutMessage(message.topic, message.key, message.value, headers)
+    return keys.sign(message, principal)
 
 
 def signed_record(

@@ -26,7 +26,10 @@ from itinerant.brokers.kafka import KafkaNode
 from itinerant.brokers.tansu import TansuBroker
 from itinerant.cli.kafka_io import Seen, follow, publish_raw, publish_request
 from itinerant.cli.supervisor import Supervisor
+from itinerant.security.keys import ensure_local_keys, keys_dir
 from itinerant.settings import Settings
+from itinerant.testing import signed
+from itinerant.wire.envelope import OutMessage
 from services.contracts.trip import TripRequest
 from services.settings import TravelSettings
 
@@ -136,13 +139,17 @@ class System:
     settings: Settings
     supervisor: Supervisor
 
-    def publish(self, request: TripRequest | str) -> str:
+    def publish(self, request: TripRequest | str, principal: str | None = None) -> str:
+        """Publish a request: unsigned (anonymous), or signed as ``principal`` (its customer;
+        the principal's key is generated under the system's keys folder when missing)."""
         if isinstance(request, str):
             raw = json.loads((EXAMPLES / request).read_text())
             request = TripRequest.model_validate(raw)
         if request.request_id is None:
             request = request.model_copy(update={"request_id": str(uuid.uuid4())})
-        return publish_request(self.settings, request)
+        if principal is not None:
+            ensure_local_keys(keys_dir(self.settings), [principal])
+        return publish_request(self.settings, request, principal=principal)
 
     def publish_raw(
         self,
@@ -152,6 +159,11 @@ class System:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         publish_raw(self.settings, topic, key, value, headers)
+
+    def sign(self, message: OutMessage, principal: str | None = None) -> OutMessage:
+        """A crafted message signed (its visits too) as the service its source names: what it
+        takes to get past authentication to the check a test is about."""
+        return signed(self.settings, message, principal)
 
     def collect(
         self, topics: list[str], until: Callable[[list[Seen]], bool], timeout_s: float, what: str

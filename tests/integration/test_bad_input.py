@@ -13,7 +13,7 @@ import pytest
 
 from itinerant.wire.budget import Budget
 from itinerant.wire.envelope import Envelope
-from itinerant.wire.slip import Slip, Step
+from itinerant.wire.slip import APPROVAL_VISIT, Slip, Step, Visit
 from services.contracts.trip import TripDocument, TripRequest
 
 from .conftest import EXAMPLES, System
@@ -65,7 +65,7 @@ def flights_message(
     return Envelope(
         id=message_id or str(uuid.uuid4()),
         type=ce_type,
-        source="/clients/test",
+        source="/itinerant/coordinator",  # as after an approval gate released it
         saga_id=saga_id,
         data=data
         if data is not None
@@ -78,6 +78,11 @@ def flights_message(
                 Step(agent="notifier"),
             ],
             next=next_,
+            # The steps a booking requires, as if they ran (signed by System.sign).
+            visited=[
+                Visit(agent=name, id=str(uuid.uuid4()), at=datetime.now(UTC), step=index)
+                for index, name in enumerate(("planner", "validator", APPROVAL_VISIT))
+            ],
         ),
         budget=Budget(max_hops=10, deadline=datetime.now(UTC) + timedelta(minutes=5)),
     )
@@ -142,7 +147,7 @@ def test_unknown_agent_in_slip_is_dead_lettered_and_parks_the_saga(system: Syste
             Step(agent="teleporter"),
         ],
     )
-    out = message.to_message(system.settings.agent_topic("flights"))
+    out = system.sign(message.to_message(system.settings.agent_topic("flights")))
     system.publish_raw(out.topic, out.value, out.key, out.headers)
     letters = system.dead_letters(lambda s: s.headers.get("ce_id") == message.id)
     assert letters[0].headers["x-dlq-reason"] == "unknown_agent"
@@ -169,7 +174,7 @@ def test_poison_on_an_agent_topic_lands_in_the_dlq_unchanged(
     system: System, label: str, kwargs: dict[str, Any], reason: str
 ) -> None:
     message = flights_message(str(uuid.uuid4()), **kwargs)
-    out = message.to_message(system.settings.agent_topic("flights"))
+    out = system.sign(message.to_message(system.settings.agent_topic("flights")))
     system.publish_raw(out.topic, out.value, out.key, out.headers)
     letter = system.dead_letters(lambda s: s.headers.get("ce_id") == message.id)[0]
     assert letter.headers["x-dlq-reason"] == reason, label
@@ -181,7 +186,7 @@ def test_poison_on_an_agent_topic_lands_in_the_dlq_unchanged(
 def test_duplicate_delivery_books_once(system: System) -> None:
     saga_id = str(uuid.uuid4())
     message = flights_message(saga_id)
-    out = message.to_message(system.settings.agent_topic("flights"))
+    out = system.sign(message.to_message(system.settings.agent_topic("flights")))
     for _ in range(2):
         system.publish_raw(out.topic, out.value, out.key, out.headers)
     # Both copies are handled: the first books and forwards, the repeat re-sends that forward.

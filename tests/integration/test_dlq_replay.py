@@ -59,7 +59,7 @@ def actions_topic(system: System) -> str:
 
 def publish(system: System, saga_id: str, **kwargs: Any) -> tuple[str, Any]:
     message = flights_message(saga_id, **kwargs)
-    out = message.to_message(system.settings.agent_topic("flights"))
+    out = system.sign(message.to_message(system.settings.agent_topic("flights")))
     system.publish_raw(out.topic, out.value, out.key, out.headers)
     return message.id, out
 

@@ -51,6 +51,7 @@ def llm_system(
         retry_base_delay_s=0.05,
         retry_max_delay_s=0.2,
         circuit_threshold=20,  # scenarios share the planner's breaker; 500s must not open it
+        approvers=["operator", "alice", "bob"],
     )
     try:
         yield running
@@ -267,8 +268,13 @@ def big_trip(system: System) -> str:
                 "return_date": "2027-05-03",
                 "travellers": 3,
             }
-        )
+        ),
+        principal=CUSTOMER,
     )
+
+
+#: The customer identity big trips and their refunds are made as (a booking is its customer's).
+CUSTOMER = "big-spender"
 
 
 def approved_booking(system: System) -> str:
@@ -277,7 +283,7 @@ def approved_booking(system: System) -> str:
     assert held["approval"]["amount_usd"] == 1414.0
     assert held["approval"]["slip"]["steps"][held["approval"]["step"] + 1]["agent"] == "flights"
     assert bookings(system, trip_id) == []  # nothing booked while it waits
-    run = cli(system, "approvals", "approve", trip_id, "--why", "trip ok", "--by", "alice")
+    run = cli(system, "approvals", "approve", trip_id, "--why", "trip ok", "--as", "alice")
     assert run.returncode == 0, run.stderr
     result = system.results({trip_id})[trip_id]
     assert result["status"] == "completed", result
@@ -293,7 +299,8 @@ def refund(system: System, ref: str) -> str:
                 "kind": "refund",
                 "booking_ref": ref,
             }
-        )
+        ),
+        principal=CUSTOMER,
     )
 
 
@@ -334,7 +341,7 @@ def test_rejected_refund_refunds_nothing(llm_system: System) -> None:
     refund_id = refund(llm_system, ref)
     in_state(llm_system, refund_id, "awaiting_approval")
     run = cli(
-        llm_system, "approvals", "reject", refund_id, "--why", "fraud suspected", "--by", "bob"
+        llm_system, "approvals", "reject", refund_id, "--why", "fraud suspected", "--as", "bob"
     )
     assert run.returncode == 0, run.stderr
     result = llm_system.results({refund_id})[refund_id]

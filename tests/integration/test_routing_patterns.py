@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from itinerant.wire.envelope import Envelope, InRecord
+from itinerant.wire.envelope import Envelope, InRecord, OutMessage
 from services.contracts.trip import Traveller, TripRequest
 from services.mesh import AGENTS
 
@@ -144,7 +144,8 @@ def test_duplicate_branch_result_is_ignored(system: System) -> None:
     headers.append(("ce_id", str(uuid.uuid4()).encode()))
     body = json.dumps(original.value).encode()
     Envelope.from_record(InRecord("x", 0, 0, None, body, headers))  # still a valid event
-    system.publish_raw(system.settings.events_topic, body, saga_id.encode(), headers)
+    again = system.sign(OutMessage(system.settings.events_topic, saga_id.encode(), body, headers))
+    system.publish_raw(again.topic, again.value, again.key, again.headers)
     result = system.results({saga_id})[saga_id]
     assert result["status"] == "completed"
     saga = saga_view(system, saga_id)
