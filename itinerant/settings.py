@@ -104,8 +104,12 @@ class Settings(BaseSettings):
     circuit_threshold: int = Field(default=5, ge=1, description="Failures that open a circuit.")
     circuit_reset_s: float = Field(default=10.0, gt=0, description="Open circuit's cool-down.")
 
-    default_max_hops: int = Field(default=20, ge=1, description="Hop budget of a request.")
-    default_deadline_s: float = Field(default=120.0, gt=0, description="Deadline of a request.")
+    default_max_hops: int = Field(
+        default=20, ge=1, description="Hop budget of a request, and the most one may ask for."
+    )
+    default_deadline_s: float = Field(
+        default=120.0, gt=0, description="Deadline of a request, and the longest one may ask for."
+    )
     default_max_tokens: int = Field(default=20_000, ge=0, description="Token budget.")
     default_max_cost_usd: float = Field(default=1.0, ge=0, description="LLM spend budget.")
     step_timeout_s: float = Field(default=60.0, gt=0, description="A step stuck longer fails.")

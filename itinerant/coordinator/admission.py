@@ -77,9 +77,16 @@ class Admission:
 
     def _budget(self, request: Request, now: datetime) -> Budget:
         """The request's own limits, never above the settings' defaults."""
-        deadline_s = min(request.deadline_s or self.settings.default_deadline_s, 3600)
+        # The defaults are the ceilings too: a request may ask for less, never for more
+        # (docs/security.md#trust-boundary).
+        deadline_s = min(
+            request.deadline_s or self.settings.default_deadline_s,
+            self.settings.default_deadline_s,
+        )
         return Budget(
-            max_hops=min(request.max_hops or self.settings.default_max_hops, 100),
+            max_hops=min(
+                request.max_hops or self.settings.default_max_hops, self.settings.default_max_hops
+            ),
             deadline=now + timedelta(seconds=deadline_s),
             max_tokens=min(
                 self.settings.default_max_tokens,
