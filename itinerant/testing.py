@@ -21,7 +21,13 @@ from pydantic import BaseModel, ValidationError
 from itinerant.coordinator import repository
 from itinerant.coordinator.saga import Saga
 from itinerant.coordinator.service import Coordinator
-from itinerant.errors import HandlerError, SchemaViolation, UnsupportedVersion, validation_problems
+from itinerant.errors import (
+    HandlerError,
+    ItinerantError,
+    SchemaViolation,
+    UnsupportedVersion,
+    validation_problems,
+)
 from itinerant.mesh import Mesh, load_mesh
 from itinerant.runtime.agent import Agent, AgentServices, HandlerContext
 from itinerant.runtime.llm import DeterministicProvider, LLMProvider
@@ -283,23 +289,25 @@ def signed(settings: Settings, message: OutMessage, principal: str | None = None
     keys = mesh_keys(settings)
     raw_slip = message.header("ce_routingslip")
     saga_raw = message.header("ce_sagaid")
-    if raw_slip and saga_raw and keys.required:
-        slip = Slip.decode(raw_slip)
-        if any(v.sig is None for v in slip.visited):
-            # Crafted visits get signed by the services they name, chained, as if they ran.
-            visits: list[Visit] = []
-            for index, visit in enumerate(slip.visited):
-                if visit.step is None:
-                    visit = visit.model_copy(update={"step": index})
-                if visit.sig is None:
-                    ensure_local_keys(keys_dir(settings), [visit_signer(visit)])
-                    visit = keys.sign_visit(saga_raw.decode(errors="replace"), visits, visit)
-                visits.append(visit)
-            slip = slip.model_copy(update={"visited": visits})
-            headers = replace_headers(
-                message.headers, [("ce_routingslip", slip.encode(settings.max_slip_bytes))]
-            )
-            message = OutMessage(message.topic, message.key, message.value, headers)
+    try:
+        slip = Slip.decode(raw_slip) if raw_slip and saga_raw and keys.required else None
+    except ItinerantError:
+        slip = None  # a crafted broken slip: sign the message as it is
+    if slip is not None and saga_raw is not None and any(v.sig is None for v in slip.visited):
+        # Crafted visits get signed by the services they name, chained, as if they ran.
+        visits: list[Visit] = []
+        for index, visit in enumerate(slip.visited):
+            if visit.step is None:
+                visit = visit.model_copy(update={"step": index})
+            if visit.sig is None:
+                ensure_local_keys(keys_dir(settings), [visit_signer(visit)])
+                visit = keys.sign_visit(saga_raw.decode(errors="replace"), visits, visit)
+            visits.append(visit)
+        slip = slip.model_copy(update={"visited": visits})
+        headers = replace_headers(
+            message.headers, [("ce_routingslip", slip.encode(settings.max_slip_bytes))]
+        )
+        message = OutMessage(message.topic, message.key, message.value, headers)
     return keys.sign(message, principal)
 
 

@@ -335,7 +335,7 @@ def publish(
         typer.Option(
             "--as",
             help="sign the request as this principal (its key in the keys folder): the saga "
-            "acts for it, e.g. to refund its own booking; unsigned requests are anonymous",
+            "acts for it (what it booked is its own); unsigned requests are anonymous",
         ),
     ] = None,
 ) -> None:

@@ -62,15 +62,13 @@ SlipStep = Annotated[Step | ParallelGroup | Approval, Field(union_mode="left_to_
 class Visit(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    agent: str = Field(max_length=64)
-    id: str = Field(max_length=128)
+    agent: str
+    id: str
     at: datetime
     skipped: bool = False
     step: int | None = Field(default=None, ge=0, description="index of the step visited")
     by: str | None = Field(default=None, max_length=64, description="who decided, at a gate")
-    sig: str | None = Field(
-        default=None, max_length=128, description="the visitor's signature, chained"
-    )
+    sig: str | None = Field(default=None, description="the visitor's signature, chained")
 
 
 class Slip(BaseModel):
@@ -80,7 +78,7 @@ class Slip(BaseModel):
     steps: list[SlipStep] = Field(min_length=1, max_length=64)
     next: int = Field(default=0, ge=0)
     branch: int | None = Field(default=None, ge=0, description="branch of a parallel group")
-    visited: list[Visit] = Field(default_factory=list, max_length=256)
+    visited: list[Visit] = Field(default_factory=list)
 
     # -- reading -------------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from itinerant.cli import dlq as cli
 from itinerant.errors import ItinerantError, SchemaViolation, UnsupportedVersion
 from itinerant.operators import dlq_actions as da
 from itinerant.runtime.dlq import dead_letter
+from itinerant.security.keys import ensure_local_keys
 from itinerant.wire.envelope import REPLAY_COUNT, Envelope, InRecord, OutMessage
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -434,11 +436,16 @@ def test_cli_bulk_replay_exit_3_only_when_everything_is_refused(kafka: FakeKafka
     assert again.exit_code == 3 and "skipped" in again.stderr
 
 
-def test_cli_discard(kafka: FakeKafka) -> None:
+def test_cli_discard(kafka: FakeKafka, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ITINERANT_DATA_DIR", str(tmp_path))
     target = kafka.entries[1]
+    refused = run("discard", target.id, "--why", "customer cancelled")
+    assert refused.exit_code == 1 and "no signing key" in refused.stderr  # says what to do
+    ensure_local_keys(tmp_path / "keys", ["operator"])
     result = run("discard", target.id, "--why", "customer cancelled")
     assert result.exit_code == 0, result.output
     event, record = kafka.sent
+    assert event.header("ce_signer") == b"operator"  # the coordinator believes an operator
     assert event.topic.endswith("saga.events") and event.key == b"saga-two"
     assert event.header("ce_type") == b"itinerant.saga.discard_requested.v1"
     assert json.loads(event.value)["why"] == "customer cancelled"
