@@ -128,7 +128,7 @@ class Settings(BaseSettings):
         default=8480, ge=0, le=65535, description="A2A gateway port (0: `up` does not start it)."
     )
     gateway_token: SecretStr | None = Field(
-        default=None, description="Bearer token A2A clients must send (unset: no auth)."
+        default=None, description="Bearer token of the A2A principal `default`."
     )
     gateway_max_body_bytes: int = Field(
         default=262_144, ge=1024, description="Largest A2A request body (HTTP 413 beyond)."
@@ -204,6 +204,32 @@ class Settings(BaseSettings):
         default="operator",
         pattern=r"^[a-z0-9_.-]{1,64}$",
         description="The principal the CLI signs operator decisions as (its key in keys_dir).",
+    )
+
+    # -- callers and tokens (docs/security-gateway.md) -----------------------------------------
+    gateway_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='Callers of the A2A gateway, JSON {"principal": "<token>"}; each sees and '
+        "cancels only its own tasks (principals in ITINERANT_OPERATORS see all). Unset with no "
+        "ITINERANT_GATEWAY_TOKEN: `itinerant up` generates one in <data_dir>/tokens.json.",
+    )
+    operator_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='Operators\' tokens, JSON {"principal": "<token>"} (principals in '
+        "ITINERANT_OPERATORS): the coordinator's saga view requires one, the CLI sends "
+        "ITINERANT_OPERATOR's. Unset: `itinerant up` generates one in <data_dir>/tokens.json.",
+    )
+    gateway_rate_per_s: float = Field(
+        default=20.0, gt=0, description="A2A requests per second per principal (HTTP 429 beyond)."
+    )
+    gateway_rate_burst: int = Field(
+        default=40, ge=1, description="A2A requests a principal may send at once above the rate."
+    )
+    gateway_max_streams: int = Field(
+        default=8, ge=1, description="Open SSE streams per principal (HTTP 429 beyond)."
+    )
+    coordinator_http_host: str = Field(
+        default="127.0.0.1", description="Address the coordinator's saga HTTP view binds."
     )
 
     @property

@@ -43,12 +43,17 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 def _get(settings: Settings, path: str) -> Any:
     url = f"http://127.0.0.1:{settings.coordinator_http_port}{path}"
+    from itinerant.security.tokens import TOKEN_HINT, operator_headers
+
+    request = urllib.request.Request(url, headers=operator_headers(settings))
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             _fail(f"no saga at {path} (not yet started, or a typo)", 3)
+        if exc.code in (401, 403):
+            _fail(f"the saga view refused the operator token ({exc.code}); {TOKEN_HINT}")
         _fail(f"coordinator answered {exc.code}")
     except (urllib.error.URLError, OSError) as exc:
         _fail(f"the coordinator's saga view at {url} does not answer ({exc}); is it running?")

@@ -18,6 +18,7 @@ from itinerant.brokers.connection import quiet_client_config
 from itinerant.errors import BrokerUnavailable
 from itinerant.operators.dlq_records import ACTIONS_TOPIC, Action, DlqEntry
 from itinerant.operators.dlq_view import EntryView, fold
+from itinerant.security.tokens import operator_headers
 from itinerant.settings import Settings
 from itinerant.wire.envelope import InRecord, OutMessage
 from itinerant.wire.ids import new_id
@@ -173,8 +174,9 @@ def publish(settings: Settings, messages: Sequence[OutMessage]) -> list[str | No
 def fetch_saga(settings: Settings, saga_id: str) -> tuple[dict[str, Any] | None, str | None]:
     """The saga from the coordinator's HTTP view, or (None, why not)."""
     url = f"http://127.0.0.1:{settings.coordinator_http_port}/sagas/{saga_id}"
+    request = urllib.request.Request(url, headers=operator_headers(settings))
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read()), None
     except urllib.error.HTTPError as exc:
         if exc.code == 404:

@@ -20,6 +20,8 @@ from itinerant.brokers.connection import require_broker
 from itinerant.errors import ItinerantError
 from itinerant.mesh import load_mesh
 from itinerant.observability.logs import configure_logging
+from itinerant.security.tokens import TOKEN_HINT, operator_headers
+from itinerant.security.tokens import usage_lines as token_usage
 from itinerant.settings import Settings
 
 from . import demo as demo_module
@@ -178,6 +180,8 @@ def _print_up(settings: Settings, supervisor: Supervisor) -> None:
         metrics = f"http://127.0.0.1:{port}/metrics" if port else "off"
         console.print(f"  {name:<12} pid {proc.pid:<8} metrics {metrics:<34} log {proc.log_path}")
     console.print(f"  saga view   http://127.0.0.1:{settings.coordinator_http_port}/sagas")
+    for line in token_usage(settings, show_secret=console.is_terminal):  # never into a log file
+        console.print(line, markup=False, highlight=False)
 
 
 def _up_detached(settings: Settings, ready_timeout: float) -> None:
@@ -373,12 +377,17 @@ def status(saga_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
     """A saga's state, each step with timings, and its timeline of events."""
     settings = _settings()
     url = f"http://127.0.0.1:{settings.coordinator_http_port}/sagas/{saga_id}"
+    request = urllib.request.Request(url, headers=operator_headers(settings))
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5) as response:
             saga = json.loads(response.read())
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             raise _fail(f"no saga {saga_id} (not yet started, or a typo)", 3) from exc
+        if exc.code in (401, 403):
+            raise _fail(
+                f"the saga view refused the operator token ({exc.code}); {TOKEN_HINT}"
+            ) from exc
         raise _fail(f"coordinator answered {exc.code}") from exc
     except (urllib.error.URLError, OSError) as exc:
         raise _fail(

@@ -7,6 +7,8 @@ import logging
 from itinerant.mesh import Mesh
 from itinerant.runtime.store import Store
 from itinerant.runtime.worker import Subscription, Timer, Worker
+from itinerant.security.tokens import operators as operator_tokens
+from itinerant.security.tokens import view_table
 from itinerant.settings import Settings
 
 from . import http_view, repository
@@ -16,13 +18,18 @@ log = logging.getLogger(__name__)
 
 
 def coordinator_worker(settings: Settings, mesh: Mesh) -> Worker:
+    tokens = view_table(settings)  # docs/security-gateway.md#the-coordinators-view
     store = Store(settings.data_dir / "state" / f"{SERVICE}.db", (repository.SAGAS,))
     coordinator = Coordinator(settings, store, mesh)
 
     async def start_http_view() -> None:
         if settings.coordinator_http_port:
+            if not operator_tokens(settings):
+                log.warning("saga HTTP view has no operator token: it refuses every request")
             try:
-                await http_view.serve(store, settings.metrics_host, settings.coordinator_http_port)
+                await http_view.serve(
+                    store, settings.coordinator_http_host, settings.coordinator_http_port, tokens
+                )
             except OSError as exc:
                 log.warning(
                     "saga HTTP view not started on port %s: %s", settings.coordinator_http_port, exc

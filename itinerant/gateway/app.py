@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
 
 import uvicorn
 from a2a.server.apps.jsonrpc.starlette_app import A2AStarletteApplication
@@ -22,7 +20,7 @@ from a2a.types import (
     JSONParseError,
     MethodNotFoundError,
 )
-from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH, PREV_AGENT_CARD_WELL_KNOWN_PATH
+from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -31,20 +29,17 @@ from starlette.responses import JSONResponse, Response
 from itinerant.brokers.connection import require_broker
 from itinerant.mesh import Mesh, load_mesh
 from itinerant.observability import tracing
+from itinerant.security.signing import require_signing_key
 from itinerant.settings import Settings
 
 from .card import agent_card
 from .config import SERVICE, GatewayConfig, gateway_config
+from .feed import MeshFeed
+from .guard import Guard, PrincipalContextBuilder
 from .handler import GatewayHandler
-from .mesh import Publisher, ResultsFollower, SagaView
+from .mesh import Publisher, SagaView
 
 log = logging.getLogger(__name__)
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SUPPORTED_METHODS = (
     "message/send",
@@ -53,109 +48,6 @@ SUPPORTED_METHODS = (
     "tasks/cancel",
     "tasks/resubscribe",
 )
-PUBLIC_PATHS = frozenset({AGENT_CARD_WELL_KNOWN_PATH, PREV_AGENT_CARD_WELL_KNOWN_PATH})
-
-
-def rpc_error(code: int, message: str, request_id: str | int | None = None) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
-
-
-class Guard:
-    """Bearer token (HTTP 401) and body size (HTTP 413) before any JSON-RPC handling.
-
-    The agent card stays public (clients discover the security scheme from it). A body is read
-    at most ``max_body_bytes`` far, whether or not it declares a Content-Length."""
-
-    def __init__(self, app: ASGIApp, config: GatewayConfig) -> None:
-        self.app = app
-        self.config = config
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (
-            scope["method"] in ("GET", "HEAD") and scope["path"] in PUBLIC_PATHS
-        ):
-            await self.app(scope, receive, send)
-            return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.config.token is not None and not self._authorized(headers):
-            await _respond(
-                send,
-                401,
-                rpc_error(
-                    -32600,
-                    "unauthorized: send 'Authorization: Bearer <token>' (the agent card's "
-                    "'bearer' security scheme; the token is ITINERANT_GATEWAY_TOKEN)",
-                ),
-                [(b"www-authenticate", b'Bearer realm="itinerant"')],
-            )
-            return
-        limit = self.config.max_body_bytes
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            await _too_large(send, int(declared), limit)
-            return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                await _too_large(send, size, limit)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        delivered = False
-
-        async def replay() -> Message:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    def _authorized(self, headers: dict[str, str]) -> bool:
-        scheme, _, given = headers.get("authorization", "").partition(" ")
-        token = self.config.token or ""
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            given.strip().encode(), token.encode()
-        )
-
-
-async def _too_large(send: Send, size: int, limit: int) -> None:
-    await _respond(
-        send,
-        413,
-        rpc_error(
-            -32600,
-            f"request body too large: {size}+ bytes; the limit is {limit} "
-            "(ITINERANT_GATEWAY_MAX_BODY_BYTES)",
-        ),
-    )
-
-
-async def _respond(
-    send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    raw = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(raw)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": raw})
 
 
 class GatewayApplication(A2AStarletteApplication):
@@ -211,7 +103,7 @@ class Gateway:
     mesh: Mesh
     publisher: Publisher
     view: SagaView
-    results: ResultsFollower
+    feed: MeshFeed
     app: Starlette
 
 
@@ -222,34 +114,42 @@ def build(
     mesh: Mesh | None = None,
     publisher: Publisher | None = None,
     view: SagaView | None = None,
-    results: ResultsFollower | None = None,
+    feed: MeshFeed | None = None,
 ) -> Gateway:
     """The gateway's parts and its ASGI app (parts may be given, e.g. by tests); ``mesh``
-    defaults to the application ``settings.app`` names."""
+    defaults to the application ``settings.app`` names. Raises
+    :class:`~itinerant.gateway.config.GatewayExposed` for a non-loopback address without a
+    token."""
     config = config or gateway_config(settings)
+    config.check_exposure()
+    if not config.authenticated:
+        log.warning(
+            "the A2A gateway has no token: every caller on this machine is principal 'default'"
+        )
     mesh = mesh or load_mesh(settings.app)
     publisher = publisher or Publisher(settings)
     view = view or SagaView(config)
-    results = results or ResultsFollower(settings)
-    handler = GatewayHandler(settings, config, mesh, publisher, view, results)
+    feed = feed or MeshFeed(settings)
+    handler = GatewayHandler(settings, config, mesh, publisher, view, feed)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        results.start()
+        feed.start()
         try:
             yield
         finally:
-            results.stop()
+            feed.stop()
             await view.close()
             await asyncio.to_thread(publisher.close)
 
     a2a = GatewayApplication(
         agent_card=agent_card(config, mesh),
         http_handler=handler,
+        context_builder=PrincipalContextBuilder(),
         max_content_length=config.max_body_bytes,
     )
     app = a2a.build(lifespan=lifespan, middleware=[Middleware(Guard, config=config)])
-    return Gateway(settings, config, mesh, publisher, view, results, app)
+    return Gateway(settings, config, mesh, publisher, view, feed, app)
 
 
 class _Server(uvicorn.Server):
@@ -285,7 +185,9 @@ async def serve(gateway: Gateway) -> None:
                 return
             await asyncio.sleep(0.05)
         ready.write_text(config.public_url)
-        log.info("A2A gateway serving %s (card at %s)", config.public_url, PUBLIC_PATHS)
+        log.info(
+            "A2A gateway serving %s (card at %s)", config.public_url, AGENT_CARD_WELL_KNOWN_PATH
+        )
 
     marker = asyncio.create_task(mark_ready())
     try:
@@ -304,6 +206,8 @@ def main(settings: Settings, mesh: Mesh | None = None) -> None:
     """Run the gateway in the foreground (what ``itinerant worker gateway`` calls) for ``mesh``,
     by default the application ``settings.app`` names (ITINERANT_APP)."""
     mesh = mesh or load_mesh(settings.app)  # before the broker: a wrong ITINERANT_APP says so
+    gateway_config(settings).check_exposure()
+    require_signing_key(settings, SERVICE)
     require_broker(settings.kafka_bootstrap_servers, settings.broker_timeout_s)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per saga-view poll
     tracing.configure(SERVICE, settings.data_dir)

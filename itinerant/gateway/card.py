@@ -87,7 +87,7 @@ def _skills(mesh: Mesh) -> list[AgentSkill]:
 
 
 def agent_card(config: GatewayConfig, mesh: Mesh) -> AgentCard:
-    bearer = config.token is not None
+    bearer = config.authenticated
     description = mesh.description or (
         f"The {mesh.name} mesh: a request runs as a saga across a Kafka mesh of agents; a "
         "failed step undoes the steps already completed."
@@ -111,7 +111,10 @@ def agent_card(config: GatewayConfig, mesh: Mesh) -> AgentCard:
                 "bearer": SecurityScheme(
                     root=HTTPAuthSecurityScheme(
                         scheme="bearer",
-                        description="Authorization: Bearer <ITINERANT_GATEWAY_TOKEN>",
+                        description=(
+                            "Authorization: Bearer <token>; the token names the caller, who "
+                            "sees and cancels only its own tasks"
+                        ),
                     )
                 )
             }

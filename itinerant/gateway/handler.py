@@ -1,12 +1,17 @@
-"""The A2A request handler: every A2A method in terms of the mesh (no task store of its own)."""
+"""The A2A request handler: every A2A method in terms of the mesh, for the caller's principal
+(no task store of its own; docs/security-gateway.md).
+
+A caller sees, streams and cancels only its own tasks; any other task id gets the very answer an
+unknown one gets. Errors name no internal address: the details go to the gateway's log.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -33,27 +38,58 @@ from a2a.utils.errors import ServerError
 
 from itinerant.errors import BrokerUnavailable
 from itinerant.mesh import Mesh
+from itinerant.security.tokens import DEFAULT_PRINCIPAL, Principal
 from itinerant.settings import Settings
 from itinerant.wire.ids import new_id
 
 from . import inbound, tasks
 from .config import GatewayConfig
-from .mesh import CoordinatorUnavailable, Publisher, ResultsFollower, SagaView
+from .feed import RESULT, MeshFeed
+from .guard import PRINCIPAL_KEY
+from .mesh import CoordinatorUnavailable, Publisher, SagaView
+from .owners import Owners, may_see, task_id_for
 
 log = logging.getLogger(__name__)
 
-PENDING_KEPT = 10_000
 APPEAR_TIMEOUT_S = 5.0  # how long a cancel waits for a just-published saga to reach the view
 RESULT_WAIT_S = 3.0  # how long a finished saga's result may trail its state
 STREAM_SLACK_S = 30.0
+#: After a record of its saga wakes a stream, the view may not have taken it yet: reread after
+#: these delays until the saga changed (then wait for the next record).
+CATCH_UP_S = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+FINISHED = frozenset({"completed", "failed", "canceled", "rejected"})
 NO_PUSH = (
     "push notifications are not supported by this agent; stream with message/stream or "
     "poll tasks/get"
 )
+VIEW_DOWN = "the mesh's saga state is unavailable right now; retry shortly"
+INTERNAL = "internal error in the gateway; retry, and if it persists tell the operator"
 
 
 def _fail(error: Any) -> NoReturn:
     raise ServerError(error=error)
+
+
+def _not_found() -> NoReturn:
+    """The one answer for a task that does not exist and for another caller's."""
+    _fail(TaskNotFoundError())
+
+
+@contextlib.contextmanager
+def _hidden(method: str) -> Iterator[None]:
+    """Unexpected failures become a JSON-RPC internal error without their text (logged)."""
+    try:
+        yield
+    except ServerError:
+        raise
+    except Exception:
+        log.exception("%s failed", method)
+        _fail(InternalError(message=INTERNAL))
+
+
+def principal_of(context: ServerCallContext | None) -> Principal:
+    found = context.state.get(PRINCIPAL_KEY) if context is not None else None
+    return found if isinstance(found, Principal) else Principal(DEFAULT_PRINCIPAL)
 
 
 class GatewayHandler(RequestHandler):
@@ -64,50 +100,42 @@ class GatewayHandler(RequestHandler):
         mesh: Mesh,
         publisher: Publisher,
         view: SagaView,
-        results: ResultsFollower,
+        feed: MeshFeed,
     ) -> None:
         self.settings = settings
         self.mesh = mesh
         self.config = config
         self.publisher = publisher
         self.view = view
-        self.results = results
-        # Published by this gateway but maybe not yet in the coordinator's view: saga id ->
-        # (context id, when). A label for the answer, never the saga's state.
-        self._pending: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self.feed = feed
+        # Published by this gateway: who for, and a label for the answer (never saga state).
+        self.owners = Owners()
 
     # -- helpers --------------------------------------------------------------------------------
-
-    def _context_id(self, saga_id: str) -> str:
-        found = self._pending.get(saga_id)
-        return found[0] if found else saga_id
-
-    def _remember(self, saga_id: str, context_id: str) -> None:
-        self._pending[saga_id] = (context_id, time.monotonic())
-        self._pending.move_to_end(saga_id)
-        while len(self._pending) > PENDING_KEPT:
-            self._pending.popitem(last=False)
 
     async def _saga(self, saga_id: str) -> dict[str, Any] | None:
         try:
             return await self.view.get(saga_id)
         except CoordinatorUnavailable as exc:
-            _fail(InternalError(message=str(exc)))
+            log.warning("saga view: %s", exc)
+            _fail(InternalError(message=VIEW_DOWN))
 
-    async def _task(self, saga_id: str) -> Task | None:
-        """The task as the coordinator and the results topic say it is now."""
-        context_id = self._context_id(saga_id)
+    async def _task(self, saga_id: str, principal: Principal) -> Task | None:
+        """The task as the coordinator and the results topic say it is now; None when it does
+        not exist or is not the caller's."""
+        context_id = self.owners.context_id(saga_id)
         saga = await self._saga(saga_id)
+        result = self.feed.get(saga_id)
+        if not may_see(principal, self.owners, saga_id, saga, result):
+            return None
         if saga is None:
-            result = self.results.get(saga_id)
             if result is not None:
                 return tasks.result_only_task(result, context_id)
-            if saga_id in self._pending:
+            if self.owners.published(saga_id):
                 return tasks.submitted_task(saga_id, context_id)
             return None
-        result = self.results.get(saga_id)
         if tasks.terminal(saga) and result is None:
-            result = await self.results.wait(saga_id, RESULT_WAIT_S)
+            result = await self.feed.wait(saga_id, RESULT_WAIT_S)
         return tasks.task(saga, result, context_id)
 
     def _headers(self, context: ServerCallContext | None) -> dict[str, str]:
@@ -119,12 +147,13 @@ class GatewayHandler(RequestHandler):
     async def _start(
         self, params: MessageSendParams, context: ServerCallContext | None
     ) -> tuple[Task, bool]:
-        """Validate and publish; returns the task and whether it was new."""
+        """Validate and publish for the caller; returns the task and whether it was new."""
+        principal = principal_of(context)
         message = params.message
         if message.task_id:
-            known = await self._task(message.task_id)
+            known = await self._task(message.task_id, principal)
             if known is None:
-                _fail(TaskNotFoundError(message=f"no task {message.task_id!r}"))
+                _not_found()
             _fail(
                 InvalidParamsError(
                     message=f"task {message.task_id} does not take further messages (it is "
@@ -136,18 +165,28 @@ class GatewayHandler(RequestHandler):
             request = inbound.read_request(params, self.mesh)
         except inbound.InvalidInput as exc:
             _fail(InvalidParamsError(message=str(exc)))
-        saga_id = request.request_id or new_id()
-        context_id = message.context_id or saga_id
         if request.request_id is not None:
-            existing = await self._task(saga_id)
+            saga_id = task_id_for(principal.name, request.request_id)
+            existing = await self._task(saga_id, principal)
             if existing is not None:  # the client's request id: the same request, the same task
                 return existing, False
+            if await self._saga(saga_id) is not None:  # taken by a message from elsewhere
+                _fail(
+                    InvalidParamsError(
+                        message=f"request_id {request.request_id!r} cannot be used; send "
+                        "another (or none)"
+                    )
+                )
+        else:
+            saga_id = new_id()
+        context_id = message.context_id or saga_id
         parent, state = inbound.traceparent(self._headers(context))
         try:
-            await self.publisher.publish_request(request, saga_id, parent, state)
+            await self.publisher.publish_request(request, saga_id, principal.name, parent, state)
         except BrokerUnavailable as exc:
-            _fail(InternalError(message=f"the request was not published: {exc}"))
-        self._remember(saga_id, context_id)
+            log.warning("request %s not published: %s", saga_id, exc)
+            _fail(InternalError(message="the request was not published; retry shortly"))
+        self.owners.remember(saga_id, principal.name, context_id)
         echoed = message.model_copy(update={"task_id": saga_id, "context_id": context_id})
         return tasks.submitted_task(saga_id, context_id, history=[echoed]), True
 
@@ -158,80 +197,114 @@ class GatewayHandler(RequestHandler):
     ) -> Task | Message:
         """Publish the request and return its task at once (``configuration.blocking`` is not
         honoured: a saga may run up to its deadline; poll tasks/get or use message/stream)."""
-        task, _new = await self._start(params, context)
-        return task
+        with _hidden("message/send"):
+            task, _new = await self._start(params, context)
+            return task
 
     async def on_message_send_stream(
         self, params: MessageSendParams, context: ServerCallContext | None = None
     ) -> AsyncGenerator[Event]:
-        task, _new = await self._start(params, context)
-        yield task
-        async for event in self._follow(task.id, seen=0):
-            yield event
+        with _hidden("message/stream"):
+            task, _new = await self._start(params, context)
+            yield task
+            async for event in self._follow(task.id):
+                yield event
 
     async def on_resubscribe_to_task(
         self, params: TaskIdParams, context: ServerCallContext | None = None
     ) -> AsyncGenerator[Event]:
-        task = await self._task(params.id)
-        if task is None:
-            _fail(TaskNotFoundError(message=f"no task {params.id!r}"))
-        yield task
-        if task.status.state.value in ("completed", "failed", "canceled", "rejected"):
-            return
-        async for event in self._follow(params.id, seen=0):
-            yield event
+        with _hidden("tasks/resubscribe"):
+            task = await self._task(params.id, principal_of(context))
+            if task is None:
+                _not_found()
+            yield task
+            if task.status.state.value in FINISHED:
+                return
+            async for event in self._follow(params.id):
+                yield event
 
-    async def _follow(self, saga_id: str, seen: int) -> AsyncGenerator[Event]:
-        """Status updates as the saga's timeline grows, by polling the saga view; then the
-        artifact and the final status. Ends at the saga's deadline plus some slack."""
-        context_id = self._context_id(saga_id)
+    async def _follow(self, saga_id: str) -> AsyncGenerator[Event]:
+        """Status updates as the saga's timeline grows, then the artifact and the final status.
+
+        The view is read once for a snapshot and again only when the feed reports a record of
+        this saga (never on a clock). Ends at the saga's deadline plus some slack."""
+        context_id = self.owners.context_id(saga_id)
         limit = time.monotonic() + self.settings.default_deadline_s + STREAM_SLACK_S
         extended = False
-        while time.monotonic() < limit:
+        seen = 0
+        with self.feed.subscribe(saga_id) as wake:
             saga = await self._saga(saga_id)
-            if saga is None:
-                result = self.results.get(saga_id)
-                if result is not None:  # known only by its result (e.g. refused at ingress)
-                    saga = tasks.saga_from_result(result)
-                    for event in tasks.final_events(saga, result, context_id):
-                        yield event
+            while True:
+                if saga is None:
+                    result = self.feed.get(saga_id)
+                    if result is not None:  # known only by its result (e.g. refused at ingress)
+                        saga = tasks.saga_from_result(result)
+                        for event in tasks.final_events(saga, result, context_id):
+                            yield event
+                        return
+                else:
+                    if not extended:
+                        limit = max(limit, _deadline_monotonic(saga) + STREAM_SLACK_S)
+                        extended = True
+                    events = tasks.progress_events(saga, seen, context_id)
+                    seen += len(events)
+                    for update in events:
+                        yield update
+                    if tasks.terminal(saga):
+                        result = self.feed.get(saga_id) or await self.feed.wait(
+                            saga_id, RESULT_WAIT_S
+                        )
+                        for event in tasks.final_events(saga, result, context_id):
+                            yield event
+                        return
+                kind = await wake.next(limit - time.monotonic())
+                if kind is None:
+                    log.info("stream of %s ended at its deadline without a final state", saga_id)
                     return
-            else:
-                if not extended:
-                    limit = max(limit, _deadline_monotonic(saga) + STREAM_SLACK_S)
-                    extended = True
-                events = tasks.progress_events(saga, seen, context_id)
-                seen += len(events)
-                for update in events:
-                    yield update
-                if tasks.terminal(saga):
-                    result = self.results.get(saga_id) or await self.results.wait(
-                        saga_id, RESULT_WAIT_S
-                    )
-                    for event in tasks.final_events(saga, result, context_id):
-                        yield event
-                    return
-            await asyncio.sleep(self.config.poll_interval_s)
-        log.info("stream of %s ended at its deadline without a final state", saga_id)
+                saga = await self._catch_up(saga_id, saga, kind)
+
+    async def _catch_up(
+        self, saga_id: str, before: dict[str, Any] | None, kind: str
+    ) -> dict[str, Any] | None:
+        """The saga after a record of it arrived: reread (a few times, briefly) until the view
+        shows a change, since the coordinator may not have taken the record yet."""
+        saga = before
+        for delay in CATCH_UP_S:
+            await asyncio.sleep(delay)
+            saga = await self._saga(saga_id)
+            if _changed(before, saga) or (saga is None and kind == RESULT):
+                return saga
+        return saga
 
     async def on_get_task(
         self, params: TaskQueryParams, context: ServerCallContext | None = None
     ) -> Task | None:
-        return await self._task(params.id)
+        with _hidden("tasks/get"):
+            return await self._task(params.id, principal_of(context))
 
     async def on_cancel_task(
         self, params: TaskIdParams, context: ServerCallContext | None = None
     ) -> Task | None:
-        """Cancel = compensate: ask the coordinator to discard the saga."""
-        saga_id = params.id
+        """Cancel = compensate: ask the coordinator to discard the saga, for the caller."""
+        with _hidden("tasks/cancel"):
+            return await self._cancel(params.id, principal_of(context), context)
+
+    async def _cancel(
+        self, saga_id: str, principal: Principal, context: ServerCallContext | None
+    ) -> Task | None:
         saga = await self._saga(saga_id)
-        if saga is None and saga_id in self._pending:  # published a moment ago: let it arrive
-            deadline = time.monotonic() + APPEAR_TIMEOUT_S
-            while saga is None and time.monotonic() < deadline:
-                await asyncio.sleep(self.config.poll_interval_s / 2)
-                saga = await self._saga(saga_id)
+        if not may_see(principal, self.owners, saga_id, saga, self.feed.get(saga_id)):
+            return None
+        if saga is None and self.owners.published(saga_id):  # just published: let it arrive
+            with self.feed.subscribe(saga_id) as wake:
+                deadline = time.monotonic() + APPEAR_TIMEOUT_S
+                delays = iter(CATCH_UP_S[1:])
+                while saga is None and time.monotonic() < deadline:
+                    if await wake.next(next(delays, 0.5)) == RESULT:
+                        break
+                    saga = await self._saga(saga_id)
         if saga is None:
-            if self.results.get(saga_id) is not None:
+            if self.feed.get(saga_id) is not None:
                 _fail(TaskNotCancelableError(message=f"task {saga_id} has already finished"))
             return None
         if tasks.terminal(saga):
@@ -242,10 +315,13 @@ class GatewayHandler(RequestHandler):
             )
         parent, _state = inbound.traceparent(self._headers(context))
         try:
-            await self.publisher.publish_cancel(saga_id, parent or saga.get("traceparent"))
+            await self.publisher.publish_cancel(
+                saga_id, principal.name, parent or saga.get("traceparent")
+            )
         except BrokerUnavailable as exc:
-            _fail(InternalError(message=f"the cancel was not published: {exc}"))
-        task = tasks.task(saga, None, self._context_id(saga_id))
+            log.warning("cancel of %s not published: %s", saga_id, exc)
+            _fail(InternalError(message="the cancel was not published; retry shortly"))
+        task = tasks.task(saga, None, self.owners.context_id(saga_id))
         task.status.message = tasks.agent_message(
             saga_id,
             task.context_id,
@@ -280,6 +356,16 @@ class GatewayHandler(RequestHandler):
         context: ServerCallContext | None = None,
     ) -> None:
         _fail(UnsupportedOperationError(message=NO_PUSH))
+
+
+def _changed(before: dict[str, Any] | None, after: dict[str, Any] | None) -> bool:
+    if after is None:
+        return False
+    if before is None:
+        return True
+    return len(after.get("timeline") or []) != len(before.get("timeline") or []) or after.get(
+        "state"
+    ) != before.get("state")
 
 
 def _deadline_monotonic(saga: dict[str, Any]) -> float:

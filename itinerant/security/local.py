@@ -5,6 +5,7 @@ and the callers' tokens, generated under the data directory when none are config
 from __future__ import annotations
 
 from itinerant.security.keys import ensure_local_keys, keys_dir
+from itinerant.security.tokens import ensure_local_tokens
 from itinerant.settings import Settings
 
 
@@ -29,4 +30,6 @@ def prepare_keys(settings: Settings, services: list[str]) -> Settings:
 
 
 def prepare_tokens(settings: Settings) -> Settings:
-    return settings
+    """The callers' and operators' tokens a local mesh lacks, generated into
+    ``<data_dir>/tokens.json`` (0600) and kept across restarts (docs/security-gateway.md)."""
+    return ensure_local_tokens(settings)

@@ -22,6 +22,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from itinerant.brokers.connection import quiet_client_config
+from itinerant.security.tokens import operator_headers
 from itinerant.settings import Settings
 from services.contracts.trip import Traveller, TripRequest
 
@@ -136,8 +137,9 @@ class RawReader:
 def saga_view(settings: Settings, saga_id: str) -> dict[str, Any] | None:
     """One saga from the coordinator's HTTP view; None while unknown or while it is down."""
     url = f"http://127.0.0.1:{settings.coordinator_http_port}/sagas/{saga_id}"
+    request = urllib.request.Request(url, headers=operator_headers(settings))
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5) as response:
             loaded: dict[str, Any] = json.loads(response.read())
             return loaded
     except (urllib.error.URLError, OSError, ValueError):
@@ -147,8 +149,9 @@ def saga_view(settings: Settings, saga_id: str) -> dict[str, Any] | None:
 def saga_states(settings: Settings, limit: int = 1000) -> dict[str, str] | None:
     """saga id -> state of the most recent sagas; None while the coordinator does not answer."""
     url = f"http://127.0.0.1:{settings.coordinator_http_port}/sagas?limit={limit}"
+    request = urllib.request.Request(url, headers=operator_headers(settings))
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             body = json.loads(response.read())
     except (urllib.error.URLError, OSError, ValueError):
         return None

@@ -290,8 +290,11 @@ def all_sagas(system: System) -> list[dict[str, Any]]:
     import json
     import urllib.request
 
+    from itinerant.security.tokens import operator_headers
+
     url = f"http://127.0.0.1:{system.settings.coordinator_http_port}/sagas?limit=1000"
-    with urllib.request.urlopen(url, timeout=10) as response:
+    request = urllib.request.Request(url, headers=operator_headers(system.settings))
+    with urllib.request.urlopen(request, timeout=10) as response:
         body: dict[str, Any] = json.loads(response.read())
     sagas: list[dict[str, Any]] = body["sagas"]
     return sagas

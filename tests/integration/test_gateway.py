@@ -35,6 +35,7 @@ from a2a.types import (
 )
 
 from itinerant.cli.kafka_io import Seen, follow
+from itinerant.security.keys import keys_dir
 
 from .conftest import EXAMPLES, System, free_port
 
@@ -62,6 +63,7 @@ def gateway(system: System) -> Iterator[Gateway]:
         **os.environ,
         **system.settings.to_env(),
         "ITINERANT_DATA_DIR": str(data_dir),
+        "ITINERANT_KEYS_DIR": str(keys_dir(system.settings)),  # the mesh's keys
         "ITINERANT_GATEWAY_PORT": str(port),
         "ITINERANT_GATEWAY_TOKEN": TOKEN,
         "ITINERANT_GATEWAY_MAX_BODY_BYTES": "65536",

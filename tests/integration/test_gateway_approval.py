@@ -1,6 +1,7 @@
 """An approval round trip seen over A2A: a trip over the approval threshold shows as
 `input-required`, an operator approves it with `itinerant approvals approve`, and the A2A task
-completes with its itinerary. (The gateway started by the supervisor, without a token.)"""
+completes with its itinerary. (The gateway started by the supervisor, with the caller token
+`itinerant up` generated.)"""
 
 from __future__ import annotations
 
@@ -32,8 +33,11 @@ def system(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30) as client:
+async def http(system: System) -> AsyncIterator[httpx.AsyncClient]:
+    token = system.settings.gateway_tokens["user"].get_secret_value()
+    async with httpx.AsyncClient(
+        timeout=30, headers={"Authorization": f"Bearer {token}"}
+    ) as client:
         yield client
 
 

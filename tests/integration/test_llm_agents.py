@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from itinerant.security.tokens import operator_headers
 from services.contracts.trip import TripRequest
 from tests.fake_openai import FakeOpenAI, Reply, draft, good
 
@@ -89,8 +90,9 @@ def metric(system: System, service: str, name: str, **labels: str) -> float:
 
 def saga(system: System, saga_id: str) -> dict[str, Any] | None:
     url = f"http://127.0.0.1:{system.settings.coordinator_http_port}/sagas/{saga_id}"
+    request = urllib.request.Request(url, headers=operator_headers(system.settings))
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5) as response:
             loaded: dict[str, Any] = json.loads(response.read())
             return loaded
     except urllib.error.HTTPError:

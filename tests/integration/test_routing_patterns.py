@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from itinerant.security.tokens import operator_headers
 from itinerant.wire.envelope import Envelope, InRecord, OutMessage
 from services.contracts.trip import Traveller, TripRequest
 from services.mesh import AGENTS
@@ -64,8 +65,9 @@ def effects(system: System, saga_id: str) -> list[tuple[str, str]]:
 def saga_view(system: System, saga_id: str) -> dict[str, Any]:
     """The coordinator's view of the saga; an empty timeline while it does not know it yet."""
     url = f"http://127.0.0.1:{system.settings.coordinator_http_port}/sagas/{saga_id}"
+    request = urllib.request.Request(url, headers=operator_headers(system.settings))
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5) as response:
             loaded: dict[str, Any] = json.loads(response.read())
             return loaded
     except urllib.error.HTTPError as exc:

@@ -5,111 +5,33 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
 from itinerant.gateway.app import build
 from itinerant.gateway.config import gateway_config
-from itinerant.gateway.mesh import Publisher, ResultsFollower, SagaView
 from itinerant.settings import Settings
-from itinerant.wire.envelope import Envelope
-from itinerant.wire.request import Request
 from services.mesh import mesh as travel
+from tests.unit.gateway_fakes import (
+    ALICE,
+    FakeFeed,
+    FakePublisher,
+    FakeView,
+    Harness,
+    bearer,
+    saga,
+    send_body,
+)
 
-EXAMPLES = Path(__file__).parents[2] / "examples" / "requests"
-TOKEN = "s3cret"
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-
-
-class FakePublisher(Publisher):
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.requests: list[Envelope] = []
-        self.cancels: list[Envelope] = []
-
-    async def publish_request(
-        self,
-        request: Request,
-        saga_id: str,
-        traceparent: str | None = None,
-        tracestate: str | None = None,
-    ) -> Envelope:
-        envelope = self.request_envelope(request, saga_id, traceparent, tracestate)
-        self.requests.append(envelope)
-        return envelope
-
-    async def publish_cancel(self, saga_id: str, traceparent: str | None = None) -> Envelope:
-        envelope = self.discard_envelope(saga_id, traceparent)
-        self.cancels.append(envelope)
-        return envelope
-
-    def close(self) -> None:
-        pass
-
-
-class FakeView(SagaView):
-    def __init__(self) -> None:
-        self.sagas: dict[str, dict[str, Any]] = {}
-
-    async def get(self, saga_id: str) -> dict[str, Any] | None:
-        return self.sagas.get(saga_id)
-
-    async def close(self) -> None:
-        pass
-
-
-class FakeResults(ResultsFollower):
-    def __init__(self) -> None:
-        self.results: dict[str, dict[str, Any]] = {}
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-    def get(self, saga_id: str) -> dict[str, Any] | None:
-        return self.results.get(saga_id)
-
-
-class Harness:
-    def __init__(self, settings: Settings, token: str | None) -> None:
-        self.publisher = FakePublisher(settings)
-        self.view = FakeView()
-        self.results = FakeResults()
-        config = gateway_config(
-            settings, gateway_token=token, gateway_max_body_bytes=4096, gateway_port=18480
-        )
-        self.gateway = build(
-            settings,
-            config,
-            mesh=travel,
-            publisher=self.publisher,
-            view=self.view,
-            results=self.results,
-        )
 
 
 @pytest.fixture
 def harness(settings: Settings) -> Iterator[tuple[Harness, TestClient]]:
-    built = Harness(settings, None)
-    with TestClient(built.gateway.app) as client:
+    built = Harness(settings)
+    with TestClient(built.gateway.app, headers=bearer(ALICE)) as client:
         yield built, client
-
-
-def send_body(data: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-    part = {"kind": "data", "data": data or json.loads((EXAMPLES / "trip.json").read_text())}
-    return {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "message/send",
-        "params": {
-            "message": {"role": "user", "messageId": "m1", "parts": [part], **extra},
-        },
-    }
 
 
 def test_card(harness: tuple[Harness, TestClient]) -> None:
@@ -123,7 +45,7 @@ def test_card(harness: tuple[Harness, TestClient]) -> None:
     assert card["description"].startswith(travel.description)
     assert travel.request_help in card["description"]
     assert card["defaultInputModes"] == ["application/json", "text/plain"]
-    assert "securitySchemes" not in card
+    assert card["securitySchemes"]["bearer"]["scheme"] == "bearer"
 
 
 def test_send_publishes_with_trace_context_and_returns_the_saga_task(
@@ -133,7 +55,8 @@ def test_send_publishes_with_trace_context_and_returns_the_saga_task(
     reply = client.post("/", json=send_body(), headers={"traceparent": TRACEPARENT}).json()
     task = reply["result"]
     assert task["kind"] == "task" and task["status"]["state"] == "submitted"
-    [sent] = h.publisher.requests
+    [(sent, customer)] = h.publisher.requests
+    assert customer == "alice"  # published on behalf of the caller
     assert sent.saga_id == task["id"] and sent.source == "/itinerant/gateway"
     assert sent.type == "itinerant.request.v1"
     assert (
@@ -213,18 +136,13 @@ def test_oversized_body_is_413(harness: tuple[Harness, TestClient]) -> None:
 
 def test_cancel_publishes_the_discard_request(harness: tuple[Harness, TestClient]) -> None:
     h, client = harness
-    h.view.sagas["s1"] = {
-        "saga_id": "s1",
-        "state": "running",
-        "timeline": [],
-        "steps": [],
-        "traceparent": TRACEPARENT,
-    }
+    h.view.sagas["s1"] = saga("s1", "alice", traceparent=TRACEPARENT)
     reply = client.post(
         "/", json={"jsonrpc": "2.0", "id": 1, "method": "tasks/cancel", "params": {"id": "s1"}}
     ).json()
     assert reply["result"]["id"] == "s1"
-    [cancel] = h.publisher.cancels
+    [(cancel, customer)] = h.publisher.cancels
+    assert customer == "alice"
     assert cancel.type == "itinerant.saga.discard_requested.v1"
     assert json.loads(cancel.data) == {
         "saga_id": "s1",
@@ -240,7 +158,7 @@ def test_cancel_publishes_the_discard_request(harness: tuple[Harness, TestClient
 
 
 def test_token(settings: Settings) -> None:
-    built = Harness(settings, TOKEN)
+    built = Harness(settings)
     with TestClient(built.gateway.app) as client:
         card = client.get("/.well-known/agent-card.json").json()  # the card stays public
         assert card["securitySchemes"]["bearer"]["scheme"] == "bearer"
@@ -251,16 +169,21 @@ def test_token(settings: Settings) -> None:
         wrong = client.post("/", json=send_body(), headers={"authorization": "Bearer nope"})
         assert wrong.status_code == 401
         assert built.publisher.requests == []
-        ok = client.post("/", json=send_body(), headers={"authorization": f"Bearer {TOKEN}"})
+        ok = client.post("/", json=send_body(), headers=bearer(ALICE))
         assert ok.status_code == 200 and ok.json()["result"]["kind"] == "task"
 
 
 def test_config_from_environment(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
     monkeypatch.setenv("ITINERANT_GATEWAY_PORT", "9999")
-    monkeypatch.setenv("ITINERANT_GATEWAY_TOKEN", "t")
+    monkeypatch.setenv("ITINERANT_GATEWAY_TOKEN", ALICE)
     monkeypatch.setenv("ITINERANT_GATEWAY_HOST", "0.0.0.0")
-    config = gateway_config(Settings(coordinator_http_port=settings.coordinator_http_port))
-    assert (config.port, config.token, config.host) == (9999, "t", "0.0.0.0")
+    config = gateway_config(
+        Settings(coordinator_http_port=settings.coordinator_http_port, data_dir=settings.data_dir)
+    )
+    assert (config.port, config.host) == (9999, "0.0.0.0")
+    assert config.tokens.principals == ["default"]  # ITINERANT_GATEWAY_TOKEN's principal
+    found = config.tokens.identify(ALICE)
+    assert found is not None and found.name == "default" and not found.operator
     assert config.public_url == "http://127.0.0.1:9999/"
     assert config.coordinator_url.endswith(f":{settings.coordinator_http_port}")
 
@@ -268,7 +191,7 @@ def test_config_from_environment(monkeypatch: pytest.MonkeyPatch, settings: Sett
 def test_the_mesh_defaults_to_the_configured_app(settings: Settings) -> None:
     assert settings.app == "services.mesh:mesh"
     built = build(
-        settings, publisher=FakePublisher(settings), view=FakeView(), results=FakeResults()
+        settings, publisher=FakePublisher(settings), view=FakeView(), feed=FakeFeed(settings)
     )
     assert built.mesh is travel
 
@@ -281,7 +204,7 @@ def test_a_mesh_without_from_text_refuses_plain_words_over_http(settings: Settin
         mesh=dataclasses.replace(travel, from_text=None),
         publisher=publisher,
         view=FakeView(),
-        results=FakeResults(),
+        feed=FakeFeed(settings),
     )
     body = send_body()
     body["params"]["message"]["parts"] = [{"kind": "text", "text": "Rome from London"}]

@@ -35,7 +35,6 @@ NO_TEXT = dataclasses.replace(travel, from_text=None)
 CONFIG = GatewayConfig(
     host="127.0.0.1",
     port=1,
-    token=None,
     max_body_bytes=1024,
     public_url="http://gw/",
     coordinator_url="http://c",
