@@ -28,7 +28,7 @@ from itinerant.brokers.connection import quiet_client_config
 from itinerant.wire.budget import Budget
 from itinerant.wire.envelope import Envelope, OutMessage
 from itinerant.wire.events import CompensateCommand
-from itinerant.wire.slip import Slip, Step, Visit
+from itinerant.wire.slip import APPROVAL_VISIT, Slip, Step, Visit
 from services.contracts.trip import TripRequest
 from services.mesh import AGENTS as MESH_AGENTS
 
@@ -132,7 +132,9 @@ class Builder:
             source="/itinerant/coordinator",  # signed as it (publish_all): past authentication
             saga_id=str(uuid.uuid4()),
             data=self.payload(agent) if data is None else data,
-            slip=Slip(steps=steps) if slip is None else (None if slip is _DROP else slip),  # type: ignore[arg-type]
+            slip=Slip(steps=steps, visited=required_visits())
+            if slip is None
+            else (None if slip is _DROP else slip),  # type: ignore[arg-type]
             budget=(Budget(max_hops=10, deadline=future()) if budget is None else budget)  # type: ignore[arg-type]
             if budget is not _DROP
             else None,
@@ -484,6 +486,16 @@ def event_cases(b: Builder) -> list[Case]:
         case(
             "event without headers", "missing_header", "itinerant.saga.step_failed.v1", b"{}", False
         ),
+    ]
+
+
+def required_visits() -> list[Visit]:
+    """The visits a booking requires (validator, approval gate), signed when published, so a
+    poison booking reaches the check it is about."""
+    now = datetime.now(UTC)
+    return [
+        Visit(agent=name, id=str(uuid.uuid4()), at=now, step=index)
+        for index, name in enumerate(("validator", APPROVAL_VISIT))
     ]
 
 
