@@ -56,7 +56,7 @@ RESULT_WAIT_S = 3.0  # how long a finished saga's result may trail its state
 STREAM_SLACK_S = 30.0
 #: After a record of its saga wakes a stream, the view may not have taken it yet: reread after
 #: these delays until the saga changed (then wait for the next record).
-CATCH_UP_S = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+CATCH_UP_S = (0.0, 0.05, 0.2, 0.5, 1.0)
 FINISHED = frozenset({"completed", "failed", "canceled", "rejected"})
 NO_PUSH = (
     "push notifications are not supported by this agent; stream with message/stream or "

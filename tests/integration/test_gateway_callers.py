@@ -179,6 +179,18 @@ async def wait_state(client: Client, task_id: str, wanted: TaskState, timeout_s:
         await asyncio.sleep(0.1)
 
 
+async def quiet(proxy: CountingProxy, saga_id: str, quiet_s: float, timeout_s: float) -> int:
+    """The count of view reads of ``saga_id`` once it has not grown for ``quiet_s``."""
+    deadline = time.monotonic() + timeout_s
+    count, since = proxy.count(saga_id), time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        assert time.monotonic() < deadline, f"the view is read on and on ({count} reads)"
+        await asyncio.sleep(0.05)
+        if proxy.count(saga_id) != count:
+            count, since = proxy.count(saga_id), time.monotonic()
+    return count
+
+
 def approve(system: System, saga_id: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "itinerant.cli.main", "approvals", "approve", saga_id,
@@ -256,10 +268,11 @@ async def test_a_stream_is_fed_by_the_topics_not_by_polling_the_view(
         await asyncio.sleep(0.05)
     assert isinstance(updates[0], Task)
     saga_id = updates[0].id
-    at_gate = gateway.proxy.count(saga_id)
-    # The saga waits for its approval: nothing happens on the mesh, so the open stream reads
-    # nothing (a poller would have read the view several times a second by now).
-    await asyncio.sleep(1.5)
+    # The saga waits for its approval: once the records that brought it there are read, nothing
+    # happens on the mesh, so the open stream reads nothing. (A poller reads the view several
+    # times a second and would never fall quiet.)
+    at_gate = await quiet(gateway.proxy, saga_id, quiet_s=2.0, timeout_s=15)
+    await asyncio.sleep(1.5)  # a span of time in which nothing may happen, not a wait for one
     assert gateway.proxy.count(saga_id) == at_gate
     approve(system, saga_id)
     await asyncio.wait_for(streaming, 60)
