@@ -217,6 +217,8 @@ def _up_detached(settings: Settings, ready_timeout: float) -> None:
                 f"[green]up[/green] in the background (pid {child.pid}); "
                 f"logs in {log_dir}; stop with `itinerant down`"
             )
+            for line in token_usage(settings, show_secret=console.is_terminal):
+                console.print(line, markup=False, highlight=False)
             return
         time.sleep(0.2)
     os.killpg(child.pid, signal.SIGTERM)
