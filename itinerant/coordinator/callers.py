@@ -67,10 +67,21 @@ class Callers:
                 )
             return event.model_copy(update={"by": signer})
         if isinstance(event, DiscardRequest):
-            if signer not in self.settings.operators:
-                raise Unauthenticated(f"{signer!r} is not an operator and may not discard")
-            return event.model_copy(update={"by": signer})
+            if signer in self.settings.operators:
+                return event.model_copy(update={"by": signer})
+            if signer in self.settings.delegates and env.customer:
+                # A cancel for a caller: applied only to that caller's saga (may_stop).
+                return event.model_copy(update={"by": f"{env.customer} (via {signer})"})
+            raise Unauthenticated(f"{signer!r} is not an operator and may not discard")
         raise Unauthenticated(f"unexpected event {type(event).__name__}")
+
+    def may_stop(self, saga: Saga, env: Envelope, event: Control) -> bool:
+        """False for a delegate's cancel of a saga that is not its caller's."""
+        if not isinstance(event, DiscardRequest) or not self.keys.required:
+            return True
+        if env.signer in self.settings.operators:
+            return True
+        return env.customer is not None and env.customer == saga.customer
 
     def budget_kept(self, saga: Saga, event: Control) -> bool:
         """False when ``event`` carries a budget above the one the saga was given at ingress."""

@@ -134,6 +134,12 @@ class Coordinator:
                 log.warning("event %s for unknown saga %s ignored", env.id, event.saga_id)
                 self.store.record(conn, env.inbox_key, [])
                 return Processed("ignored")
+            if not self.callers.may_stop(saga, env, event):
+                log.error(
+                    "cancel %s from %s for another customer's saga; ignored", env.id, env.signer
+                )
+                self.store.record(conn, env.inbox_key, [])
+                return Processed("ignored")
             if not self.callers.budget_kept(saga, event):
                 log.error("event %s from %s raises the budget; ignored", env.id, env.signer)
                 self.store.record(conn, env.inbox_key, [])

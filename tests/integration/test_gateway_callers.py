@@ -219,11 +219,6 @@ async def test_a_caller_cannot_get_or_cancel_another_callers_task(
     assert still.id == task.id and still.artifacts is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the coordinator believes a discard from operators only (coordinator/callers.py); "
-    "the gateway's cancel for the task's own customer is dead-lettered as unauthenticated",
-)
 async def test_the_owners_cancel_is_taken_and_names_the_owner(
     system: System, gateway: Gateway, alice: httpx.AsyncClient
 ) -> None:
