@@ -44,7 +44,7 @@ from itinerant.wire.ids import new_id
 
 from . import inbound, tasks
 from .config import GatewayConfig
-from .feed import RESULT, MeshFeed
+from .feed import RESULT, MeshFeed, Subscription
 from .guard import PRINCIPAL_KEY
 from .mesh import CoordinatorUnavailable, Publisher, SagaView
 from .owners import Owners, may_see, task_id_for
@@ -55,8 +55,12 @@ APPEAR_TIMEOUT_S = 5.0  # how long a cancel waits for a just-published saga to r
 RESULT_WAIT_S = 3.0  # how long a finished saga's result may trail its state
 STREAM_SLACK_S = 30.0
 #: After a record of its saga wakes a stream, the view may not have taken it yet: reread after
-#: these delays until the saga changed (then wait for the next record).
+#: these delays until the saga changed (then wait for the next record). A loaded coordinator may
+#: take longer: then the stream keeps rereading, backing off to LAGGING_S (or at once on the next
+#: record), for up to LAGGING_FOR_S, so a change is never missed while the mesh is quiet.
 CATCH_UP_S = (0.0, 0.05, 0.2, 0.5, 1.0)
+LAGGING_S = (2.0, 4.0, 8.0)
+LAGGING_FOR_S = 60.0
 FINISHED = frozenset({"completed", "failed", "canceled", "rejected"})
 NO_PUSH = (
     "push notifications are not supported by this agent; stream with message/stream or "
@@ -261,18 +265,26 @@ class GatewayHandler(RequestHandler):
                 if kind is None:
                     log.info("stream of %s ended at its deadline without a final state", saga_id)
                     return
-                saga = await self._catch_up(saga_id, saga, kind)
+                saga = await self._catch_up(saga_id, saga, kind, wake)
 
     async def _catch_up(
-        self, saga_id: str, before: dict[str, Any] | None, kind: str
+        self, saga_id: str, before: dict[str, Any] | None, kind: str, wake: Subscription
     ) -> dict[str, Any] | None:
-        """The saga after a record of it arrived: reread (a few times, briefly) until the view
-        shows a change, since the coordinator may not have taken the record yet."""
+        """The saga after a record of it arrived: reread until the view shows a change, since
+        the coordinator may not have taken the record yet: a few times briefly, then backing
+        off (rereading at once when another record of the saga arrives), for a bounded time."""
         saga = before
         for delay in CATCH_UP_S:
             await asyncio.sleep(delay)
             saga = await self._saga(saga_id)
             if _changed(before, saga) or (saga is None and kind == RESULT):
+                return saga
+        until = time.monotonic() + LAGGING_FOR_S
+        backoff = iter(LAGGING_S)
+        while (left := until - time.monotonic()) > 0:
+            woke = await wake.next(min(next(backoff, LAGGING_S[-1]), left))
+            saga = await self._saga(saga_id)
+            if _changed(before, saga) or (saga is None and (woke or kind) == RESULT):
                 return saga
         return saga
 
