@@ -232,6 +232,23 @@ class Settings(BaseSettings):
         default="127.0.0.1", description="Address the coordinator's saga HTTP view binds."
     )
 
+    # -- input bounds (docs/security.md#bounded-inputs) ------------------------------------
+    max_headers: int = Field(
+        default=64, ge=16, description="Most headers a message may carry (checked on decode)."
+    )
+    max_header_bytes: int = Field(
+        default=4_096,
+        ge=512,
+        description="Largest header, name and value (the slip and the budget have their own).",
+    )
+    max_headers_total_bytes: int = Field(
+        default=32_768, ge=4_096, description="Largest sum of a message's headers."
+    )
+    max_budget_bytes: int = Field(default=1_024, ge=128, description="Largest budget header.")
+    max_saga_id_chars: int = Field(
+        default=200, ge=64, description="Longest saga id (request_id, ce_sagaid)."
+    )
+
     @property
     def embedded(self) -> bool:
         """True when `itinerant up` runs the broker itself."""

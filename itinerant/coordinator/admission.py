@@ -8,8 +8,10 @@ of its first step; refused, the original goes to the dead-letter topic and the c
 from __future__ import annotations
 
 import logging
+import sqlite3
 from datetime import datetime, timedelta
 
+from itinerant.errors import ItinerantError
 from itinerant.mesh import Mesh
 from itinerant.observability import metrics, tracing
 from itinerant.runtime.dlq import dead_letter
@@ -17,7 +19,8 @@ from itinerant.runtime.outcome import Processed
 from itinerant.runtime.store import Store
 from itinerant.settings import Settings
 from itinerant.wire.budget import Budget
-from itinerant.wire.envelope import InRecord, now_utc
+from itinerant.wire.envelope import InRecord, OutMessage, now_utc
+from itinerant.wire.ids import name_id
 from itinerant.wire.request import Request
 
 from . import repository
@@ -103,41 +106,31 @@ class Admission:
         )
 
     def refuse(self, record: InRecord, read: Refused) -> Processed:
-        """A request we cannot run: keep the original in the DLQ and tell the client why."""
+        """A request we cannot run: keep the original in the DLQ and tell the client why.
+
+        The answer never lands under another saga's id: when the id the refused request names
+        is taken, it is answered under the id of its own position on the topic instead, and
+        when that is taken too (someone claimed it beforehand), only the dead letter is kept."""
         now = now_utc()
         error = read.error
         log.warning("refused request at %s@%d: %s", record.topic, record.offset, error)
         metrics.DLQ_MESSAGES.labels(SERVICE, error.reason).inc()
-        origin = Origin(topic=record.topic, partition=record.partition, offset=record.offset)
-        outputs = [
-            dead_letter(
-                record,
-                error,
-                service=SERVICE,
-                dlq_topic=self.settings.dlq_topic,
-                attempts=1,
-                saga_id=read.saga_id,
-            ),
-            result_message(
-                self.settings,
-                read.saga_id,
-                read.message_id,
-                SagaResult(
-                    saga_id=read.saga_id,
-                    status=SagaState.REJECTED.value,
-                    reason=error.reason,
-                    error=error.describe(),
-                    started_at=now,
-                    finished_at=now,
-                    duration_ms=0.0,
-                    origin=origin,
-                ),
-            ),
-        ]
         with self.store.transaction() as conn:
-            if repository.load(conn, read.saga_id) is None:
+            saga_id = self._free_id(conn, record, read.saga_id)
+            outputs = [
+                dead_letter(
+                    record,
+                    error,
+                    service=SERVICE,
+                    dlq_topic=self.settings.dlq_topic,
+                    attempts=1,
+                    saga_id=saga_id,
+                )
+            ]
+            if saga_id is not None:
+                outputs.append(self._rejection(record, read.message_id, saga_id, error, now))
                 saga = Saga(
-                    saga_id=read.saga_id,
+                    saga_id=saga_id,
                     state=SagaState.REJECTED,
                     request={},
                     created_at=now,
@@ -149,5 +142,46 @@ class Admission:
                 saga.note(now, "rejected", error.describe())
                 repository.save(conn, saga)
             seqs = self.store.record(conn, read.message_id, outputs)
-        metrics.SAGAS_FINISHED.labels(SagaState.REJECTED.value, error.reason).inc()
+        if saga_id is not None:
+            metrics.SAGAS_FINISHED.labels(SagaState.REJECTED.value, error.reason).inc()
         return Processed("rejected", outputs, seqs, error)
+
+    def _rejection(
+        self,
+        record: InRecord,
+        message_id: str,
+        saga_id: str,
+        error: ItinerantError,
+        now: datetime,
+    ) -> OutMessage:
+        return result_message(
+            self.settings,
+            saga_id,
+            message_id,
+            SagaResult(
+                saga_id=saga_id,
+                status=SagaState.REJECTED.value,
+                reason=error.reason,
+                error=error.describe(),
+                started_at=now,
+                finished_at=now,
+                duration_ms=0.0,
+                origin=Origin(topic=record.topic, partition=record.partition, offset=record.offset),
+            ),
+        )
+
+    def _free_id(self, conn: sqlite3.Connection, record: InRecord, wanted: str) -> str | None:
+        """``wanted`` if no saga has it, else the id of the record's position if free, else
+        None (then the refusal is only dead-lettered)."""
+        if repository.load(conn, wanted) is None:
+            return wanted
+        position_id = name_id(record.topic, record.partition, record.offset)
+        free = position_id if repository.load(conn, position_id) is None else None
+        log.warning(
+            "refused request at %s@%d names saga %s, which exists; %s",
+            record.topic,
+            record.offset,
+            wanted,
+            f"answered as {free}" if free else "dead-lettered only",
+        )
+        return free

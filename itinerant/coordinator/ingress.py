@@ -2,7 +2,8 @@
 
 Anyone may publish a bare JSON value with no headers (``kcat -P``); CloudEvents headers are used
 when present. Ids: the saga id is the request's ``request_id``, else ``ce_sagaid``, else ``ce_id``,
-else a stable id of the record's position, so a redelivery maps to the same saga.
+else a stable id of the record's position, so a redelivery maps to the same saga. Headers are
+bounded before anything is read (docs/security.md#bounded-inputs); an unusable id is never used.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from itinerant.errors import (
     UnsupportedVersion,
     validation_problems,
 )
+from itinerant.wire.bounds import DEFAULT_BOUNDS, InputBounds
 from itinerant.wire.envelope import InRecord, parse_type
 from itinerant.wire.ids import name_id
 from itinerant.wire.request import REQUEST_TYPE, Request
@@ -54,15 +56,28 @@ def _header(record: InRecord, name: str) -> str | None:
 
 
 def read_request(
-    record: InRecord, max_bytes: int, model: type[Request] = Request
+    record: InRecord,
+    max_bytes: int,
+    model: type[Request] = Request,
+    bounds: InputBounds = DEFAULT_BOUNDS,
 ) -> Accepted | Refused:
     position_id = name_id(record.topic, record.partition, record.offset)
-    message_id = _header(record, "ce_id") or position_id
-    fallback_saga = _header(record, "ce_sagaid") or message_id
     try:
+        bounds.check_headers(record.headers)
+    except ItinerantError as exc:  # read nothing more of it: answer under its position
+        return Refused(position_id, position_id, exc)
+    message_id = _usable_id(_header(record, "ce_id"), bounds) or position_id
+    saga_header = _header(record, "ce_sagaid")
+    fallback_saga = _usable_id(saga_header, bounds) or message_id
+    try:
+        if saga_header is not None:
+            bounds.check_saga_id(saga_header)  # a ce_sagaid that is there must be usable
         request = _decode(record, max_bytes, model)
+        if request.request_id:
+            bounds.check_saga_id(request.request_id, "request_id")
     except ItinerantError as exc:
-        return Refused(message_id, _client_request_id(record, max_bytes) or fallback_saga, exc)
+        client_id = _usable_id(_client_request_id(record, max_bytes), bounds)
+        return Refused(message_id, client_id or fallback_saga, exc)
     return Accepted(
         message_id=message_id,
         saga_id=request.request_id or fallback_saga,
@@ -70,6 +85,13 @@ def read_request(
         traceparent=_header(record, "traceparent"),
         tracestate=_header(record, "tracestate"),
     )
+
+
+def _usable_id(value: str | None, bounds: InputBounds) -> str | None:
+    """``value`` if it can be an id (bounded, printable), else None."""
+    if value is None or bounds.saga_id_problem(value) is not None:
+        return None
+    return value
 
 
 def _client_request_id(record: InRecord, max_bytes: int) -> str | None:

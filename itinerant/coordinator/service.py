@@ -22,6 +22,7 @@ from itinerant.runtime.outcome import Processed
 from itinerant.runtime.store import Store
 from itinerant.security.signing import mesh_keys, require_signing_key
 from itinerant.settings import Settings
+from itinerant.wire.bounds import InputBounds
 from itinerant.wire.envelope import Envelope, InRecord, OutMessage, now_utc
 
 from . import repository
@@ -59,6 +60,7 @@ class Coordinator:
         self.store = store
         self.admission = Admission(self.settings, store, mesh)
         self.keys = mesh_keys(self.settings)
+        self.bounds = InputBounds.of(self.settings)
         require_signing_key(self.settings, SERVICE)
         self.callers = Callers(self.settings, self.keys)
 
@@ -66,7 +68,9 @@ class Coordinator:
 
     async def handle_request(self, record: InRecord) -> Processed:
         started = time.perf_counter()
-        read = read_request(record, self.settings.max_message_bytes, self.mesh.request_model)
+        read = read_request(
+            record, self.settings.max_message_bytes, self.mesh.request_model, self.bounds
+        )
         customer: str | None = None
         try:
             sender, customer = self.callers.identify(record, read.saga_id)
@@ -100,7 +104,7 @@ class Coordinator:
     async def handle_event(self, record: InRecord) -> Processed:
         started = time.perf_counter()
         try:
-            env = Envelope.from_record(record)
+            env = Envelope.from_record(record, self.bounds)
             env = env.evolve(signer=self.keys.verify(record))
             event = self.callers.authorized(env, read_control(env, self.mesh))
         except ItinerantError as exc:

@@ -44,6 +44,7 @@ from itinerant.runtime.store import Store
 from itinerant.security.signing import mesh_keys, require_signing_key
 from itinerant.settings import Settings
 from itinerant.wire import conditions
+from itinerant.wire.bounds import InputBounds
 from itinerant.wire.budget import Budget
 from itinerant.wire.envelope import Envelope, InRecord, now_utc, parse_type
 from itinerant.wire.events import COMPENSATE_ACTION, CompensateCommand
@@ -68,6 +69,7 @@ class Processor:
         self.source = f"/itinerant/{agent.name}"
         self.topic = settings.agent_topic(agent.name)
         self.keys = mesh_keys(settings)
+        self.bounds = InputBounds.of(settings)
         require_signing_key(settings, agent.name)
         self.senders = frozenset(settings.service_names())
         self.outputs = StepOutputs(agent, settings)
@@ -88,7 +90,7 @@ class Processor:
         attempts = 1
         dead_letter = self.failures.dead_letter
         try:
-            env = Envelope.from_record(record)
+            env = Envelope.from_record(record, self.bounds)
             env = env.evolve(signer=self._sender(record))
             if len(env.data) > self.settings.max_message_bytes:
                 raise MessageTooLarge(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from itinerant.errors import MissingHeader, UnsupportedVersion
+from itinerant.wire.bounds import DEFAULT_BOUNDS, InputBounds
 from itinerant.wire.budget import Budget
 from itinerant.wire.slip import Slip
 
@@ -161,8 +162,9 @@ class Envelope:
         )
 
     @classmethod
-    def from_record(cls, record: InRecord) -> Envelope:
+    def from_record(cls, record: InRecord, bounds: InputBounds = DEFAULT_BOUNDS) -> Envelope:
         """Decode headers; raise a poison-message error naming what is missing or wrong."""
+        bounds.check_record(record.headers)  # docs/security.md#bounded-inputs
         required = ("ce_id", "ce_type", "ce_source", "ce_sagaid")
         values = {name: _text(record.header(name), name) for name in required}
         missing = [name for name, value in values.items() if not value]
