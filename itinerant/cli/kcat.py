@@ -3,16 +3,28 @@
 kcat 1.7 from Debian links librdkafka 2.0.2, whose ApiVersions request Tansu 0.6 does not answer
 ("ApiVersionRequest failed: Local: Read underflow"). The confluent-kafka wheel ships librdkafka
 2.16, ABI-compatible, so kcat runs against it with ``LD_LIBRARY_PATH`` pointing at a link to it.
+
+The link lives in a private folder of the user's (``$XDG_CACHE_HOME/itinerant/kcat-lib``, mode
+0700), never in a shared temporary folder where another user could plant a library of their own
+(docs/security.md#operator-output).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import stat
 from pathlib import Path
 
 import confluent_kafka
+
+from itinerant.errors import NonRetryableError
+
+
+class UnsafeLibraryFolder(NonRetryableError):
+    """The folder for kcat's library link is not private to this user."""
+
+    reason = "unsafe_folder"
 
 
 def wheel_librdkafka() -> Path | None:
@@ -21,15 +33,33 @@ def wheel_librdkafka() -> Path | None:
     return found[0] if found else None
 
 
+def private_lib_dir(env: dict[str, str]) -> Path:
+    """The user's own folder for the library link: created 0700, and refused when it is not
+    the user's or others may write to it."""
+    cache = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".cache")
+    folder = Path(cache) / "itinerant" / "kcat-lib"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = folder.lstat()
+    if (
+        not stat.S_ISDIR(info.st_mode)
+        or info.st_uid != os.getuid()
+        or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    ):
+        raise UnsafeLibraryFolder(
+            f"{folder} is not a private folder of this user (a link, someone else's, or "
+            f"writable by others): remove it, or set XDG_CACHE_HOME to a folder of your own"
+        )
+    return folder
+
+
 def kcat_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(base if base is not None else os.environ)
     lib = wheel_librdkafka()
     if lib is None:
         return env
-    folder = Path(tempfile.gettempdir()) / f"itinerant-librdkafka-{os.getuid()}"
-    folder.mkdir(exist_ok=True)
+    folder = private_lib_dir(env)
     link = folder / "librdkafka.so.1"
-    if not link.exists() or link.resolve() != lib.resolve():
+    if not link.is_symlink() or link.resolve() != lib.resolve():
         link.unlink(missing_ok=True)
         link.symlink_to(lib)
     env["LD_LIBRARY_PATH"] = os.pathsep.join(

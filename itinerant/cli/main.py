@@ -431,7 +431,11 @@ def kcat(ctx: typer.Context) -> None:
     args = list(ctx.args)
     if "-b" not in args:
         args = ["-b", _settings().kafka_bootstrap_servers, *args]
-    os.execve(binary, [binary, *args], kcat_env())
+    try:
+        env = kcat_env()
+    except ItinerantError as exc:
+        raise _fail(exc.describe(), 2) from exc
+    os.execve(binary, [binary, *args], env)
 
 
 @app.command()
