@@ -20,7 +20,7 @@ from itinerant.security.signing import SIGNATURE_HEADER, mesh_keys, visit_digest
 from itinerant.wire.budget import Budget
 from itinerant.wire.envelope import Envelope, OutMessage, replace_headers
 from itinerant.wire.events import StepEvent, StepEventKind, event_type
-from itinerant.wire.ids import derived_id
+from itinerant.wire.ids import derived_id, name_id
 from itinerant.wire.slip import APPROVAL_VISIT, Slip, Step, Visit
 
 from .conftest import Broker, System, poll_until, start_system
@@ -325,3 +325,65 @@ def test_signatures_are_on_the_wire(system: System) -> None:
     result = next(s for s in results if s.key == saga_id)
     assert result.headers["ce_signer"] == "coordinator"
     assert SIGNATURE_HEADER in result.headers
+
+
+def test_a_malformed_request_cannot_overwrite_another_sagas_result(system: System) -> None:
+    saga_id = request(system, {**BIG_TRIP, "travellers": 1})
+    assert system.results({saga_id})[saga_id]["status"] == "completed"
+    ce_id = str(uuid.uuid4())
+    system.publish_raw(
+        system.settings.requests_topic,
+        json.dumps({"request_id": saga_id, "origin": 7}).encode(),
+        saga_id.encode(),
+        [("ce_id", ce_id.encode())],
+    )
+    letter = refused(system, ce_id)
+    assert letter["x-dlq-reason"] == "invalid_request"
+    position = name_id(  # the refusal is answered under the id of its own position
+        letter["x-dlq-origin-topic"],
+        int(letter["x-dlq-origin-partition"]),
+        int(letter["x-dlq-origin-offset"]),
+    )
+    assert system.results({position})[position]["status"] == "rejected"
+    results = system.collect(
+        [system.settings.results_topic],
+        lambda seen: any(s.key == position for s in seen),
+        30,
+        "the refusal's result",
+    )
+    # The saga's own result (an outbox may send it more than once) and nothing else under its id.
+    assert {s.value["status"] for s in results if s.key == saga_id and s.value} == {"completed"}
+    done = saga(system, saga_id)
+    assert done is not None and done.state.value == "completed"
+
+
+def test_oversized_headers_and_unusable_saga_ids_are_refused_on_decode(system: System) -> None:
+    topic = system.settings.agent_topic("planner")
+    crafted = [
+        Envelope(
+            id=str(uuid.uuid4()),
+            type="itinerant.planner.plan.v1",
+            source="/itinerant/coordinator",
+            saga_id=saga_id,
+            data=b"{}",
+            slip=Slip(steps=[Step(agent="planner", action="plan")]),
+            budget=Budget(max_hops=5, deadline=datetime.now(UTC) + timedelta(minutes=5)),
+        ).to_message(topic)
+        for saga_id in (str(uuid.uuid4()), "saga\x1b[2J\x1b]8;;http://evil\x07")
+    ]
+    stuffed = OutMessage(
+        topic,
+        crafted[0].key,
+        crafted[0].value,
+        [*crafted[0].headers, *((f"x-pad-{i}", b"p" * 64) for i in range(80))],
+    )
+    for message in (stuffed, crafted[1]):
+        send(system, system.sign(message, "coordinator"))
+    reasons: dict[bytes, str] = {}
+    for message in (stuffed, crafted[1]):
+        ce_id = message.header("ce_id")
+        assert ce_id is not None
+        reasons[ce_id] = refused(system, ce_id.decode())["x-dlq-reason"]
+    assert sorted(reasons.values()) == ["invalid_saga_id", "oversized_header"]
+    saga_id = request(system, {**BIG_TRIP, "travellers": 1})  # the planner goes on
+    assert system.results({saga_id})[saga_id]["status"] == "completed"
