@@ -207,6 +207,11 @@ class Settings(BaseSettings):
     )
 
     # -- callers and tokens (docs/security-gateway.md) -----------------------------------------
+    tokens_file: Path | None = Field(
+        default=None,
+        description="The callers' and operators' generated tokens (0600). Default: "
+        "<data_dir>/tokens.json, written by `itinerant up` or `itinerant secrets init`.",
+    )
     gateway_tokens: dict[str, SecretStr] = Field(
         default_factory=dict,
         description='Callers of the A2A gateway, JSON {"principal": "<token>"}; each sees and '

@@ -150,6 +150,9 @@ x-itinerant-env: &itinerant-env
   ITINERANT_BROKER: external
 @MESH_ENV@  ITINERANT_PARTITIONS: "@PARTITIONS@"
   ITINERANT_DATA_DIR: /data
+  # The signing keys and tokens the secrets job generates once (docs/security.md).
+  ITINERANT_KEYS_DIR: /secrets/keys
+  ITINERANT_TOKENS_FILE: /secrets/tokens.json
   ITINERANT_LOG_LEVEL: ${ITINERANT_LOG_LEVEL:-INFO}
   ITINERANT_METRICS_HOST: 0.0.0.0
   ITINERANT_METRICS_PORT_BASE: "@METRICS_BASE@"
@@ -160,12 +163,17 @@ x-itinerant-env: &itinerant-env
   ITINERANT_LLM_MODEL: ${ITINERANT_LLM_MODEL:-gpt-4o-mini}
   OTEL_EXPORTER_OTLP_ENDPOINT: http://jaeger:4318
 
-# A worker runs once topics exist; the topics job runs once Kafka answers.
+# A worker runs once topics and secrets exist; the topics job runs once Kafka answers. Workers
+# read the secrets; only the secrets job writes them.
 x-itinerant-worker: &itinerant-worker
   <<: *itinerant-image
   environment: *itinerant-env
+  volumes:
+    - mesh-secrets:/secrets:ro
   depends_on:
     topics:
+      condition: service_completed_successfully
+    secrets:
       condition: service_completed_successfully
     jaeger:
       condition: service_started
@@ -215,6 +223,16 @@ services:
         condition: service_healthy
     restart: "no"
 
+  secrets:
+    # One-shot: the keys every service signs with and the operators' tokens, generated into the
+    # mesh-secrets volume when missing (kept across restarts), then exits 0.
+    <<: *itinerant-image
+    command: ["secrets", "init"]
+    environment: *itinerant-env
+    volumes:
+      - mesh-secrets:/secrets
+    restart: "no"
+
 """  # noqa: E501 (the Kafka healthcheck's command line)
 
 _COMPOSE_TAIL = """\
@@ -261,6 +279,7 @@ _COMPOSE_TAIL = """\
 
 volumes:
   prometheus-data:
+  mesh-secrets:
 """
 
 
@@ -285,6 +304,8 @@ def _worker_service(name: str, settings: Settings, replicas: int, http_port: int
             "    environment:",
             "      <<: *itinerant-env",
             f'      ITINERANT_COORDINATOR_HTTP_PORT: "{http_port}"',
+            "      # Reachable from the host; it needs an operator token (/secrets/tokens.json).",
+            "      ITINERANT_COORDINATOR_HTTP_HOST: 0.0.0.0",
             "    ports:",
             f'      - "{http_port}:{http_port}"',
         ]

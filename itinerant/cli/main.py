@@ -32,6 +32,7 @@ from .dlq import dlq_app
 from .kafka_io import publish_request, wait_for_results
 from .render import saga_tables
 from .requests import RequestError, load_request, read_source, request_from_fields
+from .secrets import secrets_app
 from .supervisor import Supervisor
 from .top import top_command
 from .trace import trace_command
@@ -46,6 +47,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(deploy_app, name="deploy")
+app.add_typer(secrets_app, name="secrets")
 console = Console()
 err = Console(stderr=True)
 

@@ -112,7 +112,7 @@ class TokenTable:
 
 
 def tokens_path(settings: Settings) -> Path:
-    return settings.data_dir / TOKENS_FILE
+    return settings.tokens_file or settings.data_dir / TOKENS_FILE
 
 
 def read_file(path: Path) -> dict[str, dict[str, SecretStr]]:

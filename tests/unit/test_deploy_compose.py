@@ -276,13 +276,19 @@ def test_every_command_is_a_real_cli_command_or_service() -> None:
     assert commands["topics"] == ("topics", "create")
 
 
-def test_workers_wait_for_the_topics_job_and_it_for_kafka() -> None:
+ONE_SHOT_JOBS = ("topics", "secrets")
+
+
+def test_workers_wait_for_the_topics_and_secrets_jobs_and_topics_for_kafka() -> None:
     svcs = services()
+    done = {"condition": "service_completed_successfully"}
     for name, svc in itinerant_services().items():
-        if name == "topics":
+        if name in ONE_SHOT_JOBS:
             continue
-        assert svc["depends_on"]["topics"] == {"condition": "service_completed_successfully"}
+        assert svc["depends_on"]["topics"] == done
+        assert svc["depends_on"]["secrets"] == done
     assert svcs["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert svcs["secrets"].get("restart") == "no"
     assert svcs["topics"].get("restart") == "no"
     assert "healthcheck" in svcs["kafka"]
 
@@ -408,7 +414,7 @@ def test_compose_prometheus_scrapes_every_replica_of_every_service(
     for rules in config["rule_files"]:
         assert (PROMETHEUS_DIR / rules).is_file()
     for name, svc in itinerant_services().items():
-        if name == "topics":
+        if name in ONE_SHOT_JOBS:
             continue
         settings = settings_from(environment(svc), monkeypatch)
         targets = {t for t in scrape_targets(config) if t[0] == name}
@@ -470,3 +476,31 @@ def test_every_agent_gets_its_metrics_port_everywhere(monkeypatch: pytest.Monkey
     for name in ("prometheus.yml", "prometheus.local.yml"):
         local = load_yaml(PROMETHEUS_DIR / name)
         assert {(s, p) for s, _, p in scrape_targets(local)} == set(ports.items()), name
+
+
+def test_workers_read_the_keys_and_tokens_the_secrets_job_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The secrets job writes the volume; every worker mounts it read-only and its settings
+    point into it, so all of them sign and verify with the same mesh keys."""
+    svcs = itinerant_services()
+    job = svcs["secrets"]
+    assert job["command"] == ["secrets", "init"]
+    assert "mesh-secrets:/secrets" in job["volumes"]
+    job_settings = settings_from(environment(job), monkeypatch)
+    assert job_settings.keys_dir is not None and job_settings.tokens_file is not None
+    assert PurePosixPath(job_settings.keys_dir).is_relative_to("/secrets")
+    assert PurePosixPath(job_settings.tokens_file).is_relative_to("/secrets")
+    for name, svc in svcs.items():
+        if name in ONE_SHOT_JOBS:
+            continue
+        assert "mesh-secrets:/secrets:ro" in svc["volumes"], name
+        settings = settings_from(environment(svc), monkeypatch)
+        assert (settings.keys_dir, settings.tokens_file) == (
+            job_settings.keys_dir,
+            job_settings.tokens_file,
+        )
+        assert settings.message_signing == "required"
+    assert "mesh-secrets" in compose()["volumes"]
+    coordinator = settings_from(environment(svcs["coordinator"]), monkeypatch)
+    assert coordinator.coordinator_http_host == "0.0.0.0"  # published to the host, token-guarded
