@@ -47,6 +47,11 @@ DLQ_REPLAYS = Counter(
 RETRIES = Counter(
     "itinerant_retries_total", "Retries of retryable failures.", ["service", "reason"]
 )
+DELIVERY_FAILURES = Counter(
+    "itinerant_delivery_failures_total",
+    "Failed tries to deliver outputs to Kafka (each is tried again until delivered).",
+    ["service"],
+)
 CIRCUIT_STATE = Gauge(
     "itinerant_circuit_breaker_state",
     "Circuit breaker state per dependency: 0 closed, 1 half-open, 2 open.",

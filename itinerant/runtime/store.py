@@ -120,9 +120,15 @@ class Store:
             self.mark_sent_pending()
 
     def mark_sent_pending(self) -> None:
+        """Apply the marks waiting for a transaction to close; kept for later if the database
+        refuses them now (locked, full): unmarked outputs are only sent again, never lost."""
         if self._pending_marks and not self._conn.in_transaction:
             seqs, self._pending_marks = self._pending_marks, []
-            self.mark_sent(seqs)
+            try:
+                self.mark_sent(seqs)
+            except sqlite3.Error:
+                self._pending_marks = seqs + self._pending_marks
+                raise
 
     def prune(self, older_than_s: float) -> int:
         """Forget processed ids and sent outputs older than ``older_than_s`` seconds."""

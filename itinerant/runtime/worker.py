@@ -1,14 +1,16 @@
 """One service process: a Faust app whose agents each consume one topic with ``concurrency=1``,
-hand every record to a handler that turns it into outputs (never raising), send the outputs, and
-only then let Faust acknowledge the record. Offsets are therefore committed after the outputs are
+hand every record to a handler that turns it into outputs (or, when handling keeps raising, into
+its dead letter), send the outputs until Kafka took them, and only then let Faust acknowledge
+the record (runtime/delivery.py). Offsets are therefore committed after the outputs are
 acknowledged by Kafka, and a crash at any point is repaired by the inbox on redelivery."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import faust
 
 from itinerant.brokers.topics import check_topics
 from itinerant.observability import lag, logs, metrics, tracing
+from itinerant.runtime.delivery import deliver_until_done, handle_or_dead_letter
 from itinerant.runtime.faust_transport import app_class, broker_url
 from itinerant.runtime.processor import Processed
 from itinerant.runtime.producer import AsyncProducer
@@ -78,9 +81,20 @@ class Worker:
             await self.producer.send_all(events)
         if rest:
             await self.producer.send_all(rest)
-        (store or self.store).mark_sent_soon(
-            [seq for processed in batch for seq in processed.outbox_seqs]
-        )
+        try:
+            (store or self.store).mark_sent_soon(
+                [seq for processed in batch for seq in processed.outbox_seqs]
+            )
+        except sqlite3.Error as exc:  # delivered all the same: the marks are applied later
+            log.warning("could not mark outputs sent yet (%s); will retry", exc)
+
+    async def deliver_until_done(self, batch: list[Processed], store: Store | None = None) -> None:
+        """:meth:`deliver`, again until the broker took it all (runtime/delivery.py)."""
+
+        async def once(group: Sequence[Processed]) -> None:
+            await self.deliver(*group, store=store)
+
+        await deliver_until_done(once, batch, service=self.service, settings=self.settings)
 
     async def flush_outbox(self) -> None:
         """Send what a crash left in the outbox (outputs recorded but not acknowledged)."""
@@ -88,7 +102,8 @@ class Worker:
             unsent = store.unsent()
             if unsent:
                 log.info("resending %d output(s) left unsent by the last run", len(unsent))
-                await self.producer.send_all([m for _, m in unsent])
+                batch = [Processed("recovered", [m], [seq]) for seq, m in unsent]
+                await self.deliver_until_done(batch, store)
                 store.mark_sent([seq for seq, _ in unsent])
 
     def build_app(self) -> faust.App:
@@ -157,15 +172,14 @@ class Worker:
             outbox = _Flusher(self, stream, store, self.settings.batch_max)
             try:
                 async for event in stream.events():
-                    store.mark_sent_pending()
-                    record = _record(event.message)
                     try:
-                        processed = await subscription.handle(record)
-                    except Exception:  # never let an exception stop the agent silently
-                        log.exception(
-                            "failed on %s[%d]@%d", record.topic, record.partition, record.offset
-                        )
-                        processed = Processed("error")
+                        store.mark_sent_pending()
+                    except sqlite3.Error as exc:  # bookkeeping only: tried again next record
+                        log.warning("could not mark outputs sent yet (%s); will retry", exc)
+                    record = _record(event.message)
+                    processed = await handle_or_dead_letter(
+                        subscription.handle, record, service=self.service, settings=self.settings
+                    )  # never raises: handled, or dead-lettered as it came
                     await outbox.add(event, processed)
             finally:
                 outbox.close()
@@ -175,9 +189,11 @@ class Worker:
     def _add_timer(self, app: faust.App, timer: Timer, name: str) -> None:
         async def tick() -> None:
             try:
-                await self.deliver(*await timer.tick())
-            except Exception:
+                done = await timer.tick()
+            except Exception:  # its state is unchanged: the next tick tries again
                 log.exception("timer of %s failed", self.service)
+                return
+            await self.deliver_until_done(done)
 
         app.timer(timer.interval_s, name=name)(tick)
 
@@ -231,10 +247,8 @@ class _Flusher:
             while self._pending:
                 group, self._pending = self._pending, []
                 self._room.set()
-                try:
-                    await self._worker.deliver(*(p for _, p in group), store=self._store)
-                except Exception:
-                    log.exception("could not deliver outputs; they stay in the outbox")
+                # Until delivered: a record is never acknowledged before its outputs are.
+                await self._worker.deliver_until_done([p for _, p in group], self._store)
                 for event, _ in group:
                     await self._stream.ack(event)
 

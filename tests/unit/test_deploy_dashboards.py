@@ -262,6 +262,7 @@ def test_every_alert_says_what_to_do() -> None:
         "ItinerantStepLatencyOverBudget",
         "ItinerantConsumerLagHigh",
         "ItinerantCircuitOpen",
+        "ItinerantDeliveryFailing",
         "ItinerantSagasStuckParked",
         "ItinerantServiceDown",
     } <= names
