@@ -124,6 +124,44 @@ def read_snapshot(settings: Settings, *, deadline_s: float | None = None) -> Sna
         consumer.close()
 
 
+def read_original(
+    settings: Settings, topic: str, partition: int, offset: int, *, deadline_s: float = 10.0
+) -> InRecord | None:
+    """The record at ``topic[partition]@offset``, or None when the topic no longer holds it
+    (past its retention, or the topic is gone). Raises :class:`BrokerUnavailable` if Kafka does
+    not answer."""
+    consumer = _consumer(settings)
+    try:
+        try:
+            metadata = consumer.list_topics(timeout=settings.broker_timeout_s)
+            if topic not in metadata.topics:
+                return None
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=settings.broker_timeout_s
+            )
+        except KafkaException as exc:
+            raise BrokerUnavailable(
+                f"Kafka at {settings.kafka_bootstrap_servers} did not answer for {topic}: {exc}"
+            ) from exc
+        if not low <= offset < high:
+            return None
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error() is not None:
+                continue
+            if message.offset() == offset:
+                return _record(message)
+            if message.offset() > offset:  # compacted or deleted in the meantime
+                return None
+        raise BrokerUnavailable(
+            f"could not read {topic}[{partition}]@{offset} within {deadline_s:.0f}s; try again"
+        )
+    finally:
+        consumer.close()
+
+
 def _record(message: Any) -> InRecord:
     return InRecord(
         topic=message.topic(),
