@@ -52,6 +52,9 @@ RECORD_OVERHEAD = 1024
 HEADER_OVERHEAD = 10
 #: A longer key is dropped from a copy that must be cut (it only chooses the DLQ partition).
 MAX_KEY_BYTES = 1024
+#: An original header longer than this is dropped from a copy that must be cut (the largest
+#: header we write, the routing slip, is bounded by ITINERANT_MAX_SLIP_BYTES, 8 KiB by default).
+OVERSIZED_HEADER_BYTES = 16 * 1024
 #: A headers-only copy keeps original headers up to this size each.
 MINIMAL_HEADER_BYTES = 1024
 #: The headers a last-resort copy keeps besides ``x-dlq-*``: who sent it, for which saga.
@@ -113,8 +116,9 @@ def dead_letter(
 
 
 def _cut(copy: OutMessage, max_bytes: int, original: int, original_value: int) -> OutMessage:
-    """``copy`` cut to fit: first an oversized key, then the largest original headers until the
-    rest fits without payload, then the payload to the room left."""
+    """``copy`` cut to fit: first an oversized key and oversized original headers, then the
+    largest other headers until the rest fits without payload, then the payload to the room
+    left."""
     cut: list[str] = []
     key = copy.key
     if key is not None and len(key) > MAX_KEY_BYTES:
@@ -126,7 +130,8 @@ def _cut(copy: OutMessage, max_bytes: int, original: int, original_value: int) -
         (ORIGINAL_BYTES, str(original).encode()),
         (ORIGINAL_VALUE_BYTES, str(original_value).encode()),
     ]
-    dropped: list[str] = []
+    dropped = [n for n, v in own if len(v) > OVERSIZED_HEADER_BYTES]
+    own = [(n, v) for n, v in own if len(v) <= OVERSIZED_HEADER_BYTES]
     while own and record_bytes(key, b"", [*own, *ours, *marks, *_dropped(dropped)]) > max_bytes:
         largest = max(range(len(own)), key=lambda i: len(own[i][1]) + len(own[i][0]))
         dropped.append(own.pop(largest)[0])
