@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
@@ -211,7 +212,8 @@ def publish(settings: Settings, messages: Sequence[OutMessage]) -> list[str | No
 
 def fetch_saga(settings: Settings, saga_id: str) -> tuple[dict[str, Any] | None, str | None]:
     """The saga from the coordinator's HTTP view, or (None, why not)."""
-    url = f"http://127.0.0.1:{settings.coordinator_http_port}/sagas/{saga_id}"
+    # The id comes from a message: quoted, so that no header can bend the request.
+    url = f"http://127.0.0.1:{settings.coordinator_http_port}/sagas/{quote(saga_id, safe='')}"
     request = urllib.request.Request(url, headers=operator_headers(settings))
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
