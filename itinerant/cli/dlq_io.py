@@ -184,6 +184,8 @@ def publish(settings: Settings, messages: Sequence[OutMessage]) -> list[str | No
             **quiet_client_config(settings.kafka_bootstrap_servers, settings.broker_timeout_s),
             "message.timeout.ms": int(settings.broker_timeout_s * 2000),
             "enable.idempotence": False,
+            # a replay re-sends an original as large as its topic took, not only ours
+            "message.max.bytes": settings.topic_max_message_bytes,
         }
     )
     outcome: list[str | None] = ["timed out"] * len(messages)

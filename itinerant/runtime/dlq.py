@@ -40,11 +40,9 @@ DLQ_HEADERS = (
     ORIGIN_OFFSET,
     ATTEMPTS,
     AT,
-    TRUNCATED,
-    ORIGINAL_BYTES,
-    ORIGINAL_VALUE_BYTES,
-    DROPPED_HEADERS,
 )
+#: Only on a copy cut to fit (docs/wire-contract.md#dlq-headers).
+TRUNCATION_HEADERS = (TRUNCATED, ORIGINAL_BYTES, ORIGINAL_VALUE_BYTES, DROPPED_HEADERS)
 
 #: Bytes left for the record's own framing (lengths, timestamps, the batch header).
 RECORD_OVERHEAD = 1024
@@ -195,7 +193,7 @@ def shrink(message: OutMessage, why: str, *, dlq_topic: str, service: str) -> Ou
     return OutMessage(message.topic, key, b"", [*keep, *ours, *marks, *_dropped(dropped)])
 
 
-_MARKS = (TRUNCATED, ORIGINAL_BYTES, ORIGINAL_VALUE_BYTES, DROPPED_HEADERS)
+_MARKS = TRUNCATION_HEADERS
 
 
 def _error(headers: Headers) -> bytes:
