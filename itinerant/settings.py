@@ -280,6 +280,19 @@ class Settings(BaseSettings):
         return min(2, self.replication_factor)
 
     @property
+    def record_max_bytes(self) -> int:
+        """The largest record (key, value and headers) our producers send: their
+        ``message.max.bytes``. A dead letter is cut to fit it
+        (docs/architecture.md#oversized-dead-letters)."""
+        return max(self.max_message_bytes * 2, 1_000_000)
+
+    @property
+    def topic_max_message_bytes(self) -> int:
+        """``max.message.bytes`` of the topics we create: a record batch of one record of
+        ``record_max_bytes``, with room for its framing (Kafka's own default at the least)."""
+        return max(self.record_max_bytes + 48_588, 1_048_588)
+
+    @property
     def idempotent_producer(self) -> bool:
         """Idempotent producers everywhere but on Tansu, which has no reliable support."""
         return self.broker != "tansu"

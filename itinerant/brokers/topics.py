@@ -102,6 +102,7 @@ def topic_config(settings: Settings) -> dict[str, str]:
         "retention.ms": str(settings.topic_retention_ms),
         "min.insync.replicas": str(settings.topic_min_insync_replicas),
         "cleanup.policy": "delete",
+        "max.message.bytes": str(settings.topic_max_message_bytes),
     }
 
 

@@ -25,6 +25,7 @@ from itinerant.wire.ids import new_id
 
 from .kafka_io import publish_raw
 from .render import saga_tables
+from .terminal import json_text, safe
 
 EXIT_CODES = "Exit codes: 0 done; 1 failure (coordinator or Kafka); 3 no such saga or not waiting."
 
@@ -37,7 +38,7 @@ err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/bold red] {message}")
+    err.print(f"[bold red]error:[/bold red] {safe(message, multiline=True)}")
     raise typer.Exit(code)
 
 
@@ -73,7 +74,7 @@ def list_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     sagas = _get(settings, "/sagas?state=awaiting_approval&limit=1000")["sagas"]
     sagas.sort(key=lambda s: (s.get("approval") or {}).get("requested_at", ""))
     if as_json:
-        console.print_json(json.dumps([_summary(s) for s in sagas]))
+        console.print(json_text([_summary(s) for s in sagas]))
         return
     table = Table(title=f"{len(sagas)} saga(s) awaiting approval")
     for column in ("saga", "amount", "why", "since", "deadline"):
@@ -81,11 +82,11 @@ def list_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     for saga in sagas:
         row = _summary(saga)
         table.add_row(
-            row["saga_id"],
+            safe(row["saga_id"]),
             f"${row['amount_usd']:.2f}" if row["amount_usd"] is not None else "",
-            "; ".join(row["reasons"]),
-            str(row["requested_at"])[:19],
-            str(row["deadline"])[:19],
+            safe("; ".join(str(r) for r in row["reasons"])),
+            safe(str(row["requested_at"])[:19]),
+            safe(str(row["deadline"])[:19]),
         )
     console.print(table)
 
@@ -120,17 +121,17 @@ def show(saga_id: str, as_json: Annotated[bool, typer.Option("--json")] = False)
     settings = cli_settings()
     saga = _get(settings, f"/sagas/{saga_id}")
     if as_json:
-        console.print_json(json.dumps({**_summary(saga), "state": saga["state"]}))
+        console.print(json_text({**_summary(saga), "state": saga["state"]}))
         return
     summary = _summary(saga)
-    head = Table(title=f"approval of saga {saga_id}", show_header=False)
-    head.add_row("state", saga["state"])
+    head = Table(title=f"approval of saga {safe(saga_id)}", show_header=False)
+    head.add_row("state", safe(saga["state"]))
     if summary["amount_usd"] is not None:
         head.add_row("amount", f"${summary['amount_usd']:.2f}")
     for reason in summary["reasons"]:
-        head.add_row("why", reason)
-    head.add_row("releases", summary["next_step"] or "(end)")
-    head.add_row("deadline", str(summary["deadline"]))
+        head.add_row("why", safe(reason))
+    head.add_row("releases", safe(summary["next_step"] or "(end)"))
+    head.add_row("deadline", safe(summary["deadline"]))
     console.print(head)
     for table in saga_tables(saga)[1:]:
         console.print(table)
@@ -161,7 +162,7 @@ def _decide(saga_id: str, decision: str, why: str, principal: str | None) -> Non
     except ItinerantError as exc:
         _fail(exc.describe())
     verb = "approved" if decision == "approve" else "rejected"
-    console.print(f"[green]{verb}[/green] {saga_id} as {principal}: {why}")
+    console.print(f"[green]{verb}[/green] {safe(saga_id)} as {safe(principal)}: {safe(why)}")
 
 
 Why = Annotated[str, typer.Option("--why", help="why (recorded on the saga's timeline)")]

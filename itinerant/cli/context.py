@@ -10,11 +10,13 @@ from itinerant.errors import ItinerantError
 from itinerant.mesh import Mesh, mesh_and_settings
 from itinerant.settings import Settings
 
+from .terminal import safe
+
 err = Console(stderr=True)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/bold red] {message}")
+    err.print(f"[bold red]error:[/bold red] {safe(message, multiline=True)}")
     return typer.Exit(code)
 
 

@@ -21,6 +21,7 @@ from .kafka_io import follow, publish_many
 from .render import results_table
 from .requests import RequestError, load_request
 from .supervisor import Supervisor
+from .terminal import safe
 
 
 def samples(folder: Path, mesh: Mesh) -> list[tuple[str, Request]]:
@@ -63,7 +64,7 @@ def run(settings: Settings, folder: Path, extra: int, timeout_s: float, console:
         return _drive(settings, supervisor, folder, extra, timeout_s, console, interrupted)
     except (ItinerantError, TimeoutError) as exc:
         text = exc.describe() if isinstance(exc, ItinerantError) else str(exc)
-        console.print(f"[bold red]error:[/bold red] {text}")
+        console.print(f"[bold red]error:[/bold red] {safe(text, multiline=True)}")
         return 1
     finally:
         console.print("stopping services and broker ...")

@@ -18,7 +18,6 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from itinerant.cli.context import cli_settings
 from itinerant.errors import ItinerantError
@@ -30,6 +29,7 @@ from itinerant.operators.dlq_recovery import (
     replay_message,
     replay_refusal,
     select_for_replay,
+    truncation_refusal,
 )
 from itinerant.operators.dlq_view import (
     AmbiguousEntry,
@@ -41,9 +41,9 @@ from itinerant.operators.dlq_view import (
 )
 from itinerant.security.signing import mesh_keys
 from itinerant.settings import Settings
-from itinerant.wire.envelope import OutMessage
+from itinerant.wire.envelope import InRecord, OutMessage
 
-from .dlq_io import Snapshot, actions_topic, fetch_saga, publish, read_snapshot
+from .dlq_io import Snapshot, actions_topic, fetch_saga, publish, read_original, read_snapshot
 from .dlq_render import (
     entry_json,
     payload_text,
@@ -55,6 +55,7 @@ from .dlq_render import (
     show_replayed,
     show_saga,
 )
+from .terminal import safe
 
 __all__ = ["EXIT_CODES", "Snapshot", "dlq_app", "payload_text", "publish", "read_snapshot"]
 
@@ -88,7 +89,7 @@ def _operator() -> str:
 
 
 def _fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
-    err.print(f"[bold red]error:[/bold red] {escape(message)}")
+    err.print(f"[bold red]error:[/bold red] {safe(message, multiline=True)}")
     raise typer.Exit(code)
 
 
@@ -97,6 +98,24 @@ def _snapshot_or_fail(settings: Settings) -> list[EntryView]:
         return read_snapshot(settings).views()
     except ItinerantError as exc:
         _fail(exc.describe())
+
+
+def _originals(settings: Settings, views: Sequence[EntryView]) -> dict[str, InRecord]:
+    """The original records of the truncated copies among ``views``, where still retained."""
+    found: dict[str, InRecord] = {}
+    for view in views:
+        entry = view.entry
+        if not entry.is_truncated or not entry.has_origin_offset:
+            continue
+        try:
+            original = read_original(
+                settings, entry.origin_topic, entry.origin_partition, entry.origin_offset
+            )
+        except ItinerantError as exc:
+            _fail(exc.describe())
+        if original is not None:
+            found[view.id] = original
+    return found
 
 
 def _ensure_actions_topic(settings: Settings) -> None:
@@ -255,15 +274,30 @@ def replay_cmd(
     else:
         selected = filter_views(views, reason=reason, saga=saga)
         chosen, refused = select_for_replay(selected, force=force)
+    originals = _originals(settings, chosen)
+    whole = []
+    for view in chosen:  # a cut copy goes back only as its original, read from its offset
+        why = truncation_refusal(view, originals.get(view.id))
+        if why is None:
+            whole.append(view)
+        elif entry is not None:
+            _fail(f"refused: {why}", EXIT_REFUSED)
+        else:
+            refused.append((view, why))
+    chosen = whole
     for view, why in refused:
-        err.print(f"[yellow]skipped[/yellow] {view.id}: {escape(why)}")
+        err.print(f"[yellow]skipped[/yellow] {view.id}: {safe(why)}")
     if not chosen:
         if refused:
-            _fail("refused: nothing to replay (add --force to replay them anyway)", EXIT_REFUSED)
+            _fail(
+                "refused: nothing to replay (see why above; --force replays entries already "
+                "replayed or discarded, never a truncated copy)",
+                EXIT_REFUSED,
+            )
         console.print("nothing to replay: no dead letters match")
         return
     try:
-        messages = [replay_message(view) for view in chosen]
+        messages = [replay_message(view, originals.get(view.id)) for view in chosen]
     except ValueError as exc:
         _fail(str(exc), EXIT_USAGE)
     if dry_run:

@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
@@ -124,6 +125,44 @@ def read_snapshot(settings: Settings, *, deadline_s: float | None = None) -> Sna
         consumer.close()
 
 
+def read_original(
+    settings: Settings, topic: str, partition: int, offset: int, *, deadline_s: float = 10.0
+) -> InRecord | None:
+    """The record at ``topic[partition]@offset``, or None when the topic no longer holds it
+    (past its retention, or the topic is gone). Raises :class:`BrokerUnavailable` if Kafka does
+    not answer."""
+    consumer = _consumer(settings)
+    try:
+        try:
+            metadata = consumer.list_topics(timeout=settings.broker_timeout_s)
+            if topic not in metadata.topics:
+                return None
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=settings.broker_timeout_s
+            )
+        except KafkaException as exc:
+            raise BrokerUnavailable(
+                f"Kafka at {settings.kafka_bootstrap_servers} did not answer for {topic}: {exc}"
+            ) from exc
+        if not low <= offset < high:
+            return None
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error() is not None:
+                continue
+            if message.offset() == offset:
+                return _record(message)
+            if message.offset() > offset:  # compacted or deleted in the meantime
+                return None
+        raise BrokerUnavailable(
+            f"could not read {topic}[{partition}]@{offset} within {deadline_s:.0f}s; try again"
+        )
+    finally:
+        consumer.close()
+
+
 def _record(message: Any) -> InRecord:
     return InRecord(
         topic=message.topic(),
@@ -145,6 +184,8 @@ def publish(settings: Settings, messages: Sequence[OutMessage]) -> list[str | No
             **quiet_client_config(settings.kafka_bootstrap_servers, settings.broker_timeout_s),
             "message.timeout.ms": int(settings.broker_timeout_s * 2000),
             "enable.idempotence": False,
+            # a replay re-sends an original as large as its topic took, not only ours
+            "message.max.bytes": settings.topic_max_message_bytes,
         }
     )
     outcome: list[str | None] = ["timed out"] * len(messages)
@@ -173,7 +214,8 @@ def publish(settings: Settings, messages: Sequence[OutMessage]) -> list[str | No
 
 def fetch_saga(settings: Settings, saga_id: str) -> tuple[dict[str, Any] | None, str | None]:
     """The saga from the coordinator's HTTP view, or (None, why not)."""
-    url = f"http://127.0.0.1:{settings.coordinator_http_port}/sagas/{saga_id}"
+    # The id comes from a message: quoted, so that no header can bend the request.
+    url = f"http://127.0.0.1:{settings.coordinator_http_port}/sagas/{quote(saga_id, safe='')}"
     request = urllib.request.Request(url, headers=operator_headers(settings))
     try:
         with urllib.request.urlopen(request, timeout=5) as response:

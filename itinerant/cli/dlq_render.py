@@ -10,13 +10,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
+from rich.highlighter import JSONHighlighter
 from rich.table import Table
 
 from itinerant.operators.dlq_view import EntryView
 from itinerant.wire.envelope import REPLAY_COUNT, OutMessage
 
 from .render import saga_tables
+from .terminal import bytes_text, safe, visible
 
 
 def age_text(delta: timedelta | None) -> str:
@@ -35,7 +36,7 @@ def age_text(delta: timedelta | None) -> str:
 
 def _status(view: EntryView) -> str:
     style = {"pending": "red", "replayed": "yellow", "discarded": "dim"}[view.status]
-    return f"[{style}]{escape(view.describe_status())}[/{style}]"
+    return f"[{style}]{safe(view.describe_status())}[/{style}]"
 
 
 def list_table(views: Sequence[EntryView], now: datetime) -> Table:
@@ -47,11 +48,11 @@ def list_table(views: Sequence[EntryView], now: datetime) -> Table:
         table.add_row(
             entry.id,
             age_text(view.age(now)),
-            escape(entry.reason),
-            escape(entry.service),
-            escape(entry.origin),
+            safe(entry.reason),
+            safe(entry.service),
+            safe(entry.origin),
             str(entry.attempts),
-            escape(entry.saga_id or ""),
+            safe(entry.saga_id or ""),
             _status(view),
         )
     return table
@@ -78,7 +79,8 @@ def payload_text(value: bytes) -> tuple[str, bool]:
     if not value:
         return "(empty)", False
     try:
-        return json.dumps(json.loads(value), indent=2, ensure_ascii=False), True
+        dumped = json.dumps(json.loads(value), indent=2, ensure_ascii=False)
+        return visible(dumped, multiline=True, json_style=True), True
     except ValueError:
         pass
     head = value[:96]
@@ -93,6 +95,9 @@ def entry_json(
     body = view.as_dict(now)
     body["headers"] = {k: v.decode("utf-8", errors="replace") for k, v in view.entry.headers}
     body["key"] = view.entry.key.decode("utf-8", errors="replace") if view.entry.key else None
+    body["read_original"] = (
+        view.entry.read_original_command() if view.entry.has_origin_offset else None
+    )
     text, is_json = payload_text(view.entry.value)
     body["payload"] = json.loads(text) if is_json else text
     body["saga"] = saga
@@ -108,43 +113,48 @@ def show_entry(console: Console, view: EntryView, now: datetime) -> None:
     head.add_column()
     rows = [
         ("status", _status(view)),
-        ("reason", escape(entry.reason)),
-        ("error type", escape(entry.error_type)),
-        ("service", escape(entry.service)),
-        ("origin", escape(entry.origin)),
+        ("reason", safe(entry.reason)),
+        ("error type", safe(entry.error_type)),
+        ("service", safe(entry.service)),
+        ("origin", safe(entry.origin)),
         ("attempts", str(entry.attempts)),
         (
             "dead-lettered",
             f"{entry.at.isoformat() if entry.at else '?'} ({age_text(view.age(now))} ago)",
         ),
-        ("saga", escape(entry.saga_id or "")),
-        ("message id", escape(entry.ce_id or "(none: a bare record, replayed as it was)")),
-        ("type", escape(entry.ce_type or "")),
+        ("saga", safe(entry.saga_id or "")),
+        ("message id", safe(entry.ce_id or "(none: a bare record, replayed as it was)")),
+        ("type", safe(entry.ce_type or "")),
         ("replay count", str(entry.replay_count)),
         ("dlq position", f"{entry.dlq_topic}[{entry.dlq_partition}]@{entry.dlq_offset}"),
     ]
     for name, value in rows:
         head.add_row(name, value)
     console.print(head)
+    if entry.is_truncated:
+        show_truncation(console, view)
     console.print("[bold]error[/bold]")
-    console.print(escape(entry.error or "(none)"))
+    console.print(safe(entry.error or "(none)", multiline=True))
     headers = Table(title="headers")
     headers.add_column("name", no_wrap=True)
     headers.add_column("value")
     for name, raw in entry.headers:
-        text = raw.decode("utf-8", errors="replace")
-        headers.add_row(escape(name), escape(text if len(text) <= 300 else text[:300] + " ..."))
+        text = bytes_text(raw)
+        headers.add_row(safe(name), safe(text if len(text) <= 300 else text[:300] + " ..."))
     console.print(headers)
-    key = entry.key.decode("utf-8", errors="replace") if entry.key is not None else "(none)"
-    console.print(f"[bold]key[/bold] {escape(key)}")
+    key = bytes_text(entry.key) if entry.key is not None else "(none)"
+    console.print(f"[bold]key[/bold] {safe(key)}")
     text, is_json = payload_text(entry.value)
-    console.print(f"[bold]payload[/bold] ({len(entry.value)} bytes)")
+    cut = ", cut" if "payload" in entry.truncated else ""
+    console.print(f"[bold]payload[/bold] ({len(entry.value)} bytes{cut})")
     if len(text) > 4000:
         is_json, text = False, f"{text[:4000]}\n... ({len(text) - 4000} more characters)"
     if is_json:
-        console.print_json(text)
+        highlighted = JSONHighlighter()(text)
+        highlighted.no_wrap = True
+        console.print(highlighted)
     else:
-        console.print(escape(text))
+        console.print(safe(text, multiline=True))
     if view.actions:
         history = Table(title="operator actions")
         for column in ("at", "action", "by", "why", "replay count"):
@@ -153,8 +163,8 @@ def show_entry(console: Console, view: EntryView, now: datetime) -> None:
             history.add_row(
                 action.at.isoformat(timespec="seconds"),
                 action.action,
-                escape(action.by),
-                escape(action.why or ""),
+                safe(action.by),
+                safe(action.why or ""),
                 "" if action.replay_count is None else str(action.replay_count),
             )
         console.print(history)
@@ -162,10 +172,31 @@ def show_entry(console: Console, view: EntryView, now: datetime) -> None:
         console.print(f"failed again as: {', '.join(view.later)}")
 
 
+def show_truncation(console: Console, view: EntryView) -> None:
+    """Say plainly that ``view`` is a cut copy, and where the whole record is."""
+    entry = view.entry
+    size = f" of {entry.original_bytes} bytes" if entry.original_bytes is not None else ""
+    console.print(
+        f"[bold yellow]truncated copy[/bold yellow]: the runtime cut "
+        f"{safe(', '.join(entry.truncated))} so that the dead letter fits Kafka's limit."
+    )
+    if entry.has_origin_offset:
+        console.print(
+            f"the original record{size} is at {safe(entry.origin)}, readable within that "
+            f"topic's retention: `{safe(entry.read_original_command())}`; "
+            f"`itinerant dlq replay {entry.id}` replays it from there"
+        )
+    else:
+        console.print(
+            f"the original{size} was never stored on a topic (Kafka refused it as an output), "
+            "so nothing whole is left: fix its cause, then discard this entry"
+        )
+
+
 def show_saga(console: Console, saga: dict[str, Any] | None, why_not: str | None) -> None:
     """The entry's saga from the coordinator's view, or why it is not shown."""
     if saga is None:
-        console.print(f"[yellow]saga timeline unavailable:[/yellow] {escape(why_not or '')}")
+        console.print(f"[yellow]saga timeline unavailable:[/yellow] {safe(why_not or '')}")
     else:
         for table in saga_tables(saga):
             console.print(table)
@@ -189,7 +220,7 @@ def show_dry_run(
     for view, message in zip(chosen, messages, strict=True):
         count = dict(message.headers).get(REPLAY_COUNT)
         console.print(
-            f"would replay {view.id} ({escape(view.entry.reason)}) to {message.topic}"
+            f"would replay {view.id} ({safe(view.entry.reason)}) to {safe(message.topic)}"
             + (f" with {REPLAY_COUNT}={count.decode()}" if count else " as it was")
         )
     console.print(f"dry run: {len(chosen)} entr{'y' if len(chosen) == 1 else 'ies'}, nothing sent")
@@ -198,8 +229,8 @@ def show_dry_run(
 def show_replayed(console: Console, sent: Sequence[tuple[EntryView, OutMessage]]) -> None:
     for view, message in sent:
         console.print(
-            f"[green]replayed[/green] {view.id} to {message.topic} "
-            f"(saga {escape(view.entry.saga_id or '?')})"
+            f"[green]replayed[/green] {view.id} to {safe(message.topic)} "
+            f"(saga {safe(view.entry.saga_id or '?')})"
         )
 
 
@@ -207,8 +238,8 @@ def show_discarded(console: Console, view: EntryView) -> None:
     console.print(
         f"[green]discarded[/green] {view.id}"
         + (
-            f"; asked the coordinator to compensate saga {escape(view.entry.saga_id)} "
-            f"(`itinerant status {escape(view.entry.saga_id)}` to follow it)"
+            f"; asked the coordinator to compensate saga {safe(view.entry.saga_id)} "
+            f"(`itinerant status {safe(view.entry.saga_id)}` to follow it)"
             if view.entry.saga_id
             else ""
         )

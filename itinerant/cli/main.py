@@ -34,6 +34,7 @@ from .render import saga_tables
 from .requests import RequestError, load_request, read_source, request_from_fields
 from .secrets import secrets_app
 from .supervisor import Supervisor
+from .terminal import json_text, safe
 from .top import top_command
 from .trace import trace_command
 
@@ -362,7 +363,7 @@ def publish(
         saga_id = publish_request(settings, request, principal=principal)
     except ItinerantError as exc:
         raise _fail(exc.describe()) from exc
-    console.print(saga_id)
+    console.print(safe(saga_id))
     if not wait:
         return
     results = wait_for_results(settings, {saga_id}, timeout)
@@ -371,7 +372,7 @@ def publish(
             f"no result within {timeout:.0f}s; `itinerant status {saga_id}` shows where it is", 3
         )
     result = results[saga_id]
-    console.print_json(json.dumps(result))
+    console.print(json_text(result))
     if result["status"] != "completed":
         raise typer.Exit(4)
 
@@ -399,7 +400,7 @@ def status(saga_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
             "is `itinerant up` running?"
         ) from exc
     if as_json:
-        console.print_json(json.dumps(saga))
+        console.print(json_text(saga))
         return
     for table in saga_tables(saga):
         console.print(table)

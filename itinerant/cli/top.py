@@ -23,12 +23,13 @@ import typer
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console, Group
 from rich.live import Live
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from itinerant.cli.context import cli_settings
 from itinerant.settings import Settings
+
+from .terminal import safe, visible
 
 PROCESSED = "itinerant_messages_processed_total"
 PROCESSING_BUCKET = "itinerant_processing_seconds_bucket"
@@ -267,11 +268,11 @@ def render(view: Frame, settings: Settings) -> Group:
     down: list[str] = []
     for row in view.rows:
         if not row.up:
-            services.add_row(row.service, "[red]down[/red]", *([""] * 7))
+            services.add_row(safe(row.service), "[red]down[/red]", *([""] * 7))
             down.append(f"{row.service}: {row.error}")
             continue
         services.add_row(
-            row.service,
+            safe(row.service),
             "[green]up[/green]",
             _num(row.rate, 2),
             _num(row.processed),
@@ -282,13 +283,13 @@ def render(view: Frame, settings: Settings) -> Group:
             _duration(row.p99_s),
         )
     parts: list[Any] = [services]
-    parts.extend(Text(f"  {line}", style="red") for line in down)
+    parts.extend(Text(f"  {visible(line)}", style="red") for line in down)
     sagas = Table(title="sagas by state", title_justify="left")
     sagas.add_column("state")
     sagas.add_column("sagas", justify="right")
     for state, count in sorted(view.sagas_by_state.items(), key=lambda kv: (-kv[1], kv[0])):
         if count:
-            sagas.add_row(state, _num(count))
+            sagas.add_row(safe(state), _num(count))
     if not sagas.rows:
         sagas.add_row("[dim](none yet)[/dim]", "")
     parts.append(sagas)
@@ -298,14 +299,14 @@ def render(view: Frame, settings: Settings) -> Group:
     dlq.add_column("messages", justify="right")
     for (service, reason), count in sorted(view.dlq_by_reason.items(), key=lambda kv: -kv[1]):
         if count:
-            dlq.add_row(service, escape(reason), _num(count))
+            dlq.add_row(safe(service), safe(reason), _num(count))
     if not dlq.rows:
         dlq.add_row("[dim](none)[/dim]", "", "")
     parts.append(dlq)
     if view.slowest is not None:
         parts.append(
             Text.from_markup(
-                f"slowest step: [bold]{escape(view.slowest.service)}[/bold] "
+                f"slowest step: [bold]{safe(view.slowest.service)}[/bold] "
                 f"p99 ≈ {_duration(view.slowest.p99_s)}"
             )
         )

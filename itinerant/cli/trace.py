@@ -16,11 +16,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.tree import Tree
 
 from itinerant.observability.tracing import EVENT_TYPE_ATTRIBUTE, REPLAY_ATTRIBUTE, SAGA_ATTRIBUTE
 from itinerant.settings import Settings
+
+from .terminal import safe
 
 SERVICE_PREFIX = "itinerant-"
 
@@ -184,18 +185,18 @@ def _label(node: Node, origin_ns: int) -> str:
     offset = _ms(node.start_ns - origin_ns)
     duration = _ms(node.end_ns - node.start_ns)
     is_send = span.get("kind") == "PRODUCER"
-    name = escape(str(span.get("name", "?")))
+    name = safe(str(span.get("name", "?")))
     text = (
-        f"[cyan]{escape(service_of(span)):<11}[/cyan] "
+        f"[cyan]{safe(service_of(span)):<11}[/cyan] "
         + (f"[dim]{name}[/dim]" if is_send else f"[bold]{name}[/bold]")
         + f"  [dim]+{offset:,.1f} ms[/dim]  {duration:,.2f} ms"
     )
     event_type = attributes.get(EVENT_TYPE_ATTRIBUTE)
     if event_type:
-        text += f"  [dim]{escape(str(event_type))}[/dim]"
+        text += f"  [dim]{safe(str(event_type))}[/dim]"
     if span.get("status") == "ERROR":
         reason = attributes.get("error.type") or span.get("status_message") or "error"
-        text += f"  [red]ERROR {escape(str(reason))}[/red]"
+        text += f"  [red]ERROR {safe(str(reason))}[/red]"
     replays = attributes.get(REPLAY_ATTRIBUTE)
     if replays:
         text += f"  [magenta]replay #{replays}[/magenta]"
@@ -212,7 +213,7 @@ def _label(node: Node, origin_ns: int) -> str:
 def render(found: Trace, saga_id: str) -> Tree:
     origin = found.start_ns
     tree = Tree(
-        f"[bold]saga {escape(saga_id)}[/bold]  trace {found.trace_id}  "
+        f"[bold]saga {safe(saga_id)}[/bold]  trace {safe(found.trace_id)}  "
         f"{found.spans} spans  {_ms(found.end_ns - origin):,.1f} ms"
     )
 
@@ -246,7 +247,7 @@ def trace_command(
             else f"{folder}, which holds no traces files"
         )
         Console(stderr=True).print(
-            f"[bold red]error:[/bold red] no trace of saga {escape(saga_id)} in {escape(where)}. "
+            f"[bold red]error:[/bold red] no trace of saga {safe(saga_id)} in {safe(where)}. "
             "Check the id (`itinerant status <id>`); spans are written about a second after "
             "they end; with OTEL_EXPORTER_OTLP_ENDPOINT set they also go to your collector.",
             highlight=False,
@@ -259,7 +260,7 @@ def trace_command(
         return
     if len(found) > 1:
         console.print(
-            f"[yellow]saga {escape(saga_id)} has spans in {len(found)} traces[/yellow] "
+            f"[yellow]saga {safe(saga_id)} has spans in {len(found)} traces[/yellow] "
             "(a client sent another traceparent, or a message lost its header)"
         )
     for one in found:

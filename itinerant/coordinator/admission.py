@@ -123,6 +123,7 @@ class Admission:
                     error,
                     service=SERVICE,
                     dlq_topic=self.settings.dlq_topic,
+                    max_bytes=self.settings.record_max_bytes,
                     attempts=1,
                     saga_id=saga_id,
                 )

@@ -114,6 +114,7 @@ class Coordinator:
                 exc,
                 service=SERVICE,
                 dlq_topic=self.settings.dlq_topic,
+                max_bytes=self.settings.record_max_bytes,
                 attempts=1,
                 saga_id=None,
             )

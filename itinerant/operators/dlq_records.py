@@ -57,6 +57,11 @@ def _int(text: str | None, default: int) -> int:
         return default
 
 
+def _count(text: str | None) -> int | None:
+    value = _int(text, -1)
+    return value if value >= 0 else None
+
+
 def _time(text: str | None) -> datetime | None:
     if not text:
         return None
@@ -91,6 +96,9 @@ class DlqEntry:
     ce_type: str | None
     saga_id: str | None
     replay_count: int
+    truncated: tuple[str, ...] = ()  # what the runtime cut to make the copy fit: payload, ...
+    original_bytes: int | None = None
+    original_value_bytes: int | None = None
 
     def header(self, name: str) -> str | None:
         for key, value in reversed(self.headers):
@@ -101,6 +109,23 @@ class DlqEntry:
     @property
     def origin(self) -> str:
         return f"{self.origin_topic}[{self.origin_partition}]@{self.origin_offset}"
+
+    @property
+    def is_truncated(self) -> bool:
+        """A cut copy: the whole record is only at its origin
+        (docs/architecture.md#oversized-dead-letters)."""
+        return bool(self.truncated)
+
+    @property
+    def has_origin_offset(self) -> bool:
+        return bool(self.origin_topic) and self.origin_partition >= 0 and self.origin_offset >= 0
+
+    def read_original_command(self) -> str:
+        """How an operator reads the original record (within its topic's retention)."""
+        return (
+            f"itinerant kcat -C -t {self.origin_topic} -p {self.origin_partition} "
+            f"-o {self.origin_offset} -c 1"
+        )
 
     @property
     def has_cloudevent(self) -> bool:
@@ -145,6 +170,9 @@ class DlqEntry:
             ce_type=text("ce_type"),
             saga_id=text("ce_sagaid") or key_text or None,
             replay_count=max(0, _int(text(REPLAY_COUNT), 0)),
+            truncated=tuple(p for p in (text(dlq.TRUNCATED) or "").split(",") if p),
+            original_bytes=_count(text(dlq.ORIGINAL_BYTES)),
+            original_value_bytes=_count(text(dlq.ORIGINAL_VALUE_BYTES)),
         )
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from itinerant.wire.control import DISCARD_REQUESTED
-from itinerant.wire.envelope import REPLAY_COUNT, Envelope, OutMessage
+from itinerant.wire.envelope import REPLAY_COUNT, Envelope, InRecord, OutMessage
 from itinerant.wire.ids import new_id
 
 from .dlq_records import Action
@@ -39,6 +39,42 @@ def replay_refusal(view: EntryView) -> str | None:
             f"{last.at:%Y-%m-%d %H:%M:%S}Z){again}; add --force to replay it again"
         )
     return None
+
+
+def truncation_refusal(view: EntryView, original: InRecord | None) -> str | None:
+    """Why a cut copy cannot be replayed (None: it is whole, or its original was read back).
+
+    A cut copy is never replayed itself: that would send the cut payload. Its original is read
+    from the origin topic's offset instead, which works within that topic's retention and only
+    if the record found there is the same message (same ``ce_id``)."""
+    entry = view.entry
+    if not entry.is_truncated:
+        return None
+    what = ", ".join(entry.truncated)
+    if not entry.has_origin_offset:
+        return (
+            f"entry {view.id} is a truncated copy ({what} cut) of a message that was never "
+            "stored on a topic: there is no original to replay; discard it "
+            f'(`itinerant dlq discard {view.id} --why "..."`)'
+        )
+    where = entry.origin
+    if original is None:
+        return (
+            f"entry {view.id} is a truncated copy ({what} cut) and its original at {where} is "
+            "no longer there (past the topic's retention?); nothing whole is left to replay: "
+            f'discard it (`itinerant dlq discard {view.id} --why "..."`)'
+        )
+    found = _text(original.header("ce_id"))
+    if (found or None) != entry.ce_id:
+        return (
+            f"entry {view.id} is a truncated copy ({what} cut) and the record at {where} is "
+            f"another message (ce_id {found!r}, not {entry.ce_id!r}): refusing to replay it"
+        )
+    return None
+
+
+def _text(raw: bytes | None) -> str | None:
+    return raw.decode("utf-8", errors="replace") if raw is not None else None
 
 
 def discard_refusal(view: EntryView) -> str | None:
@@ -89,20 +125,27 @@ def next_replay_count(view: EntryView) -> int:
     return max(view.entry.replay_count, view.last_replay_count) + 1
 
 
-def replay_message(view: EntryView) -> OutMessage:
+def replay_message(view: EntryView, original: InRecord | None = None) -> OutMessage:
     """The original record for its origin topic: no ``x-dlq-*`` headers, replay count + 1.
 
     A record without a ``ce_id`` (a bare request someone published without headers) is put
-    back exactly as it was, minus the ``x-dlq-*`` headers.
+    back exactly as it was, minus the ``x-dlq-*`` headers. A truncated copy is replayed from
+    ``original``, the record read back from its origin offset (see :func:`truncation_refusal`).
     """
     entry = view.entry
     if not entry.origin_topic:
         raise ValueError(f"entry {entry.id} has no x-dlq-origin-topic header: nowhere to replay")
-    headers = [(k, v) for k, v in entry.headers if not k.lower().startswith(DLQ_HEADER_PREFIX)]
+    why = truncation_refusal(view, original)
+    if why is not None:
+        raise ValueError(why)
+    key, value, stored = entry.key, entry.value, entry.headers
+    if entry.is_truncated and original is not None:
+        key, value, stored = original.key, original.value or b"", list(original.headers)
+    headers = [(k, v) for k, v in stored if not k.lower().startswith(DLQ_HEADER_PREFIX)]
     if entry.has_cloudevent:
         headers = [(k, v) for k, v in headers if k != REPLAY_COUNT]
         headers.append((REPLAY_COUNT, str(next_replay_count(view)).encode()))
-    return OutMessage(topic=entry.origin_topic, key=entry.key, value=entry.value, headers=headers)
+    return OutMessage(topic=entry.origin_topic, key=key, value=value, headers=headers)
 
 
 def replay_action(view: EntryView, message: OutMessage, at: datetime, by: str) -> Action:

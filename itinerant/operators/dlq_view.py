@@ -99,6 +99,8 @@ class EntryView:
             "ce_id": entry.ce_id,
             "ce_type": entry.ce_type,
             "replay_count": entry.replay_count,
+            "truncated": list(entry.truncated),
+            "original_bytes": entry.original_bytes,
             "dlq_partition": entry.dlq_partition,
             "dlq_offset": entry.dlq_offset,
             "later": list(self.later),

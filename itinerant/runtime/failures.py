@@ -69,6 +69,7 @@ class Failures:
                 exc,
                 service=self.service,
                 dlq_topic=self.outputs.settings.dlq_topic,
+                max_bytes=self.outputs.settings.record_max_bytes,
                 attempts=attempts,
                 saga_id=saga_id,
             )

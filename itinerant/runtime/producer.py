@@ -18,6 +18,9 @@ from itinerant.wire.envelope import OutMessage
 
 log = logging.getLogger(__name__)
 
+#: What to send instead of a message Kafka refused as too large (``None``: nothing).
+Refused = Callable[[OutMessage, str], OutMessage | None]
+
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
@@ -27,7 +30,7 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "enable.idempotence": settings.idempotent_producer,
         "message.timeout.ms": int(settings.broker_timeout_s * 6000),
         "socket.connection.setup.timeout.ms": int(settings.broker_timeout_s * 1000),
-        "message.max.bytes": max(settings.max_message_bytes * 2, 1_000_000),
+        "message.max.bytes": settings.record_max_bytes,
     }
     config.update(extra)
     return config
@@ -60,23 +63,40 @@ class AsyncProducer:
         while not self._stop.is_set():
             self._producer.poll(0.05)
 
-    async def send_all(self, messages: Sequence[OutMessage]) -> None:
-        """Send ``messages`` (in order) and wait for all acks; retry until Kafka takes them."""
+    async def send_all(
+        self, messages: Sequence[OutMessage], refused: Refused | None = None
+    ) -> None:
+        """Send ``messages`` (in order) and wait for all acks; retry until Kafka takes them.
+
+        Kafka refusing a message as too large is final: without ``refused`` that raises
+        :class:`MessageTooLarge`; with it, the message is replaced by what ``refused`` returns
+        (sent like the rest) or, for ``None``, given up."""
         pending = list(messages)
         while pending:
-            failed = await self._send_once(pending)
-            if not failed:
-                return
-            log.error(
-                "kafka did not acknowledge %d message(s); retrying in %.1fs (is the broker up?)",
-                len(failed),
-                self._retry_delay_s,
-            )
-            await asyncio.sleep(self._retry_delay_s)
-            pending = failed
+            failed, too_large = await self._send_once(pending)
+            instead: list[OutMessage] = []
+            for message, err in too_large:
+                why = f"kafka refused a {len(message.value)}-byte message to {message.topic}: {err}"
+                if refused is None:
+                    raise MessageTooLarge(why)
+                replacement = refused(message, why)
+                if replacement is not None:
+                    instead.append(replacement)
+            if failed:
+                log.error(
+                    "kafka did not acknowledge %d message(s); retrying in %.1fs "
+                    "(is the broker up?)",
+                    len(failed),
+                    self._retry_delay_s,
+                )
+                await asyncio.sleep(self._retry_delay_s)
+            pending = failed + instead
 
-    async def _send_once(self, messages: Sequence[OutMessage]) -> list[OutMessage]:
-        """Produce every message; one future for the whole batch, settled by the last report."""
+    async def _send_once(
+        self, messages: Sequence[OutMessage]
+    ) -> tuple[list[OutMessage], list[tuple[OutMessage, KafkaError]]]:
+        """Produce every message; one future for the whole batch, settled by the last report.
+        Returns the messages to try again and those refused as too large."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         failures: list[tuple[int, KafkaError]] = []
@@ -95,13 +115,14 @@ class AsyncProducer:
         for index, message in enumerate(messages):
             self._produce(message, functools.partial(_report_at, report, index))
         await done
-        failed = []
+        failed: list[OutMessage] = []
+        too_large: list[tuple[OutMessage, KafkaError]] = []
         for index, err in sorted(failures, key=lambda f: f[0]):
-            message = messages[index]
             if err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
-                raise MessageTooLarge(f"kafka refused a {len(message.value)}-byte message: {err}")
-            failed.append(message)
-        return failed
+                too_large.append((messages[index], err))
+            else:
+                failed.append(messages[index])
+        return failed, too_large
 
     def _produce(self, message: OutMessage, deliver: Any) -> None:
         while True:
@@ -117,6 +138,10 @@ class AsyncProducer:
             except BufferError:
                 self._producer.poll(0.05)
             except KafkaException as exc:
+                error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                if error is not None and error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    deliver(error, None)  # refused before sending: reported like the broker's
+                    return
                 raise BrokerUnavailable(f"cannot produce to {message.topic}: {exc}") from exc
 
     def warm(self, timeout_s: float) -> None:

@@ -19,13 +19,14 @@ import faust
 
 from itinerant.brokers.topics import check_topics
 from itinerant.observability import lag, logs, metrics, tracing
+from itinerant.runtime import dlq
 from itinerant.runtime.delivery import deliver_until_done, handle_or_dead_letter
 from itinerant.runtime.faust_transport import app_class, broker_url
 from itinerant.runtime.processor import Processed
 from itinerant.runtime.producer import AsyncProducer
 from itinerant.runtime.store import Store
 from itinerant.settings import Settings
-from itinerant.wire.envelope import InRecord
+from itinerant.wire.envelope import InRecord, OutMessage
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +79,9 @@ class Worker:
         events = [m for m in outputs if m.topic == self.settings.events_topic]
         rest = [m for m in outputs if m.topic != self.settings.events_topic]
         if events:
-            await self.producer.send_all(events)
+            await self.producer.send_all(events, refused=self._refused)
         if rest:
-            await self.producer.send_all(rest)
+            await self.producer.send_all(rest, refused=self._refused)
         try:
             (store or self.store).mark_sent_soon(
                 [seq for processed in batch for seq in processed.outbox_seqs]
@@ -105,6 +106,29 @@ class Worker:
                 batch = [Processed("recovered", [m], [seq]) for seq, m in unsent]
                 await self.deliver_until_done(batch, store)
                 store.mark_sent([seq for seq, _ in unsent])
+
+    def _refused(self, message: OutMessage, why: str) -> OutMessage | None:
+        """Kafka refused ``message`` as too large, which no retry changes: send a smaller
+        dead letter instead, so the outbox never sticks
+        (docs/architecture.md#oversized-dead-letters)."""
+        instead = dlq.shrink(message, why, dlq_topic=self.settings.dlq_topic, service=self.service)
+        origin = (message.header(dlq.ORIGIN_TOPIC) or message.topic.encode()).decode(
+            errors="replace"
+        )
+        where = (
+            f"{origin}[{(message.header(dlq.ORIGIN_PARTITION) or b'?').decode(errors='replace')}]"
+            f"@{(message.header(dlq.ORIGIN_OFFSET) or b'?').decode(errors='replace')}"
+        )
+        if instead is None:
+            log.error("%s; nothing smaller to send, given up (the original is at %s)", why, where)
+        else:
+            log.error(
+                "%s; sending a %d-byte copy without it instead (%s)",
+                why,
+                dlq.message_bytes(instead),
+                where,
+            )
+        return instead
 
     def build_app(self) -> faust.App:
         settings = self.settings

@@ -1,6 +1,6 @@
 """No loss path between a record and its acknowledgement (runtime/delivery.py): a record whose
 handling raises is retried, then dead-lettered as it came; outputs are delivered until the
-broker takes them; an output it refuses for good becomes a notice, not a stuck partition."""
+broker takes them (an output it refuses for good: tests/unit/test_dlq_bounds.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from itinerant.errors import BrokerUnavailable, MessageTooLarge
+from itinerant.errors import BrokerUnavailable
 from itinerant.observability import metrics
-from itinerant.runtime.delivery import (
-    TRUNCATED,
-    UNDELIVERABLE,
-    deliver_until_done,
-    handle_or_dead_letter,
-)
+from itinerant.runtime.delivery import deliver_until_done, handle_or_dead_letter
 from itinerant.runtime.outcome import Processed
 from itinerant.settings import Settings
 from itinerant.wire.envelope import InRecord, OutMessage
@@ -66,11 +61,10 @@ async def test_a_record_that_keeps_failing_is_dead_lettered_as_it_came(fast: Set
 
 
 class FlakyBroker:
-    """A deliver() that fails ``failures`` times, refuses messages over ``max_bytes`` for good,
-    and records what it took."""
+    """A deliver() that fails ``failures`` times, then records what it took."""
 
-    def __init__(self, failures: int = 0, max_bytes: int = 10**9) -> None:
-        self.failures, self.max_bytes = failures, max_bytes
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
         self.calls = 0
         self.taken: list[OutMessage] = []
         self.marked: list[int] = []
@@ -79,11 +73,7 @@ class FlakyBroker:
         self.calls += 1
         if self.calls <= self.failures:
             raise BrokerUnavailable("no broker answered")
-        messages = [m for p in batch for m in p.outputs]
-        for message in messages:
-            if len(message.value) > self.max_bytes:
-                raise MessageTooLarge(f"kafka refused a {len(message.value)}-byte message")
-        self.taken += messages
+        self.taken += [m for p in batch for m in p.outputs]
         self.marked += [seq for p in batch for seq in p.outbox_seqs]
 
 
@@ -105,25 +95,3 @@ async def test_outputs_are_sent_again_until_the_broker_takes_them(fast: Settings
     assert [m.header("ce_id") for m in broker.taken] == [b"a", b"b"]
     assert broker.marked == [7, 8] and broker.calls == 4
     assert failures_counted("svc-retry") == before + 3
-
-
-async def test_an_output_the_broker_refuses_for_good_becomes_a_notice(fast: Settings) -> None:
-    broker = FlakyBroker(max_bytes=100)
-    batch = [
-        Processed("ok", [out("t", 10, "small-1"), out("t", 1000, "huge")], [1, 2]),
-        Processed("ok", [out("t", 10, "small-2")], [3]),
-    ]
-    await deliver_until_done(broker, batch, service="svc", settings=fast)
-    taken = {(m.topic, m.header("ce_id")) for m in broker.taken}
-    assert taken == {
-        ("t", b"small-1"),
-        ("t", b"small-2"),
-        (fast.dlq_topic, b"huge"),  # the refused one, named on the dead-letter topic
-    }
-    notice = next(m for m in broker.taken if m.topic == fast.dlq_topic)
-    assert notice.value == b"" and notice.header("x-big") is None  # no payload, only its ids
-    assert notice.header("x-dlq-reason") == UNDELIVERABLE.encode()
-    assert notice.header("x-dlq-origin-topic") == b"t"
-    assert notice.header(TRUNCATED) == b"payload"
-    assert b"1000-byte" in (notice.header("x-dlq-error") or b"")
-    assert sorted(broker.marked) == [1, 2, 3]  # and the outbox rows are done

@@ -50,7 +50,13 @@ def poison(
     record = InRecord(topic, 1, offset, key, b'{"request": 42}', headers)
     error = reason_error or UnsupportedVersion("flights.book accepts versions [1], got v9")
     out = dead_letter(
-        record, error, service="flights", dlq_topic="itinerant.dlq", attempts=1, saga_id=saga
+        record,
+        error,
+        service="flights",
+        dlq_topic="itinerant.dlq",
+        attempts=1,
+        saga_id=saga,
+        max_bytes=1_000_000,
     )
     if at is not None:
         out = OutMessage(
