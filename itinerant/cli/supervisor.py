@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from itinerant.brokers.client_security import client_security
 from itinerant.brokers.connection import require_broker, signal_group
 from itinerant.brokers.embedded import RunningBroker, resolve_broker, start_embedded
 from itinerant.brokers.topics import ensure_topics, partition_high_watermarks, storage_warnings
@@ -80,7 +81,11 @@ class Supervisor:
                 self.warnings.append(warning)
             self.broker = start_embedded(self.settings, self.log_dir)
         else:
-            require_broker(self.settings.kafka_bootstrap_servers, self.settings.broker_timeout_s)
+            require_broker(
+                self.settings.kafka_bootstrap_servers,
+                self.settings.broker_timeout_s,
+                client_security(self.settings),
+            )
         ensure_topics(self.settings)
         self.settings = local_secrets.prepare(self.settings, self.services)
         for ready in self.run_dir.glob("*.ready"):

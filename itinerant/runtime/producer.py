@@ -12,6 +12,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from itinerant.brokers.client_security import client_config
 from itinerant.errors import BrokerUnavailable, MessageTooLarge
 from itinerant.settings import Settings
 from itinerant.wire.envelope import OutMessage
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        **client_config(settings),
         "linger.ms": settings.producer_linger_ms,
         "acks": "all",
         "enable.idempotence": settings.idempotent_producer,
