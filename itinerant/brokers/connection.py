@@ -157,6 +157,7 @@ def probe_broker(
     try:
         metadata = admin.list_topics(timeout=remaining)
     except KafkaException as exc:
+        admin.poll(0.1)  # serve the error callbacks librdkafka queued meanwhile
         error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
         if error is not None and error.code() in _LOGIN_ERRORS:
             refusals.append(error.str())
