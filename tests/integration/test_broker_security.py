@@ -7,7 +7,11 @@ themselves. See docs/security.md#the-broker."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import stat
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,3 +160,34 @@ def test_each_service_logs_in_as_itself(secured: System, tmp_path: Path) -> None
     }
     assert env[Settings.env_name("kafka_sasl_username")] == "coordinator"
     assert secured.settings.kafka_sasl_username == ADMIN  # the supervisor itself: the admin
+
+
+def test_itinerant_kcat_logs_in_with_the_settings(secured: System) -> None:
+    if shutil.which("kcat") is None:
+        pytest.skip("kcat is not installed (make test installs it with apt-get)")
+    as_cli = _as(secured, "cli")
+    assert _produce(_as(secured, "coordinator"), as_cli.results_topic, b"{}") is None
+    env = {**os.environ, **as_cli.to_env()}
+    # Read the results topic to its end (the saga of the end-to-end test, the ACL probes).
+    read = ["-C", "-t", as_cli.results_topic, "-o", "beginning", "-e", "-q", "-f", "%k\\n"]
+    listed = subprocess.run(
+        [sys.executable, "-m", "itinerant.cli.main", "kcat", *read],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "acl-test" in listed.stdout.split()
+    assert as_cli.kafka_sasl_password is not None
+    assert as_cli.kafka_sasl_password.get_secret_value() not in listed.stdout + listed.stderr
+    # kcat without the security properties is not let in.
+    bare = subprocess.run(
+        ["kcat", "-L", "-m", "3", "-b", as_cli.kafka_bootstrap_servers],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bare.returncode != 0
