@@ -20,6 +20,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench.brokers import fetch_wait_ms, make_broker
 from bench.loadgen import LatencyStats
+from bench.security import kafka_security
 
 QUICK_LEVELS = (0, 1000, 2000, 4000)
 FULL_LEVELS = (0, 1000, 2000, 4000, 8000, 12000)
@@ -55,6 +56,7 @@ def measure(
         producer = Producer(
             {
                 "bootstrap.servers": broker.bootstrap,
+                **kafka_security(),
                 "linger.ms": 0,
                 "log.connection.close": False,
             }
@@ -62,6 +64,7 @@ def measure(
         consumer = Consumer(
             {
                 "bootstrap.servers": broker.bootstrap,
+                **kafka_security(),
                 "group.id": "bench-curve",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": fetch_wait_ms(broker_kind),

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bench.security import kafka_security
 from itinerant.brokers.kafka import KafkaNode, kafka_available, kafka_home, kafka_version
 from itinerant.brokers.tansu import TansuBroker as TansuProcess
 from itinerant.settings import Settings
@@ -105,7 +106,7 @@ def fetch_wait_ms(kind: str) -> int:
 def create_topics(bootstrap: str, names: Iterable[str], partitions: int, timeout_s: float) -> None:
     """Create topics explicitly (never rely on auto-creation) and wait until visible."""
     names = list(names)
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, **kafka_security()})
     futures = admin.create_topics(
         [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names],
         operation_timeout=timeout_s,
@@ -133,11 +134,17 @@ def warm_broker(bootstrap: str, seconds: float, fetch_wait_ms: int, partitions: 
     topic = f"bench.warmup.{uuid.uuid4().hex[:6]}"
     create_topics(bootstrap, [topic], partitions, 10.0)
     producer = Producer(
-        {"bootstrap.servers": bootstrap, "linger.ms": 0, "log.connection.close": False}
+        {
+            "bootstrap.servers": bootstrap,
+            **kafka_security(),
+            "linger.ms": 0,
+            "log.connection.close": False,
+        }
     )
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
+            **kafka_security(),
             "group.id": f"bench-warmup-{uuid.uuid4().hex[:6]}",
             "enable.auto.commit": False,
             "fetch.wait.max.ms": fetch_wait_ms,

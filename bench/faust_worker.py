@@ -15,6 +15,8 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as fa
 
+from bench.security import faust_broker_credentials
+
 FETCH_WAIT_MS = 10
 
 
@@ -45,6 +47,7 @@ def build_app(
     app = App(
         app_id,
         broker=f"kafka://{bootstrap}",
+        broker_credentials=faust_broker_credentials(),
         datadir=datadir,
         web_enabled=False,
         topic_disable_leader=True,

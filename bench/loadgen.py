@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from bench.security import kafka_security
+
 HDR_TIME = "bench-t"
 HDR_RUN = "bench-run"
 
@@ -120,6 +122,7 @@ class Sink:
         self._consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
+                **kafka_security(),
                 "group.id": f"bench-sink-{uuid.uuid4().hex[:8]}",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": fetch_wait_ms,
@@ -194,6 +197,7 @@ def make_producer(bootstrap: str, linger_ms: float = 5.0) -> Producer:
     return Producer(
         {
             "bootstrap.servers": bootstrap,
+            **kafka_security(),
             "linger.ms": linger_ms,
             "queue.buffering.max.messages": 1_000_000,
             "log.connection.close": False,

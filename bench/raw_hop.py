@@ -12,6 +12,8 @@ from types import FrameType
 
 from confluent_kafka import Consumer, Producer
 
+from bench.security import kafka_security
+
 
 def main(argv: list[str]) -> int:
     bootstrap, in_topic, out_topic, group = argv[:4]
@@ -27,6 +29,7 @@ def main(argv: list[str]) -> int:
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
+            **kafka_security(),
             "group.id": group,
             "auto.offset.reset": "earliest",
             "enable.auto.commit": True,
@@ -39,6 +42,7 @@ def main(argv: list[str]) -> int:
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
+            **kafka_security(),
             "linger.ms": 5,
             "queue.buffering.max.messages": 1_000_000,
             "log.connection.close": False,

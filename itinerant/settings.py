@@ -8,8 +8,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _kafka_alias(name: str) -> AliasChoices:
+    """``KAFKA_<NAME>`` or ``ITINERANT_KAFKA_<NAME>``, as KAFKA_BOOTSTRAP_SERVERS."""
+    return AliasChoices(f"KAFKA_{name.upper()}", f"ITINERANT_KAFKA_{name.upper()}")
+
 
 #: Metrics port slots below the agents' (``metrics_port``): fixed, whatever the mesh holds.
 FIXED_PORT_SLOTS = {"coordinator": 0, "agents": 1, "gateway": 2}
@@ -27,6 +33,60 @@ class Settings(BaseSettings):
             "KAFKA_BOOTSTRAP_SERVERS", "ITINERANT_KAFKA_BOOTSTRAP_SERVERS"
         ),
         description="Kafka bootstrap servers (host:port[,host:port]).",
+    )
+    # -- broker security (docs/security.md#the-broker) ----------------------------------------
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        validation_alias=_kafka_alias("security_protocol"),
+        description="How every Kafka client connects: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or "
+        "SASL_SSL (SASL over TLS).",
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        default="SCRAM-SHA-512",
+        validation_alias=_kafka_alias("sasl_mechanism"),
+        description="SASL mechanism of the SASL_* protocols.",
+    )
+    kafka_sasl_username: str | None = Field(
+        default=None,
+        validation_alias=_kafka_alias("sasl_username"),
+        description="SASL user (the principal `User:<name>` the broker's ACLs name).",
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None,
+        validation_alias=_kafka_alias("sasl_password"),
+        description="SASL password (a secret: never logged, handed to child processes).",
+    )
+    kafka_ssl_ca_file: Path | None = Field(
+        default=None,
+        validation_alias=_kafka_alias("ssl_ca_file"),
+        description="PEM file of the CA(s) that signed the brokers' certificates (default: the "
+        "system's trust store).",
+    )
+    kafka_ssl_cert_file: Path | None = Field(
+        default=None,
+        validation_alias=_kafka_alias("ssl_cert_file"),
+        description="PEM client certificate, for brokers that require mutual TLS.",
+    )
+    kafka_ssl_key_file: Path | None = Field(
+        default=None,
+        validation_alias=_kafka_alias("ssl_key_file"),
+        description="PEM private key of KAFKA_SSL_CERT_FILE.",
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None,
+        validation_alias=_kafka_alias("ssl_key_password"),
+        description="Password of an encrypted KAFKA_SSL_KEY_FILE.",
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        default=True,
+        validation_alias=_kafka_alias("ssl_check_hostname"),
+        description="Check that the broker's certificate names the host connected to.",
+    )
+    embedded_kafka_security: Literal["off", "sasl_ssl"] = Field(
+        default="off",
+        description="`sasl_ssl`: the embedded Apache Kafka takes only SASL_SSL clients "
+        "(SCRAM-SHA-512, a CA and certificates generated under <data_dir>/broker-security) and "
+        "gives each service principal only the ACLs its steps need.",
     )
     broker: Literal["kafka", "tansu", "external"] = Field(
         default="kafka",
@@ -254,6 +314,29 @@ class Settings(BaseSettings):
         default=200, ge=64, description="Longest saga id (request_id, ce_sagaid)."
     )
 
+    @model_validator(mode="after")
+    def _check_broker_security(self) -> Settings:
+        problems = broker_security_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @classmethod
+    def env_name(cls, name: str) -> str:
+        """The environment variable a field is handed to child processes in (its first alias)."""
+        alias = cls.model_fields[name].validation_alias
+        if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+            return alias.choices[0]
+        return f"ITINERANT_{name.upper()}"
+
+    @property
+    def kafka_sasl(self) -> bool:
+        return self.kafka_security_protocol.startswith("SASL_")
+
+    @property
+    def kafka_tls(self) -> bool:
+        return self.kafka_security_protocol.endswith("SSL")
+
     @property
     def embedded(self) -> bool:
         """True when `itinerant up` runs the broker itself."""
@@ -308,11 +391,7 @@ class Settings(BaseSettings):
         """These settings as environment variables, for child processes."""
         env: dict[str, str] = {}
         for name, value in self.model_dump(mode="json").items():
-            key = (
-                "KAFKA_BOOTSTRAP_SERVERS"
-                if name == "kafka_bootstrap_servers"
-                else (f"ITINERANT_{name.upper()}")
-            )
+            key = self.env_name(name)
             if value is None:
                 continue
             if isinstance(value, list | dict):
@@ -324,7 +403,7 @@ class Settings(BaseSettings):
         # Secrets dump as "**********": hand children the real values (never logged).
         for name in type(self).model_fields:
             value = getattr(self, name)
-            key = f"ITINERANT_{name.upper()}"
+            key = self.env_name(name)
             if isinstance(value, SecretStr):
                 env[key] = value.get_secret_value()
             elif isinstance(value, dict) and any(isinstance(v, SecretStr) for v in value.values()):
@@ -398,6 +477,49 @@ class Settings(BaseSettings):
             if name == service:
                 return self.metrics_port_base + slot
         raise AssertionError("unreachable")
+
+
+def broker_security_problems(settings: Settings) -> list[str]:
+    """What is wrong with the broker security settings, each saying what to set."""
+    problems = []
+    missing_login = settings.kafka_sasl_username is None or settings.kafka_sasl_password is None
+    # A local secure broker (ITINERANT_EMBEDDED_KAFKA_SECURITY) fills the login in itself.
+    if settings.kafka_sasl and missing_login and settings.embedded_kafka_security == "off":
+        problems.append(
+            f"KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} needs a SASL user "
+            "and password: set KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+        )
+    if not settings.kafka_sasl and settings.kafka_sasl_username is not None:
+        problems.append(
+            f"KAFKA_SASL_USERNAME is set but KAFKA_SECURITY_PROTOCOL is "
+            f"{settings.kafka_security_protocol}: set it to SASL_SSL (or SASL_PLAINTEXT), or "
+            "unset KAFKA_SASL_USERNAME"
+        )
+    tls_files = {
+        "KAFKA_SSL_CA_FILE": settings.kafka_ssl_ca_file,
+        "KAFKA_SSL_CERT_FILE": settings.kafka_ssl_cert_file,
+        "KAFKA_SSL_KEY_FILE": settings.kafka_ssl_key_file,
+    }
+    given = [name for name, path in tls_files.items() if path is not None]
+    if given and not settings.kafka_tls:
+        problems.append(
+            f"{', '.join(given)} set but KAFKA_SECURITY_PROTOCOL is "
+            f"{settings.kafka_security_protocol}, which uses no TLS: set it to SASL_SSL or SSL"
+        )
+    if (settings.kafka_ssl_cert_file is None) != (settings.kafka_ssl_key_file is None):
+        problems.append(
+            "mutual TLS needs both KAFKA_SSL_CERT_FILE and KAFKA_SSL_KEY_FILE (set both, or "
+            "neither)"
+        )
+    for name, path in tls_files.items():
+        if path is not None and not path.is_file():
+            problems.append(f"{name}={path} is not a readable file")
+    if settings.embedded_kafka_security != "off" and settings.broker == "tansu":
+        problems.append(
+            "ITINERANT_EMBEDDED_KAFKA_SECURITY needs the embedded Apache Kafka; Tansu has no "
+            "SASL or TLS: set ITINERANT_BROKER=kafka or ITINERANT_EMBEDDED_KAFKA_SECURITY=off"
+        )
+    return problems
 
 
 def _slot(name: str, taken: set[int]) -> int:

@@ -9,10 +9,11 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from itinerant.errors import BrokerUnavailable, NonRetryableError
@@ -26,6 +27,20 @@ class EmbeddedBrokerError(NonRetryableError):
     """The embedded broker could not be started (or found)."""
 
     reason = "embedded_broker_error"
+
+
+class BrokerRefusedLogin(NonRetryableError):
+    """The broker answered but refused our credentials or TLS handshake."""
+
+    reason = "broker_refused_login"
+    hint = (
+        "check KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and "
+        "KAFKA_SASL_PASSWORD (and KAFKA_SSL_CA_FILE for TLS); see docs/security.md#the-broker"
+    )
+
+
+#: librdkafka errors that mean "answered, but refused us" rather than "not there".
+_LOGIN_ERRORS = {KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED}
 
 
 class BrokerPortInUse(EmbeddedBrokerError):
@@ -110,32 +125,62 @@ def quiet_client_config(bootstrap: str, timeout_s: float) -> dict[str, Any]:
     }
 
 
-def broker_reachable(bootstrap: str, timeout_s: float) -> bool:
-    """True if a Kafka broker at ``bootstrap`` answers a metadata request within ``timeout_s``.
+def probe_broker(
+    bootstrap: str, timeout_s: float, security: Mapping[str, Any] | None = None
+) -> tuple[bool, str | None]:
+    """(answered, refusal): whether a broker at ``bootstrap`` answers a metadata request within
+    ``timeout_s`` (with the ``security`` properties), and, when it refused our login or TLS
+    handshake, librdkafka's words for it.
 
-    A refused connection returns False at once (TCP pre-check); anything else that does not
-    answer returns False after about ``timeout_s``.
+    A refused connection returns at once (TCP pre-check); anything else that does not answer
+    returns after about ``timeout_s``.
     """
     try:
         addresses = _all_bootstrap(bootstrap)
     except ValueError:
-        return False
+        return False, None
     started = time.monotonic()
     probe = min(0.5, timeout_s)
     if not any(port_open(host, port, probe) for host, port in addresses):
-        return False
+        return False, None
     remaining = max(0.1, timeout_s - (time.monotonic() - started))
-    admin = AdminClient(quiet_client_config(bootstrap, remaining))
+    refusals: list[str] = []
+
+    def on_error(err: KafkaError) -> None:
+        if err.code() in _LOGIN_ERRORS:
+            refusals.append(err.str())
+
+    config = quiet_client_config(bootstrap, remaining)
+    config.update(security or {})
+    config["error_cb"] = on_error
+    admin = AdminClient(config)
     try:
         metadata = admin.list_topics(timeout=remaining)
-    except KafkaException:
-        return False
-    return bool(metadata.brokers)
+    except KafkaException as exc:
+        admin.poll(0.1)  # serve the error callbacks librdkafka queued meanwhile
+        error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        if error is not None and error.code() in _LOGIN_ERRORS:
+            refusals.append(error.str())
+        return False, refusals[0] if refusals else None
+    return bool(metadata.brokers), None
 
 
-def require_broker(bootstrap: str, timeout_s: float) -> None:
-    """Raise :class:`BrokerUnavailable` unless a broker at ``bootstrap`` answers in time."""
-    if not broker_reachable(bootstrap, timeout_s):
+def broker_reachable(
+    bootstrap: str, timeout_s: float, security: Mapping[str, Any] | None = None
+) -> bool:
+    """True if a Kafka broker at ``bootstrap`` answers a metadata request within ``timeout_s``."""
+    return probe_broker(bootstrap, timeout_s, security)[0]
+
+
+def require_broker(
+    bootstrap: str, timeout_s: float, security: Mapping[str, Any] | None = None
+) -> None:
+    """Raise :class:`BrokerUnavailable` unless a broker at ``bootstrap`` answers in time, or
+    :class:`BrokerRefusedLogin` when it refused our credentials or TLS handshake."""
+    answered, refusal = probe_broker(bootstrap, timeout_s, security)
+    if refusal is not None:
+        raise BrokerRefusedLogin(f"the Kafka broker at {bootstrap} refused us: {refusal}")
+    if not answered:
         raise BrokerUnavailable(
             f"no Kafka broker answered at {bootstrap} within {timeout_s:g}s; start it with "
             "`itinerant up` or point KAFKA_BOOTSTRAP_SERVERS at a running Kafka"

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Protocol
 
+from itinerant.brokers.broker_security import BrokerSecurity
 from itinerant.brokers.connection import parse_bootstrap
 from itinerant.brokers.kafka import KafkaNode, KafkaUnavailable, kafka_available, kafka_home
 from itinerant.brokers.tansu import TansuBroker
@@ -58,12 +59,19 @@ def start_embedded(settings: Settings, log_dir: Path) -> RunningBroker:
         tansu = TansuBroker(host, port)
         tansu.start(log_path)
         return tansu
+    security = None
+    if settings.embedded_kafka_security == "sasl_ssl":
+        from itinerant.brokers.secure_mesh import broker_principals
+
+        security = BrokerSecurity.for_settings(settings, host)
+        security.ensure(broker_principals(settings))
     node = KafkaNode(
         storage=kafka_storage(settings),
         host=host,
         port=port,
         heap_mb=settings.kafka_heap_mb,
         home=kafka_home(settings.kafka_home),
+        security=security,
     )
     node.start(log_path)
     return node

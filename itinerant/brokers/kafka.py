@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from itinerant.brokers.broker_security import BrokerSecurity
 from itinerant.brokers.connection import (
     EmbeddedBrokerError,
     broker_reachable,
@@ -183,6 +184,8 @@ class KafkaNode:
     heap_mb: int = 512
     home: Path = DEFAULT_KAFKA_HOME
     extra: dict[str, str] = field(default_factory=dict)
+    #: SASL_SSL, SCRAM users and the authorizer (ITINERANT_EMBEDDED_KAFKA_SECURITY); None: open.
+    security: BrokerSecurity | None = None
     startup_timeout_s: float = 60.0
     stop_grace_s: float = 30.0
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
@@ -249,13 +252,28 @@ class KafkaNode:
             "log.retention.hours": "168",
             "log.segment.bytes": str(64 * 1024 * 1024),
         }
+        if self.security is not None:
+            assert self.controller_port is not None
+            props.update(
+                self.security.broker_properties(self.host, self.port, self.controller_port)
+            )
         props.update(self.extra)
         return props
+
+    @property
+    def client_security(self) -> dict[str, str]:
+        """librdkafka properties an admin client of this node needs (empty when open)."""
+        return self.security.admin_client_security() if self.security is not None else {}
 
     def _write_config(self) -> Path:
         self.storage.mkdir(parents=True, exist_ok=True)
         config = self.storage / "server.properties"
-        config.write_text("".join(f"{k}={v}\n" for k, v in self.properties().items()))
+        text = "".join(f"{k}={v}\n" for k, v in self.properties().items())
+        # 0600 from the start: in secure mode it holds the admin's SCRAM password.
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(config, 0o600)
         (self.storage / "log4j2.properties").write_text(_LOG4J2)
         return config
 
@@ -316,15 +334,23 @@ class KafkaNode:
             f"--cluster-id={cluster_id}",
             "-c",
             str(config),
+            *(self.security.scram_format_args() if self.security is not None else []),
         )
         done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:
             raise KafkaStorageError(
                 f"formatting the Kafka storage at {self.log_dir} failed: "
-                f"{(done.stdout + done.stderr).strip()[-800:]}",
+                f"{self._redact((done.stdout + done.stderr).strip()[-800:])}",
                 hint=f"remove {self.storage} and start again, or set ITINERANT_DATA_DIR",
             )
         log.info("formatted Kafka storage at %s (cluster %s)", self.log_dir, cluster_id)
+
+    def _redact(self, text: str) -> str:
+        """``text`` without any SCRAM password (format errors may echo their arguments)."""
+        if self.security is not None:
+            for password in self.security.passwords().values():
+                text = text.replace(password, "***")
+        return text
 
     def launch(self, log_path: Path) -> None:
         """Format if needed and start the JVM; do not wait for it (see :meth:`wait_ready`)."""
@@ -367,7 +393,7 @@ class KafkaNode:
                     f"Kafka node {self.node_id} did not answer on {self.bootstrap} in "
                     f"{self.startup_timeout_s:g}s; see {self.log_path}:\n{self._tail()}"
                 )
-            if broker_reachable(self.bootstrap, min(2.0, remaining)):
+            if broker_reachable(self.bootstrap, min(2.0, remaining), self.client_security):
                 return
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=min(0.1, max(0.0, deadline - time.monotonic())))
@@ -449,6 +475,7 @@ class KafkaCluster:
     heap_mb: int = 384
     home: Path = DEFAULT_KAFKA_HOME
     extra: dict[str, str] = field(default_factory=dict)
+    security: BrokerSecurity | None = None
     nodes: list[KafkaNode] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
@@ -466,6 +493,7 @@ class KafkaCluster:
                 heap_mb=self.heap_mb,
                 home=self.home,
                 extra=dict(self.extra),
+                security=self.security,
             )
             for i in range(self.size)
         ]

@@ -13,7 +13,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
-from itinerant.brokers.connection import quiet_client_config
+from itinerant.brokers.client_security import quiet_config
 from itinerant.errors import BrokerUnavailable, NonRetryableError
 from itinerant.settings import Settings
 
@@ -46,9 +46,7 @@ class MissingTopics(TopicAdminError):
 
 
 def _admin(settings: Settings) -> AdminClient:
-    return AdminClient(
-        quiet_client_config(settings.kafka_bootstrap_servers, settings.broker_timeout_s)
-    )
+    return AdminClient(quiet_config(settings))
 
 
 def _unreachable(settings: Settings, exc: BaseException) -> BrokerUnavailable:
@@ -209,9 +207,7 @@ def partition_high_watermarks(
     """
     wanted = list(dict.fromkeys(topics if topics is not None else settings.all_topics()))
     counts = _partition_counts(_metadata(_admin(settings), settings))
-    config: dict[str, Any] = quiet_client_config(
-        settings.kafka_bootstrap_servers, settings.broker_timeout_s
-    )
+    config: dict[str, Any] = quiet_config(settings)
     config.update(
         {
             "group.id": "itinerant-watermarks",  # required by the client; never joined

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
-from itinerant.brokers.connection import quiet_client_config
+from itinerant.brokers.client_security import quiet_config
 from itinerant.errors import BrokerUnavailable
 from itinerant.operators.dlq_records import ACTIONS_TOPIC, Action, DlqEntry
 from itinerant.operators.dlq_view import EntryView, fold
@@ -44,7 +44,7 @@ class Snapshot:
 def _consumer(settings: Settings) -> Consumer:
     return Consumer(
         {
-            **quiet_client_config(settings.kafka_bootstrap_servers, settings.broker_timeout_s),
+            **quiet_config(settings),
             "group.id": f"itinerant-cli-dlq-{new_id()}",  # required by the client; never joined
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
@@ -181,7 +181,7 @@ def publish(settings: Settings, messages: Sequence[OutMessage]) -> list[str | No
     """Produce ``messages`` in order; per message None if Kafka took it, else the error."""
     producer = Producer(
         {
-            **quiet_client_config(settings.kafka_bootstrap_servers, settings.broker_timeout_s),
+            **quiet_config(settings),
             "message.timeout.ms": int(settings.broker_timeout_s * 2000),
             "enable.idempotence": False,
             # a replay re-sends an original as large as its topic took, not only ours

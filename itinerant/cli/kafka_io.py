@@ -10,7 +10,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from itinerant.brokers.connection import quiet_client_config
+from itinerant.brokers.client_security import quiet_config
 from itinerant.errors import BrokerUnavailable
 from itinerant.security.signing import mesh_keys
 from itinerant.settings import Settings
@@ -53,7 +53,7 @@ def publish_raw(
 ) -> None:
     producer = Producer(
         {
-            **quiet_client_config(settings.kafka_bootstrap_servers, settings.broker_timeout_s),
+            **quiet_config(settings),
             "message.timeout.ms": int(settings.broker_timeout_s * 2000),
         }
     )
@@ -87,7 +87,7 @@ def follow(
     """Yield every record of ``topics`` (``None`` on each idle poll, so callers can time out)."""
     consumer = Consumer(
         {
-            **quiet_client_config(settings.kafka_bootstrap_servers, settings.broker_timeout_s),
+            **quiet_config(settings),
             "group.id": f"itinerant-cli-{new_id()}",
             "enable.auto.commit": False,
             "fetch.wait.max.ms": settings.consumer_fetch_wait_ms,
@@ -154,7 +154,7 @@ def publish_many(settings: Settings, requests: list[Request]) -> dict[str, float
     """Publish requests through one producer; returns saga id -> time sent (epoch seconds)."""
     producer = Producer(
         {
-            **quiet_client_config(settings.kafka_bootstrap_servers, settings.broker_timeout_s),
+            **quiet_config(settings),
             "linger.ms": 5,
         }
     )

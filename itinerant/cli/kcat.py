@@ -7,6 +7,10 @@ kcat 1.7 from Debian links librdkafka 2.0.2, whose ApiVersions request Tansu 0.6
 The link lives in a private folder of the user's (``$XDG_CACHE_HOME/itinerant/kcat-lib``, mode
 0700), never in a shared temporary folder where another user could plant a library of their own
 (docs/security.md#operator-output).
+
+The broker security settings (docs/security.md#the-broker) go to kcat as a librdkafka
+properties file (``-F``), written 0600 and removed when kcat exits, so the SASL password is
+never on a command line.
 """
 
 from __future__ import annotations
@@ -14,11 +18,17 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import confluent_kafka
 
+from itinerant.brokers.client_security import kcat_properties
 from itinerant.errors import NonRetryableError
+from itinerant.settings import Settings
 
 
 class UnsafeLibraryFolder(NonRetryableError):
@@ -70,3 +80,41 @@ def kcat_env(base: dict[str, str] | None = None) -> dict[str, str]:
 
 def kcat_path() -> str | None:
     return shutil.which("kcat")
+
+
+@contextmanager
+def kcat_config_file(settings: Settings) -> Iterator[Path]:
+    """A 0600 librdkafka properties file with ``settings``' security, removed afterwards."""
+    fd, name = tempfile.mkstemp(prefix="itinerant-kcat-", suffix=".properties")
+    path = Path(name)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            for key, value in kcat_properties(settings).items():
+                out.write(f"{key}={value}\n")
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def kcat_args(settings: Settings, args: list[str], config_file: Path) -> list[str]:
+    """``args`` with the bootstrap servers (unless ``-b`` is given) and the security properties
+    file (unless ``-F`` is given)."""
+    out = list(args)
+    if "-F" not in out:
+        out = ["-F", str(config_file), *out]
+    if "-b" not in out:
+        out = ["-b", settings.kafka_bootstrap_servers, *out]
+    return out
+
+
+def run_kcat(binary: str, settings: Settings, args: list[str]) -> int:
+    """Run kcat (stdin, stdout and stderr are ours) and return its exit code."""
+    with kcat_config_file(settings) as config_file:
+        command = [binary, *kcat_args(settings, args, config_file)]
+        child = subprocess.Popen(command, env=kcat_env())
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:  # Ctrl-C reached kcat too: let it finish and say so
+                continue

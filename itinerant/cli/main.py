@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from itinerant.brokers.client_security import client_security
 from itinerant.brokers.connection import require_broker
 from itinerant.errors import ItinerantError
 from itinerant.mesh import load_mesh
@@ -115,7 +116,9 @@ def worker(
         raise _fail(f"no service {service!r}; services: {', '.join(settings.service_names())}", 2)
     configure_logging(service, settings.log_level)
     try:
-        require_broker(settings.kafka_bootstrap_servers, settings.broker_timeout_s)
+        require_broker(
+            settings.kafka_bootstrap_servers, settings.broker_timeout_s, client_security(settings)
+        )
         build_worker(service, settings, load_mesh(settings.app)).run()
     except ItinerantError as exc:
         raise _fail(exc.describe(), 2) from exc
@@ -359,7 +362,9 @@ def publish(
     except (RequestError, ValueError) as exc:
         raise _fail(str(exc), 2) from exc
     try:
-        require_broker(settings.kafka_bootstrap_servers, settings.broker_timeout_s)
+        require_broker(
+            settings.kafka_bootstrap_servers, settings.broker_timeout_s, client_security(settings)
+        )
         saga_id = publish_request(settings, request, principal=principal)
     except ItinerantError as exc:
         raise _fail(exc.describe()) from exc
@@ -425,20 +430,18 @@ def demo(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
 )
 def kcat(ctx: typer.Context) -> None:
-    """Run kcat against our Kafka (`itinerant kcat -P -t itinerant.requests`); -b is added."""
-    from .kcat import kcat_env, kcat_path
+    """Run kcat against our Kafka (`itinerant kcat -P -t itinerant.requests`); -b and the broker
+    security (-F, a 0600 properties file) are added."""
+    from .kcat import kcat_path, run_kcat
 
     binary = kcat_path()
     if binary is None:
         raise _fail("kcat is not installed: `apt-get install kcat` (make test does it)")
-    args = list(ctx.args)
-    if "-b" not in args:
-        args = ["-b", _settings().kafka_bootstrap_servers, *args]
     try:
-        env = kcat_env()
+        code = run_kcat(binary, _settings(), list(ctx.args))
     except ItinerantError as exc:
         raise _fail(exc.describe(), 2) from exc
-    os.execve(binary, [binary, *args], env)
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -13,8 +13,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from itinerant.brokers.connection import require_broker, signal_group
+from itinerant.brokers.acls import service_principal
+from itinerant.brokers.broker_security import ADMIN, BrokerSecurity
+from itinerant.brokers.client_security import client_security
+from itinerant.brokers.connection import parse_bootstrap, require_broker, signal_group
 from itinerant.brokers.embedded import RunningBroker, resolve_broker, start_embedded
+from itinerant.brokers.secure_mesh import broker_principals, secure_mesh
 from itinerant.brokers.topics import ensure_topics, partition_high_watermarks, storage_warnings
 from itinerant.mesh import load_mesh
 from itinerant.security import local as local_secrets
@@ -51,6 +55,7 @@ class Supervisor:
     #: Start the broker ``settings.broker`` names (false: one already runs there, as in tests).
     start_broker: bool | None = None
     warnings: list[str] = field(default_factory=list)
+    security: BrokerSecurity | None = None
 
     def __post_init__(self) -> None:
         self.settings = load_mesh(self.settings.app).bind(self.settings)
@@ -79,8 +84,14 @@ class Supervisor:
                 log.warning("%s", warning)
                 self.warnings.append(warning)
             self.broker = start_embedded(self.settings, self.log_dir)
-        else:
-            require_broker(self.settings.kafka_bootstrap_servers, self.settings.broker_timeout_s)
+        if self.settings.embedded_kafka_security == "sasl_ssl":
+            self._secure_broker()
+        if not self.start_broker:
+            require_broker(
+                self.settings.kafka_bootstrap_servers,
+                self.settings.broker_timeout_s,
+                client_security(self.settings),
+            )
         ensure_topics(self.settings)
         self.settings = local_secrets.prepare(self.settings, self.services)
         for ready in self.run_dir.glob("*.ready"):
@@ -91,8 +102,19 @@ class Supervisor:
             self._spawn(proc)
         self.write_run_file()
 
+    def _secure_broker(self) -> None:
+        """The local secure broker (ITINERANT_EMBEDDED_KAFKA_SECURITY): we act as its admin,
+        make every principal's user and the mesh's ACLs; each service gets its own login."""
+        host, _port = parse_bootstrap(self.settings.kafka_bootstrap_servers)
+        self.security = BrokerSecurity.for_settings(self.settings, host)
+        self.security.ensure(broker_principals(self.settings))
+        self.settings = self.security.login(self.settings, ADMIN)
+        secure_mesh(self.settings, self.security, load_mesh(self.settings.app))
+
     def _spawn(self, proc: ServiceProcess) -> None:
         env = {**os.environ, **self.settings.to_env(), **self.extra_env}
+        if self.security is not None:  # this service's own broker login, not the admin's
+            env.update(self.security.login_env(service_principal(proc.name)))
         with proc.log_path.open("ab") as out:
             proc.process = subprocess.Popen(
                 [sys.executable, "-m", "itinerant.cli.main", "worker", proc.name],

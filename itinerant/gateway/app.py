@@ -26,6 +26,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from itinerant.brokers.client_security import client_security
 from itinerant.brokers.connection import require_broker
 from itinerant.mesh import Mesh, load_mesh
 from itinerant.observability import tracing
@@ -208,7 +209,9 @@ def main(settings: Settings, mesh: Mesh | None = None) -> None:
     mesh = mesh or load_mesh(settings.app)  # before the broker: a wrong ITINERANT_APP says so
     gateway_config(settings).check_exposure()
     require_signing_key(settings, SERVICE)
-    require_broker(settings.kafka_bootstrap_servers, settings.broker_timeout_s)
+    require_broker(
+        settings.kafka_bootstrap_servers, settings.broker_timeout_s, client_security(settings)
+    )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per saga-view poll
     tracing.configure(SERVICE, settings.data_dir)
     try:

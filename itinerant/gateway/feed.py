@@ -22,7 +22,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
-from itinerant.brokers.connection import quiet_client_config
+from itinerant.brokers.client_security import quiet_config
 from itinerant.errors import BrokerUnavailable
 from itinerant.settings import Settings
 from itinerant.wire.ids import new_id
@@ -157,7 +157,7 @@ class MeshFeed:
         settings = self.settings
         consumer = Consumer(
             {
-                **quiet_client_config(settings.kafka_bootstrap_servers, settings.broker_timeout_s),
+                **quiet_config(settings),
                 "group.id": f"itinerant-gateway-{new_id()}",  # required by the client; never joined
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": settings.consumer_fetch_wait_ms,

@@ -16,7 +16,7 @@ import httpx
 from confluent_kafka import Producer
 from opentelemetry import context as otel_context
 
-from itinerant.brokers.connection import quiet_client_config
+from itinerant.brokers.client_security import quiet_config
 from itinerant.errors import BrokerUnavailable
 from itinerant.observability import tracing
 from itinerant.security.signing import mesh_keys
@@ -46,7 +46,7 @@ class Publisher:
         self.settings = settings
         self._producer = Producer(
             {
-                **quiet_client_config(settings.kafka_bootstrap_servers, settings.broker_timeout_s),
+                **quiet_config(settings),
                 "message.timeout.ms": int(settings.broker_timeout_s * 2000),
                 "linger.ms": 2,
             }

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, TopicPartition
 
-from itinerant.brokers.connection import quiet_client_config
+from itinerant.brokers.client_security import quiet_config
 from itinerant.observability import metrics
 from itinerant.settings import Settings
 
@@ -66,9 +66,7 @@ class LagMonitor:
 
     def _client(self) -> Any:
         if self._consumer is None:
-            config: dict[str, Any] = quiet_client_config(
-                self.settings.kafka_bootstrap_servers, self.settings.broker_timeout_s
-            )
+            config: dict[str, Any] = quiet_config(self.settings)
             config.update(
                 {
                     "group.id": self.group,  # only read (OffsetFetch); this client never joins

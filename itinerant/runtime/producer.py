@@ -12,6 +12,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from itinerant.brokers.client_security import client_config
 from itinerant.errors import BrokerUnavailable, MessageTooLarge
 from itinerant.settings import Settings
 from itinerant.wire.envelope import OutMessage
@@ -24,7 +25,7 @@ Refused = Callable[[OutMessage, str], OutMessage | None]
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        **client_config(settings),
         "linger.ms": settings.producer_linger_ms,
         "acks": "all",
         "enable.idempotence": settings.idempotent_producer,

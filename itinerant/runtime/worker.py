@@ -17,6 +17,7 @@ from typing import Any
 
 import faust
 
+from itinerant.brokers.client_security import faust_credentials
 from itinerant.brokers.topics import check_topics
 from itinerant.observability import lag, logs, metrics, tracing
 from itinerant.runtime import dlq
@@ -136,6 +137,7 @@ class Worker:
         app = app_class(settings.consumer_fetch_wait_ms)(
             f"itinerant-{self.service}",
             broker=broker_url(settings.kafka_bootstrap_servers),
+            broker_credentials=faust_credentials(settings),
             store="memory://",
             web_enabled=False,
             topic_disable_leader=True,

@@ -10,14 +10,5 @@ README = (Path(__file__).parents[2] / "README.md").read_text()
 
 
 def test_every_setting_is_in_the_readme() -> None:
-    missing = [
-        name
-        for name in Settings.model_fields
-        if (
-            "KAFKA_BOOTSTRAP_SERVERS"
-            if name == "kafka_bootstrap_servers"
-            else f"ITINERANT_{name.upper()}"
-        )
-        not in README
-    ]
+    missing = [name for name in Settings.model_fields if Settings.env_name(name) not in README]
     assert not missing, f"document these settings in README.md: {missing}"
