@@ -277,9 +277,16 @@ def agent_cases(b: Builder, agent: str) -> list[Case]:
         b.case(
             agent,
             "deeply nested slip",
-            dead("invalid_slip"),
+            dead("oversized_header"),  # refused by its size before it is parsed
             e(agent),
             headers=replacing("ce_routingslip", b"[" * 100_000),
+        ),
+        b.case(
+            agent,
+            "deeply nested slip within the cap",
+            dead("invalid_slip"),
+            e(agent),
+            headers=replacing("ce_routingslip", b"[" * (cap - 100)),
         ),
         b.case(
             agent,
@@ -306,10 +313,10 @@ def agent_cases(b: Builder, agent: str) -> list[Case]:
             dead("message_too_large"),
             e(agent, slip=oversized_slip(agent, cap)),
         ),
-        b.case(  # the receiver reads any size; what it would send on is over the cap
+        b.case(  # a slip over the cap is refused on receipt (docs/security.md#bounded-inputs)
             agent,
             "huge slip received",
-            dead("message_too_large"),
+            dead("oversized_header"),
             e(agent, slip=oversized_slip(agent, 60_000)),
         ),
         b.case(
