@@ -297,6 +297,20 @@ class Settings(BaseSettings):
         default="127.0.0.1", description="Address the coordinator's saga HTTP view binds."
     )
 
+    # -- supervision (docs/operations.md#supervision) ----------------------------------------
+    restart_healthy_after_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A service that ran this long before exiting is restarted from the "
+        "shortest backoff again.",
+    )
+    restart_give_up_after: int = Field(
+        default=5,
+        ge=1,
+        description="`itinerant up` stops (exit 1) when a service failed this many times in a "
+        "row, each sooner than ITINERANT_RESTART_HEALTHY_AFTER_S after its start.",
+    )
+
     # -- input bounds (docs/security.md#bounded-inputs) ------------------------------------
     max_headers: int = Field(
         default=64, ge=16, description="Most headers a message may carry (checked on decode)."

@@ -51,12 +51,15 @@ def kafka_storage(settings: Settings) -> Path:
     return settings.data_dir / "kafka"
 
 
-def start_embedded(settings: Settings, log_dir: Path) -> RunningBroker:
-    """Start the broker ``settings.broker`` names on KAFKA_BOOTSTRAP_SERVERS' host and port."""
+def start_embedded(
+    settings: Settings, log_dir: Path, *, die_with_parent: bool = False
+) -> RunningBroker:
+    """Start the broker ``settings.broker`` names on KAFKA_BOOTSTRAP_SERVERS' host and port;
+    ``die_with_parent``: it stops when this process dies (`itinerant up`)."""
     host, port = parse_bootstrap(settings.kafka_bootstrap_servers)
     log_path = log_dir / "broker.log"
     if settings.broker == "tansu":
-        tansu = TansuBroker(host, port)
+        tansu = TansuBroker(host, port, die_with_parent=die_with_parent)
         tansu.start(log_path)
         return tansu
     security = None
@@ -72,6 +75,7 @@ def start_embedded(settings: Settings, log_dir: Path) -> RunningBroker:
         heap_mb=settings.kafka_heap_mb,
         home=kafka_home(settings.kafka_home),
         security=security,
+        die_with_parent=die_with_parent,
     )
     node.start(log_path)
     return node

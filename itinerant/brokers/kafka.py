@@ -32,6 +32,7 @@ from itinerant.brokers.connection import (
     terminate_group,
 )
 from itinerant.errors import NonRetryableError
+from itinerant.lifeline import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,8 @@ class KafkaNode:
     security: BrokerSecurity | None = None
     startup_timeout_s: float = 60.0
     stop_grace_s: float = 30.0
+    #: Stop when the process that started it dies (itinerant/lifeline.py): `itinerant up`'s.
+    die_with_parent: bool = False
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     log_path: Path | None = field(default=None, init=False)
 
@@ -374,6 +377,7 @@ class KafkaNode:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                     close_fds=True,
+                    preexec_fn=die_with_parent() if self.die_with_parent else None,
                 )
             except OSError as exc:
                 raise EmbeddedBrokerError(f"cannot run {java}: {exc}") from exc

@@ -22,6 +22,7 @@ from itinerant.brokers.connection import (
     tail_of,
     terminate_group,
 )
+from itinerant.lifeline import die_with_parent
 from itinerant.settings import Settings
 
 _log = logging.getLogger(__name__)
@@ -67,8 +68,10 @@ class TansuBroker:
         startup_timeout_s: float = 15.0,
         stop_grace_s: float = 8.0,
         env: dict[str, str] | None = None,
+        die_with_parent: bool = False,
     ) -> None:
         self.host = host
+        self._die_with_parent = die_with_parent
         self._env = env
         self.port = port
         self._binary = binary
@@ -137,6 +140,7 @@ class TansuBroker:
                 start_new_session=True,
                 close_fds=True,
                 env={**os.environ, **self._env} if self._env else None,
+                preexec_fn=die_with_parent() if self._die_with_parent else None,
             )
         except OSError as exc:
             self._close_log()

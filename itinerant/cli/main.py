@@ -149,6 +149,8 @@ def up(
     try:
         while not stopping():
             supervisor.supervise_once()
+            if supervisor.given_up():
+                break
             if time.monotonic() - last_report > 30:
                 last_report = time.monotonic()
                 for warning in supervisor.storage_report():
@@ -158,6 +160,10 @@ def up(
         pass
     console.print("stopping services and broker ...")
     supervisor.stop()
+    try:
+        supervisor.raise_if_given_up()
+    except ItinerantError as exc:
+        raise _fail(exc.describe()) from exc
 
 
 def _install_stop_handler() -> Any:

@@ -1,8 +1,11 @@
 """``itinerant up``: the embedded broker, the topics, and every service as its own supervised
-process with its own log file; restarted when it dies, stopped in order at the end."""
+process with its own log file; restarted when it dies (with backoff, given up after repeated fast
+failures), stopped in order at the end, and stopped by the kernel if `itinerant up` is killed.
+One `itinerant up` per data directory (docs/operations.md#supervision)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -20,13 +23,30 @@ from itinerant.brokers.connection import parse_bootstrap, require_broker, signal
 from itinerant.brokers.embedded import RunningBroker, resolve_broker, start_embedded
 from itinerant.brokers.secure_mesh import broker_principals, secure_mesh
 from itinerant.brokers.topics import ensure_topics, partition_high_watermarks, storage_warnings
+from itinerant.errors import NonRetryableError
+from itinerant.lifeline import die_with_parent
 from itinerant.mesh import load_mesh
 from itinerant.security import local as local_secrets
 from itinerant.settings import Settings
 
+from .restarts import RestartPolicy
+
 log = logging.getLogger(__name__)
 
-RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+LOCK_FILE = "up.lock"
+
+
+class AlreadyUp(NonRetryableError):
+    """Another `itinerant up` runs on this data directory."""
+
+    reason = "already_up"
+    hint = "stop it with `itinerant down`, or give this one its own ITINERANT_DATA_DIR"
+
+
+class ServiceGaveUp(NonRetryableError):
+    """A service kept failing right after each start."""
+
+    reason = "service_failing"
 
 
 @dataclass
@@ -36,6 +56,9 @@ class ServiceProcess:
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     last_start: float = 0.0
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+    exited_at: float | None = None
+    given_up: bool = False
 
     @property
     def pid(self) -> int | None:
@@ -56,6 +79,7 @@ class Supervisor:
     start_broker: bool | None = None
     warnings: list[str] = field(default_factory=list)
     security: BrokerSecurity | None = None
+    _lock: int | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.settings = load_mesh(self.settings.app).bind(self.settings)
@@ -78,12 +102,13 @@ class Supervisor:
         """Broker, topics, services. Raises a clear error if any of them cannot start."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._take_data_dir()
         if self.start_broker:
             self.settings, warning = resolve_broker(self.settings)
             if warning:
                 log.warning("%s", warning)
                 self.warnings.append(warning)
-            self.broker = start_embedded(self.settings, self.log_dir)
+            self.broker = start_embedded(self.settings, self.log_dir, die_with_parent=True)
         if self.settings.embedded_kafka_security == "sasl_ssl":
             self._secure_broker()
         if not self.start_broker:
@@ -97,10 +122,36 @@ class Supervisor:
         for ready in self.run_dir.glob("*.ready"):
             ready.unlink()
         for name in self.services:
-            proc = ServiceProcess(name, self.log_dir / f"{name}.log")
+            policy = RestartPolicy(
+                healthy_after_s=self.settings.restart_healthy_after_s,
+                give_up_after=self.settings.restart_give_up_after,
+            )
+            proc = ServiceProcess(name, self.log_dir / f"{name}.log", policy=policy)
             self.procs[name] = proc
             self._spawn(proc)
         self.write_run_file()
+
+    def _take_data_dir(self) -> None:
+        """Hold ``run/up.lock`` (an exclusive lock the kernel drops when this process dies, even
+        by SIGKILL) for as long as this supervisor runs; refuse when another one holds it."""
+        path = self.run_dir / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise AlreadyUp(
+                f"another `itinerant up` (pid {holder}) runs on {self.settings.data_dir}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock = fd
+
+    def _release_data_dir(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing drops the lock
+            self._lock = None
 
     def _secure_broker(self) -> None:
         """The local secure broker (ITINERANT_EMBEDDED_KAFKA_SECURITY): we act as its admin,
@@ -123,8 +174,10 @@ class Supervisor:
                 stdin=subprocess.DEVNULL,
                 env=env,
                 start_new_session=True,  # Ctrl-C reaches us, and we stop them in order
+                preexec_fn=die_with_parent(),  # and they stop if we are killed
             )
         proc.last_start = time.monotonic()
+        proc.exited_at = None
 
     def write_run_file(self) -> None:
         info = {
@@ -144,6 +197,7 @@ class Supervisor:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.supervise_once()
+            self.raise_if_given_up()
             if len(self.ready()) == len(self.procs):
                 return
             time.sleep(0.1)
@@ -154,15 +208,32 @@ class Supervisor:
         )
 
     def supervise_once(self) -> list[str]:
-        """Restart any service that died (with backoff); returns the names restarted."""
+        """Restart any service that died, after its backoff (restarts.py); returns the names
+        restarted. A service that failed too often right after starting is left stopped and
+        reported by :meth:`given_up`."""
         restarted = []
+        now = time.monotonic()
         for proc in self.procs.values():
-            if proc.alive() or proc.process is None:
-                continue
-            delay = RESTART_BACKOFF_S[min(proc.restarts, len(RESTART_BACKOFF_S) - 1)]
-            if time.monotonic() - proc.last_start < delay:
+            if proc.alive() or proc.process is None or proc.given_up:
                 continue
             code = proc.process.returncode
+            if proc.exited_at is None:
+                proc.exited_at = now
+                proc.policy.exited(now - proc.last_start)
+                if proc.policy.given_up:
+                    proc.given_up = True
+                    log.error(
+                        "%s exited with %s, %d times in a row within %.0fs of starting; not "
+                        "restarting it (see %s)",
+                        proc.name,
+                        code,
+                        proc.policy.failures,
+                        proc.policy.healthy_after_s,
+                        proc.log_path,
+                    )
+                    continue
+            if now - proc.exited_at < proc.policy.delay_s:
+                continue
             log.warning("%s exited with %s; restarting (see %s)", proc.name, code, proc.log_path)
             proc.restarts += 1
             self._spawn(proc)
@@ -170,6 +241,21 @@ class Supervisor:
         if restarted:
             self.write_run_file()
         return restarted
+
+    def given_up(self) -> list[str]:
+        return [name for name, proc in self.procs.items() if proc.given_up]
+
+    def raise_if_given_up(self) -> None:
+        failing = self.given_up()
+        if not failing:
+            return
+        logs = ", ".join(str(self.procs[n].log_path) for n in failing)
+        tail = _tail(self.procs[failing[0]].log_path)
+        raise ServiceGaveUp(
+            f"{', '.join(failing)} kept failing right after starting and was not restarted "
+            f"again; its last lines:\n{tail}",
+            hint=f"fix the cause (see {logs}), then `itinerant up` again",
+        )
 
     def storage_report(self) -> list[str]:
         if self.settings.broker != "tansu":
@@ -195,14 +281,26 @@ class Supervisor:
                 proc.process.wait(timeout=5)
         if self.broker is not None:
             self.broker.stop()
-        (self.run_dir / "up.json").unlink(missing_ok=True)
+        if self._lock is not None:  # the run file is ours only while we hold the data dir
+            (self.run_dir / "up.json").unlink(missing_ok=True)
+        self._release_data_dir()
 
     def kill(self, name: str) -> int | None:
-        """SIGKILL one service (chaos tests); the next ``supervise_once`` restarts it."""
+        """SIGKILL one service (chaos tests); the next ``supervise_once`` restarts it (a kill
+        asked for here does not count towards giving up)."""
         proc = self.procs[name]
         if proc.process is None or not proc.alive():
             return None
         pid = proc.process.pid
         signal_group(proc.process, signal.SIGKILL)
         proc.process.wait(timeout=5)
+        proc.exited_at = time.monotonic()  # a kill we asked for, not a failure of the service
         return pid
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
