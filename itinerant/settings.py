@@ -297,6 +297,23 @@ class Settings(BaseSettings):
         default="127.0.0.1", description="Address the coordinator's saga HTTP view binds."
     )
 
+    # -- growth (docs/operations.md#growth) ---------------------------------------------------
+    log_max_bytes: int = Field(
+        default=50_000_000,
+        ge=10_000,
+        description="A service's log or traces file past this size is rotated to <file>.1.",
+    )
+    log_keep: int = Field(default=3, ge=1, description="Rotated copies kept of each file.")
+    inbox_retention_s: float = Field(
+        default=7 * 86_400,
+        gt=0,
+        description="Processed-message ids (inbox) and sent outbox rows older than this are "
+        "pruned; keep it above the topics' retention, the longest a record can be redelivered.",
+    )
+    prune_interval_s: float = Field(
+        default=3_600, gt=0, description="How often each service prunes its inbox and outbox."
+    )
+
     # -- supervision (docs/operations.md#supervision) ----------------------------------------
     restart_healthy_after_s: float = Field(
         default=60.0,

@@ -153,6 +153,7 @@ def up(
                 break
             if time.monotonic() - last_report > 30:
                 last_report = time.monotonic()
+                supervisor.rotate_logs()
                 for warning in supervisor.storage_report():
                     err.print(f"[yellow]warning:[/yellow] {warning}")
             time.sleep(0.25)
@@ -389,9 +390,21 @@ def publish(
 
 
 @app.command()
-def status(saga_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """A saga's state, each step with timings, and its timeline of events."""
+def status(
+    saga_id: Annotated[
+        str | None, typer.Argument(help="a saga id; none: the local services")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """A saga's state, each step with timings, and its timeline of events; without a saga id,
+    the local services: running or not, and the size of their stores, logs and traces."""
     settings = _settings()
+    if saga_id is None:
+        from .local_status import local_report, report_json, report_table
+
+        rows = local_report(settings)
+        console.print(report_json(rows) if as_json else report_table(rows, settings))
+        return
     url = f"http://127.0.0.1:{settings.coordinator_http_port}/sagas/{saga_id}"
     request = urllib.request.Request(url, headers=operator_headers(settings))
     try:

@@ -26,6 +26,7 @@ from itinerant.brokers.topics import ensure_topics, partition_high_watermarks, s
 from itinerant.errors import NonRetryableError
 from itinerant.lifeline import die_with_parent
 from itinerant.mesh import load_mesh
+from itinerant.observability.rotation import copy_truncate
 from itinerant.security import local as local_secrets
 from itinerant.settings import Settings
 
@@ -256,6 +257,19 @@ class Supervisor:
             f"again; its last lines:\n{tail}",
             hint=f"fix the cause (see {logs}), then `itinerant up` again",
         )
+
+    def rotate_logs(self) -> list[Path]:
+        """Rotate the services' and the broker's logs past ITINERANT_LOG_MAX_BYTES (copy, then
+        truncate: the writers hold them open in append mode). Returns the logs rotated."""
+        paths = [p.log_path for p in self.procs.values()] + [self.log_dir / "broker.log"]
+        done = []
+        for path in paths:
+            try:
+                if copy_truncate(path, self.settings.log_max_bytes, self.settings.log_keep):
+                    done.append(path)
+            except OSError as exc:  # a full disk must not stop the supervisor
+                log.warning("could not rotate %s: %s", path, exc)
+        return done
 
     def storage_report(self) -> list[str]:
         if self.settings.broker != "tansu":

@@ -58,7 +58,10 @@ class Trace:
 
 
 def trace_files(traces_dir: Path) -> list[Path]:
-    return sorted(traces_dir.glob("*.jsonl")) if traces_dir.is_dir() else []
+    """Every service's traces file and its rotated copies (``<service>.jsonl.1`` ...)."""
+    if not traces_dir.is_dir():
+        return []
+    return sorted([*traces_dir.glob("*.jsonl"), *traces_dir.glob("*.jsonl.[0-9]*")])
 
 
 def _lines(paths: Iterable[Path], needles: Iterable[str]) -> Iterator[dict[str, Any]]:

@@ -213,7 +213,7 @@ def main(settings: Settings, mesh: Mesh | None = None) -> None:
         settings.kafka_bootstrap_servers, settings.broker_timeout_s, client_security(settings)
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per saga-view poll
-    tracing.configure(SERVICE, settings.data_dir)
+    tracing.configure(SERVICE, settings.data_dir, settings.log_max_bytes, settings.log_keep)
     try:
         asyncio.run(serve(build(settings, mesh=mesh)))
     finally:

@@ -78,6 +78,16 @@ BROKER_PARTITION_MESSAGES = Gauge(
     "batches.",
     ["topic", "partition"],
 )
+STORE_BYTES = Gauge(
+    "itinerant_store_bytes",
+    "Size of a service's state store on disk (database and write-ahead log).",
+    ["service", "store"],
+)
+STORE_PRUNED = Counter(
+    "itinerant_store_pruned_total",
+    "Inbox rows (processed-message ids) pruned past ITINERANT_INBOX_RETENTION_S.",
+    ["service"],
+)
 SERVICE_UP = Gauge("itinerant_service_up", "1 while the service is running.", ["service"])
 
 

@@ -47,6 +47,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from itinerant.observability import logs
+from itinerant.observability.rotation import rotate
 from itinerant.wire.envelope import Envelope, InRecord, OutMessage, replace_headers
 
 log = logging.getLogger(__name__)
@@ -66,10 +67,11 @@ EVENT_TYPE_ATTRIBUTE = "cloudevents.event_type"
 class JsonLinesExporter(SpanExporter):
     """Writes finished spans as JSON lines to a local file (works with no collector)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_bytes: int = 0, keep: int = 0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
         self._lock = threading.Lock()
+        self._max_bytes, self._keep = max_bytes, keep  # rotation (0: none)
 
     @property
     def path(self) -> Path:
@@ -78,8 +80,11 @@ class JsonLinesExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         lines = "".join(json.dumps(span_dict(span), default=str) + "\n" for span in spans)
         try:
-            with self._lock, self._path.open("a", encoding="utf-8") as out:
-                out.write(lines)
+            with self._lock:
+                with self._path.open("a", encoding="utf-8") as out:
+                    out.write(lines)
+                if self._max_bytes:
+                    rotate(self._path, self._max_bytes, self._keep)
         except OSError as exc:
             log.warning("cannot write spans to %s: %s", self._path, exc)
             return SpanExportResult.FAILURE
@@ -131,14 +136,17 @@ def traces_file(data_dir: Path, service: str) -> Path:
     return data_dir / "traces" / f"{service}.jsonl"
 
 
-def configure(service: str, data_dir: Path) -> TracerProvider:
-    """Install the tracer provider of ``service``: the traces file, plus OTLP/HTTP when
-    ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set. Spans are written within ~``EXPORT_DELAY_MS``."""
+def configure(service: str, data_dir: Path, max_bytes: int = 0, keep: int = 0) -> TracerProvider:
+    """Install the tracer provider of ``service``: the traces file (rotated past ``max_bytes``,
+    ``keep`` old copies), plus OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set. Spans are
+    written within ~``EXPORT_DELAY_MS``."""
     provider = TracerProvider(
         resource=Resource.create({"service.name": f"itinerant-{service}"}),
         shutdown_on_exit=True,  # atexit flush, in case the worker dies without our finally
     )
-    exporters: list[SpanExporter] = [JsonLinesExporter(traces_file(data_dir, service))]
+    exporters: list[SpanExporter] = [
+        JsonLinesExporter(traces_file(data_dir, service), max_bytes, keep)
+    ]
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     ):

@@ -23,6 +23,7 @@ from itinerant.observability import lag, logs, metrics, tracing
 from itinerant.runtime import dlq
 from itinerant.runtime.delivery import deliver_until_done, handle_or_dead_letter
 from itinerant.runtime.faust_transport import app_class, broker_url
+from itinerant.runtime.housekeeping import HOUSEKEEPING_INTERVAL_S, Housekeeping
 from itinerant.runtime.processor import Processed
 from itinerant.runtime.producer import AsyncProducer
 from itinerant.runtime.store import Store
@@ -165,6 +166,8 @@ class Worker:
             broker_storage=self.service == "coordinator",
         )
         self._add_timer(app, Timer(lag.DEFAULT_INTERVAL_S, lag_monitor.tick), f"{self.service}.lag")
+        keeping = Housekeeping(self.service, self.stores, settings)
+        self._add_timer(app, Timer(HOUSEKEEPING_INTERVAL_S, keeping.tick), f"{self.service}.keep")
 
         @app.task  # type: ignore[untyped-decorator]
         async def _recover() -> None:
@@ -227,7 +230,12 @@ class Worker:
         """Run until SIGTERM/SIGINT (Faust's worker handles signals and stops cleanly)."""
         logs.configure_logging(self.service, self.settings.log_level)
         check_topics(self.settings, [s.topic for s in self.subscriptions])
-        tracing.configure(self.service, self.settings.data_dir)
+        tracing.configure(
+            self.service,
+            self.settings.data_dir,
+            self.settings.log_max_bytes,
+            self.settings.log_keep,
+        )
         metrics.serve(self.settings.metrics_port(self.service), self.settings.metrics_host)
         metrics.SERVICE_UP.labels(self.service).set(1)
         self.ready_file().unlink(missing_ok=True)
