@@ -165,7 +165,7 @@ class ItinerantNoop:
                     ",".join(self.names),
                     self.broker,
                 ],
-                workdir / f"itinerant_{name}.log",
+                workdir / f"{self.name}_{name}.log",  # each run of the pair its own logs
                 env={"ITINERANT_MESSAGE_SIGNING": self.signing},
             )
 
