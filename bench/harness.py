@@ -75,10 +75,11 @@ class PhaseContext:
 
 
 def _measured(procs: ProcGroup, phase: Callable[[], PhaseResult]) -> PhaseResult:
-    before = procs.cpu()
+    before, apart = procs.cpu(), procs.cpu_by_process("scenario")
     res = phase()
-    after = procs.cpu()
+    after, apart_after = procs.cpu(), procs.cpu_by_process("scenario")
     res.cpu_s = {k: round(after[k] - before[k], 3) for k in after}
+    res.cpu_s_by_process = {k: round(v - apart[k], 3) for k, v in apart_after.items() if k in apart}
     if res.received:
         res.cpu_s_per_1k = {k: round(v / res.received * 1000.0, 4) for k, v in res.cpu_s.items()}
     return res
@@ -118,6 +119,11 @@ def run_scenario(
         "unit": getattr(sc, "unit", "msg"),
         "broker": broker_kind,
     }
+    # Optional: whether the scenario's services sign (``required``/``off``), which on/off pair
+    # it belongs to, how many hops one unit makes, and the rate both halves of a pair run at.
+    for attr in ("signing", "pair", "hops", "compare_rate"):
+        if getattr(sc, attr, None) is not None:
+            out[attr] = getattr(sc, attr)
     if hasattr(sc, "broker"):
         sc.broker = broker_kind
     configure = getattr(sc, "configure", None)
@@ -222,6 +228,7 @@ def run_scenario(
         )
         out["peak_rss_mb"] = procs.peak_rss()
         out["cpu_s_per_1k_saturation"] = sat.cpu_s_per_1k
+        out["cpu_s_by_process_saturation"] = sat.cpu_s_by_process
         after = getattr(sc, "after", None)
         if after is not None:
             out["extra"] = after(PhaseContext(producer, sink, topics, codec, cfg, log))

@@ -8,6 +8,11 @@ CloudEvents ``itinerant.request.v1`` on the requests topic; the intended send ti
 client-side, keyed by saga id (= ``request_id``), and a saga ends when its result (keyed by saga
 id) appears on the results topic. Units are sagas, not messages.
 
+Message signatures are required (``itinerant up`` generates the keys); ``signing="off"`` runs the
+same flow with ``ITINERANT_MESSAGE_SIGNING=off`` in every service's environment, for the on/off
+comparison. A saga makes :data:`AGENT_STEPS` agent steps (the trip flow of services/flows.py) plus
+the coordinator's work.
+
 After the load phases, ``after`` measures the coordinator's restart: kill -9, restart through the
 supervisor, and time a saga published right after the kill against sagas published normally.
 """
@@ -34,6 +39,9 @@ from services.contracts.trip import Traveller, TripRequest
 from services.inventory import catalogue
 
 AGENTS = ["planner", "flights", "hotels", "validator", "notifier"]
+#: Agent steps of one saga of the trip flow: plan, search flights and hotels, validate, book
+#: flights and hotels, notify (a skipped step still reaches its agent).
+AGENT_STEPS = 7
 
 
 class SagaCodec:
@@ -104,8 +112,15 @@ class ItinerantDemo:
     ready_timeout_s = 90.0
     broker = "kafka"  # set by the harness; the services tune themselves for it
 
-    def __init__(self, quick: bool = False, layout: str = "process-per-service") -> None:
+    hops = AGENT_STEPS
+    compare_rate = 3.0  # sagas/s both halves of the signatures on/off pair run at
+
+    def __init__(
+        self, quick: bool = False, layout: str = "process-per-service", signing: str = "required"
+    ) -> None:
         self.layout = layout
+        self.signing = signing
+        self.pair: str | None = None
         if layout == "shared":
             self.name = "itinerant_demo_shared"
             self.title = "S4b Itinerant demo flow (coordinator + 5 agents in 1 worker, 2 workers)"
@@ -114,6 +129,11 @@ class ItinerantDemo:
             self.name = "itinerant_demo"
             self.title = "S4 Itinerant demo flow (coordinator + 5 agents, 6 workers)"
             self.slot = "s4"
+            self.pair = "s4"
+        if signing != "required":
+            self.name += "_unsigned"
+            self.title += ", signatures off"
+            self.slot = None
         self.quick = quick
         self.codec = SagaCodec()
         self.supervisor: Supervisor | None = None
@@ -127,7 +147,7 @@ class ItinerantDemo:
         if cfg.quick:
             return dataclasses.replace(
                 cfg,
-                fixed_loads=(25.0,),
+                fixed_loads=(25.0, self.compare_rate),
                 load_fractions=(0.25, 0.5),
                 load_duration_s=3.0,
                 saturation_target_s=2.0,
@@ -137,7 +157,7 @@ class ItinerantDemo:
             )
         return dataclasses.replace(
             cfg,
-            fixed_loads=(25.0,),
+            fixed_loads=(25.0, self.compare_rate),
             load_fractions=(0.1, 0.25, 0.5, 0.75),
             load_duration_s=8.0,
             saturation_target_s=5.0,
@@ -173,6 +193,7 @@ class ItinerantDemo:
             log_level="INFO",
             layout=self.layout,
             gateway_port=0,
+            message_signing=self.signing,
         )
         self.supervisor = Supervisor(self.settings, start_broker=False)
         self.supervisor.start()

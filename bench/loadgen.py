@@ -239,6 +239,8 @@ class PhaseResult:
     max_send_lag_ms: float  # how far the generator fell behind its schedule
     cpu_s: dict[str, float] = field(default_factory=dict)  # per role, during the phase
     cpu_s_per_1k: dict[str, float] = field(default_factory=dict)
+    # each scenario process apart (e.g. the coordinator against the agents), during the phase
+    cpu_s_by_process: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -76,6 +76,13 @@ class ProcGroup:
             for role, pids in self.roles.items()
         }
 
+    def cpu_by_process(self, role: str) -> dict[str, float]:
+        """CPU seconds so far of each labelled process of ``role``."""
+        return {
+            label: cpu_seconds(pid, pid not in self.no_tree)
+            for label, pid in self.roles.get(role, {}).items()
+        }
+
     def peak_rss(self) -> dict[str, float]:
         """Peak RSS in MiB per labelled process (``role/label``)."""
         return {

@@ -13,6 +13,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from bench import report_signing
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 # Ratio columns of the report: (numerator slot, denominator slot). s4 (the demo flow) counts
@@ -410,6 +412,7 @@ def markdown(results: dict[str, Any]) -> str:
         "CPU, RSS: worse). Latency at 25%/50% compares each scenario at its own share of its "
         "own saturation.",
     ]
+    lines += report_signing.lines(results)
     lines += _idle_lines(results)
     extras = [
         (sc.get("broker", "tansu"), sc["name"], sc["extra"])
@@ -558,6 +561,7 @@ def write(results: dict[str, Any], outdir: Path = RESULTS_DIR, stem: str = "late
     results["ratios"] = {
         kind: ratios(scenarios_on(results, kind)) for kind in broker_kinds(results)
     }
+    results["signature_pairs"] = report_signing.pairs(results)
     paths = [outdir / f"{stem}.json", outdir / f"{stem}.md"]
     paths[0].write_text(json.dumps(results, indent=2, default=str) + "\n")
     paths[1].write_text(markdown(results))

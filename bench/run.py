@@ -1,7 +1,8 @@
 """``python -m bench.run [--quick] [--broker kafka|tansu|both] [--extra MODULE ...] [--only NAME]``:
 the benchmark.
 
-Runs every scenario (1 raw chain, 2 bare Faust, 3 Itinerant no-op runtime, 4 the demo flow)
+First the signing micro-benchmark (``bench.signing``, in process), then every scenario
+(1 raw chain, 2 bare Faust, 3 Itinerant no-op runtime, 4 the demo flow)
 on its own fresh broker with fresh topics — the embedded Apache Kafka (a new KRaft node per
 scenario, its storage in a temporary folder deleted after) unless ``--broker tansu``; ``--broker
 both`` runs every scenario on Kafka, then on Tansu, and compares them — then the broker curve
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import broker_curve, report
+from bench import signing as signing_bench
 from bench.brokers import KINDS, broker_info, unavailable
 from bench.faust_chain import FaustChain
 from bench.harness import BenchConfig, run_scenario
@@ -42,10 +44,18 @@ def baseline_scenarios(quick: bool) -> list[Scenario]:
 
 
 def itinerant_scenarios(quick: bool) -> list[Scenario]:
-    """Scenario 3 (no-op agents through the runtime) and 4 (the demo flow, sagas) in each process
-    layout `itinerant up` offers (the shared one only in the full run: --quick stays short)."""
-    layouts = [ItinerantDemo()] if quick else [ItinerantDemo(), ItinerantDemo(layout="shared")]
-    return [ItinerantNoop(), *layouts]
+    """Scenario 3 (no-op agents through the runtime) with message signatures required and off,
+    and 4 (the demo flow, sagas) in each process layout `itinerant up` offers. The full run
+    also runs the demo flow with signatures off, and the shared layout (--quick stays short)."""
+    noop = [ItinerantNoop(), ItinerantNoop(signing="off")]
+    if quick:
+        return [*noop, ItinerantDemo()]
+    return [
+        *noop,
+        ItinerantDemo(),
+        ItinerantDemo(signing="off"),
+        ItinerantDemo(layout="shared"),
+    ]
 
 
 def _log(msg: str) -> None:
@@ -69,7 +79,13 @@ def main(argv: Sequence[str] | None = None, extra: Sequence[Scenario] = ()) -> i
         metavar="MODULE",
         help="module with scenarios(quick) -> list[Scenario] to run after the baseline",
     )
-    ap.add_argument("--only", action="append", default=[], metavar="NAME", help="run only these")
+    ap.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run only these (scenario names; `signing`: the micro-benchmark)",
+    )
     ap.add_argument("--no-curve", action="store_true", help="skip the broker curve")
     ap.add_argument(
         "--curve", action="store_true", help="run the broker curve (on each broker) in --quick too"
@@ -117,6 +133,16 @@ def main(argv: Sequence[str] | None = None, extra: Sequence[Scenario] = ()) -> i
         "broker_curves": {},
     }
     failed = False
+    if not args.only or "signing" in args.only:
+        _log("signing micro-benchmark (in process: sign, verify, visit chains)")
+        try:
+            results["signing"] = signing_bench.measure(cfg.quick)
+            for line in signing_bench.table(results["signing"])[2:]:
+                _log(f"  {line}")
+        except Exception as exc:
+            failed = True
+            results["signing_error"] = f"{type(exc).__name__}: {exc}"
+            _log(f"  ERROR {results['signing_error']}")
     run_curve = not args.no_curve and (args.curve or not cfg.quick)
     for kind in kinds:
         t_kind = time.monotonic()

@@ -22,6 +22,10 @@ Optional members a scenario may define (the harness uses them when present):
   consumer fetch wait: ``bench.brokers.fetch_wait_ms``; the runtime's ``Settings.broker``);
 - ``after(ctx) -> dict``: extra measurements after the load phases, with the harness's producer,
   sink and topics (``bench.harness.PhaseContext``); the dict lands in the results as ``extra``.
+- ``signing`` (``"required"`` or ``"off"``), ``pair``, ``hops`` and ``compare_rate``: a scenario
+  run twice, with message signatures on and off, names the pair both runs belong to (``"s3"``),
+  the hops one unit makes (for per-hop figures) and the offered rate both runs are compared at;
+  the harness copies them into the results and the report puts the two side by side.
 """
 
 from __future__ import annotations
@@ -98,10 +102,13 @@ class ProcessSet:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: list[object] = []
 
-    def spawn(self, label: str, args: list[str], log: Path) -> None:
+    def spawn(
+        self, label: str, args: list[str], log: Path, env: dict[str, str] | None = None
+    ) -> None:
+        """Start ``python args...`` with the bench's environment plus ``env``."""
         fh = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self._logs.append(fh)
-        env = dict(os.environ)
+        env = {**os.environ, **(env or {})}
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
         )

@@ -16,7 +16,8 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -114,10 +115,22 @@ def ensure_local_keys(folder: Path, principals: Iterable[str]) -> list[str]:
 
 class KeyRing:
     """Private keys this process may sign with, public keys of the whole mesh. Files are read
-    lazily and re-read when they change, so a principal added by a later `up` is known."""
+    lazily and re-read when they change, so a principal added by a later `up` is known.
 
-    def __init__(self, settings: Settings) -> None:
+    Loaded keys are kept: the public keys' file is looked at (one ``stat``) at most once every
+    :attr:`RECHECK_S` seconds, or at once for a principal not known yet, and re-read only when it
+    changed (its mtime, size or inode); :meth:`reload` forces a re-read. A key is the same key
+    however often it is looked up, so caching it changes no verification's outcome
+    (docs/security.md#keys)."""
+
+    #: At most this often (seconds) a lookup checks whether ``public.json`` changed.
+    RECHECK_S = 1.0
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
         self.folder = keys_dir(settings)
+        self._public_path = self.folder / PUBLIC_FILE
+        self._private_dir = self.folder / "private"
+        self._clock = clock
         self._configured_private = {
             name: _seed(value.get_secret_value(), f"principal {name!r}")
             for name, value in settings.signing_keys.items()
@@ -127,17 +140,20 @@ class KeyRing:
             for name, value in settings.trusted_keys.items()
         }
         self._private: dict[str, Ed25519PrivateKey] = {}
+        # Replaced whole on a reload (never changed in place), so lookups need no lock.
         self._public: dict[str, Ed25519PublicKey] = {}
-        self._public_mtime: float | None = None
+        self._public_stamp: tuple[int, int, int] | None = None
+        self._checked_at: float | None = None
         self._lock = threading.Lock()
 
     def private(self, principal: str) -> Ed25519PrivateKey:
-        if principal in self._configured_private:
-            return self._configured_private[principal]
+        key = self._configured_private.get(principal) or self._private.get(principal)
+        if key is not None:
+            return key
         with self._lock:
             key = self._private.get(principal)
             if key is None:
-                path = self.folder / "private" / f"{principal}.key"
+                path = self._private_dir / f"{principal}.key"
                 try:
                     text = path.read_text()
                 except OSError as exc:
@@ -149,31 +165,45 @@ class KeyRing:
             return key
 
     def public(self, principal: str) -> Ed25519PublicKey | None:
-        if principal in self._configured_public:
-            return self._configured_public[principal]
-        with self._lock:
-            self._refresh_public()
-            return self._public.get(principal)
+        key = self._configured_public.get(principal)
+        if key is not None:
+            return key
+        key = self._public.get(principal)
+        checked = self._checked_at
+        if key is None or checked is None or self._clock() - checked >= self.RECHECK_S:
+            with self._lock:
+                self._refresh_public()
+            key = self._public.get(principal)
+        return key
 
     def principals(self) -> list[str]:
         with self._lock:
             self._refresh_public()
             return sorted({*self._public, *self._configured_public})
 
+    def reload(self) -> None:
+        """Forget the loaded keys: the next lookups read the files again."""
+        with self._lock:
+            self._private = {}
+            self._public_stamp = None
+            self._refresh_public()
+
     def _refresh_public(self) -> None:
-        path = self.folder / PUBLIC_FILE
+        self._checked_at = self._clock()
+        path = self._public_path
         try:
-            mtime = path.stat().st_mtime
+            st = path.stat()
         except OSError:
             return
-        if mtime == self._public_mtime:
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if stamp == self._public_stamp:
             return
         try:
             published = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise SigningKeyMissing(f"{path.name} in the keys folder is not readable JSON") from exc
         self._public = {name: _public(text, name) for name, text in published.items()}
-        self._public_mtime = mtime
+        self._public_stamp = stamp
 
 
 def verify_bytes(key: Ed25519PublicKey, data: bytes, signature: bytes) -> bool:

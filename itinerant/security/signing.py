@@ -43,32 +43,38 @@ _COVERED = (
 _MAX_SIGNATURE_HEADER = 200
 
 
-def _field(raw: bytes) -> bytes:
-    return str(len(raw)).encode() + b":" + raw
+def _fields(parts: Sequence[bytes]) -> bytes:
+    """``parts`` length-prefixed (``<len>:<bytes>``) and concatenated: the canonical bytes."""
+    return b"".join([b"%d:%s" % (len(p), p) for p in parts])
+
+
+_MESSAGE_TAG = b"itinerant-message-v1"
+_VISIT_TAG = b"itinerant-visit-v1"
 
 
 def message_digest(header: Callable[[str], bytes | None], value: bytes, signer: str) -> bytes:
     """What a message signature covers: the covered headers, length-prefixed, and a SHA-256 of
     the value."""
-    parts = [b"itinerant-message-v1", signer.encode()]
+    parts = [_MESSAGE_TAG, signer.encode()]
     parts += [header(name) or b"" for name in _COVERED]
     parts.append(hashlib.sha256(value).digest())
-    return b"".join(_field(p) for p in parts)
+    return _fields(parts)
 
 
 def visit_digest(saga_id: str, visit: Visit, previous: str | None) -> bytes:
-    parts = [
-        b"itinerant-visit-v1",
-        saga_id.encode(),
-        visit.agent.encode(),
-        visit.id.encode(),
-        visit.at.isoformat().encode(),
-        b"1" if visit.skipped else b"0",
-        str(visit.step).encode(),
-        (visit.by or "").encode(),
-        (previous or "").encode(),
-    ]
-    return b"".join(_field(p) for p in parts)
+    return _fields(
+        (
+            _VISIT_TAG,
+            saga_id.encode(),
+            visit.agent.encode(),
+            visit.id.encode(),
+            visit.at.isoformat().encode(),
+            b"1" if visit.skipped else b"0",
+            str(visit.step).encode(),
+            (visit.by or "").encode(),
+            (previous or "").encode(),
+        )
+    )
 
 
 def visit_signer(visit: Visit) -> str:
@@ -79,6 +85,16 @@ def chain_previous(visits: Sequence[Visit], step: int | None) -> str | None:
     """The signature a visit of ``step`` chains to: the last visit of an earlier step. Branches
     of one parallel group all chain to the visit before the group."""
     for visit in reversed(visits):
+        if step is None or visit.step is None or visit.step < step:
+            return visit.sig
+    return None
+
+
+def _previous_of(visits: Sequence[Visit], index: int) -> str | None:
+    """``chain_previous(visits[:index], visits[index].step)`` without copying the list."""
+    step = visits[index].step
+    for i in range(index - 1, -1, -1):
+        visit = visits[i]
         if step is None or visit.step is None or visit.step < step:
             return visit.sig
     return None
@@ -115,7 +131,7 @@ class MeshKeys:
         """``message`` with ``ce_signer`` and ``ce_signature`` set for ``principal``."""
         if not self.required:
             return message
-        digest = message_digest(message.header, message.value, principal)
+        digest = message_digest(dict(message.headers).get, message.value, principal)
         signature = self.ring.private(principal).sign(digest)
         headers: Headers = replace_headers(
             message.headers,
@@ -128,12 +144,13 @@ class MeshKeys:
 
     def verify(self, record: InRecord | OutMessage) -> str:
         """The principal that verifiably sent ``record``; raises :class:`Unauthenticated`."""
-        signer_raw = record.header(SIGNER_HEADER)
-        source = (record.header("ce_source") or b"").decode(errors="replace")
+        headers = dict(record.headers)  # one pass; the last of a repeated header wins, as ever
+        signer_raw = headers.get(SIGNER_HEADER)
+        source = (headers.get("ce_source") or b"").decode(errors="replace")
         if not self.required:
             claimed = signer_raw.decode(errors="replace") if signer_raw else None
             return claimed or source_principal(source) or "unverified"
-        signature_raw = record.header(SIGNATURE_HEADER)
+        signature_raw = headers.get(SIGNATURE_HEADER)
         if signer_raw is None or signature_raw is None:
             raise Unauthenticated("the message is not signed (no ce_signer/ce_signature header)")
         signer = signer_raw.decode(errors="replace")
@@ -144,7 +161,7 @@ class MeshKeys:
         if key is None:
             raise Unauthenticated(f"signer {signer!r} is not a principal of this mesh")
         if signature is None or not verify_bytes(
-            key, message_digest(record.header, record.value or b"", signer), signature
+            key, message_digest(headers.get, record.value or b"", signer), signature
         ):
             raise Unauthenticated(f"the signature of {signer!r} does not match the message")
         if source_principal(source) != signer:
@@ -175,11 +192,12 @@ class MeshKeys:
         Raises :class:`Unauthenticated`."""
         if not self.required:
             return
-        for index, visit in enumerate(slip.visited):
+        visited = slip.visited
+        for index, visit in enumerate(visited):
             signer = visit_signer(visit)
             key = self.ring.public(signer)
             signature = _unb64(visit.sig) if visit.sig else None
-            previous = chain_previous(slip.visited[:index], visit.step)
+            previous = _previous_of(visited, index)
             if (
                 key is None
                 or signature is None
