@@ -25,7 +25,7 @@ from itinerant.wire.ids import new_id
 
 from .kafka_io import publish_raw
 from .render import saga_tables
-from .terminal import json_text, safe
+from .terminal import emit_json, safe
 
 EXIT_CODES = "Exit codes: 0 done; 1 failure (coordinator or Kafka); 3 no such saga or not waiting."
 
@@ -74,7 +74,7 @@ def list_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     sagas = _get(settings, "/sagas?state=awaiting_approval&limit=1000")["sagas"]
     sagas.sort(key=lambda s: (s.get("approval") or {}).get("requested_at", ""))
     if as_json:
-        console.print(json_text([_summary(s) for s in sagas]))
+        emit_json([_summary(s) for s in sagas])
         return
     table = Table(title=f"{len(sagas)} saga(s) awaiting approval")
     for column in ("saga", "amount", "why", "since", "deadline"):
@@ -121,7 +121,7 @@ def show(saga_id: str, as_json: Annotated[bool, typer.Option("--json")] = False)
     settings = cli_settings()
     saga = _get(settings, f"/sagas/{saga_id}")
     if as_json:
-        console.print(json_text({**_summary(saga), "state": saga["state"]}))
+        emit_json({**_summary(saga), "state": saga["state"]})
         return
     summary = _summary(saga)
     head = Table(title=f"approval of saga {safe(saga_id)}", show_header=False)

@@ -88,5 +88,5 @@ def report_table(rows: list[ServiceFiles], settings: Settings) -> Table:
     return table
 
 
-def report_json(rows: list[ServiceFiles]) -> str:
-    return json.dumps([asdict(row) for row in rows], indent=2)
+def report_data(rows: list[ServiceFiles]) -> list[dict[str, object]]:
+    return [asdict(row) for row in rows]

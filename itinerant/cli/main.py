@@ -35,7 +35,7 @@ from .render import saga_tables
 from .requests import RequestError, load_request, read_source, request_from_fields
 from .secrets import secrets_app
 from .supervisor import Supervisor
-from .terminal import json_text, safe
+from .terminal import emit_json, safe
 from .top import top_command
 from .trace import trace_command
 
@@ -384,7 +384,7 @@ def publish(
             f"no result within {timeout:.0f}s; `itinerant status {saga_id}` shows where it is", 3
         )
     result = results[saga_id]
-    console.print(json_text(result))
+    emit_json(result)
     if result["status"] != "completed":
         raise typer.Exit(4)
 
@@ -400,10 +400,13 @@ def status(
     the local services: running or not, and the size of their stores, logs and traces."""
     settings = _settings()
     if saga_id is None:
-        from .local_status import local_report, report_json, report_table
+        from .local_status import local_report, report_data, report_table
 
         rows = local_report(settings)
-        console.print(report_json(rows) if as_json else report_table(rows, settings))
+        if as_json:
+            emit_json(report_data(rows))
+        else:
+            console.print(report_table(rows, settings))
         return
     url = f"http://127.0.0.1:{settings.coordinator_http_port}/sagas/{saga_id}"
     request = urllib.request.Request(url, headers=operator_headers(settings))
@@ -424,7 +427,7 @@ def status(
             "is `itinerant up` running?"
         ) from exc
     if as_json:
-        console.print(json_text(saga))
+        emit_json(saga)
         return
     for table in saga_tables(saga):
         console.print(table)

@@ -10,12 +10,11 @@ markup), so those characters show as ``\\x1b`` or ``\\u202e`` instead of acting.
 from __future__ import annotations
 
 import json
+import sys
 import unicodedata
 from typing import Any
 
-from rich.highlighter import JSONHighlighter
 from rich.markup import escape
-from rich.text import Text
 
 #: Unicode categories that act instead of showing: controls (C0, DEL, C1), format characters
 #: (bidi overrides and isolates, zero-width joiners, ...), line and paragraph separators, and
@@ -67,11 +66,9 @@ def bytes_text(raw: bytes | None, *, multiline: bool = False) -> str:
     return visible(raw.decode("utf-8", errors="replace"), multiline=multiline)
 
 
-def json_text(data: Any) -> Text:
-    """Indented, highlighted JSON of ``data`` in which no string can drive the terminal: what
-    ``console.print_json`` shows, but with control and format characters left as ``\\uXXXX``."""
-    dumped = json.dumps(data, indent=2, ensure_ascii=False, default=str)
-    text = JSONHighlighter()(visible(dumped, multiline=True, json_style=True))
-    text.no_wrap = True
-    text.overflow = None
-    return text
+def emit_json(data: Any) -> None:
+    """``data`` as JSON on stdout for programs to read (``--json``): never wrapped at the
+    terminal's width, and ASCII-only, so every control or format character is a ``\\uXXXX``
+    escape and nothing in it can drive a terminal."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=True, default=str) + "\n")
+    sys.stdout.flush()

@@ -14,7 +14,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from itinerant.cli import approvals, top
-from itinerant.cli.terminal import json_text, safe, visible
+from itinerant.cli.terminal import emit_json, safe, visible
 from itinerant.cli.trace import trace_command
 from itinerant.errors import HandlerError
 from itinerant.observability.tracing import SAGA_ATTRIBUTE
@@ -54,13 +54,15 @@ def test_visible_writes_controls_out() -> None:
     assert safe("[bold]x\x1b") == "\\[bold]x\\x1b"
 
 
-def test_json_text_stays_valid_json_and_inert() -> None:
-    data = {"a": HOSTILE, "name": "José"}
-    text = json_text(data).plain
+def test_emitted_json_stays_valid_inert_and_unwrapped(capsys: pytest.CaptureFixture[str]) -> None:
+    data = {"a": HOSTILE, "name": "José", "long": "x" * 500}
+    emit_json(data)
+    text = capsys.readouterr().out
     assert json.loads(text) == data
     for char in RAW:
         assert char not in text
-    assert "José" in text
+    assert all(ord(c) < 128 for c in text)  # every other character escaped
+    assert any(len(line) > 500 for line in text.splitlines())  # never cut at a width
 
 
 def hostile_entry() -> da.DlqEntry:
