@@ -19,6 +19,7 @@ from rich.console import Console
 from itinerant.brokers.client_security import client_security
 from itinerant.brokers.connection import require_broker
 from itinerant.errors import ItinerantError
+from itinerant.mcp.cli import mcp_app
 from itinerant.mesh import load_mesh
 from itinerant.observability.logs import configure_logging
 from itinerant.security.tokens import TOKEN_HINT, operator_headers
@@ -50,6 +51,7 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(deploy_app, name="deploy")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(mcp_app, name="mcp")
 console = Console()
 err = Console(stderr=True)
 
@@ -109,6 +111,15 @@ def worker(
         configure_logging(service, settings.log_level)
         try:
             gateway_main(settings)
+        except ItinerantError as exc:
+            raise _fail(exc.describe(), 2) from exc
+        return
+    if service == "mcp":
+        from itinerant.mcp.app import main as mcp_main
+
+        configure_logging(service, settings.log_level)
+        try:
+            mcp_main(settings)
         except ItinerantError as exc:
             raise _fail(exc.describe(), 2) from exc
         return
