@@ -78,7 +78,7 @@ def body(result: CallToolResult) -> dict[str, Any]:
 
 
 def error_text(result: CallToolResult) -> str:
-    assert result.is_error, f"expected a tool error, got {result.structured_content}"
+    assert result.is_error, f"expected a tool error, got {str(result.structured_content)[:300]}"
     return " ".join(getattr(part, "text", "") for part in result.content)
 
 
