@@ -97,7 +97,7 @@ _fail = fail
 
 @app.command()
 def worker(
-    service: Annotated[str, typer.Argument(help="coordinator or an agent name")],
+    service: Annotated[str, typer.Argument(help="coordinator, gateway, mcp or an agent name")],
     app_spec: AppOption = None,
 ) -> None:
     """Run one service in the foreground (what `up` starts for each service)."""
@@ -204,6 +204,11 @@ def _print_up(settings: Settings, supervisor: Supervisor) -> None:
         metrics = f"http://127.0.0.1:{port}/metrics" if port else "off"
         console.print(f"  {name:<12} pid {proc.pid:<8} metrics {metrics:<34} log {proc.log_path}")
     console.print(f"  saga view   http://127.0.0.1:{settings.coordinator_http_port}/sagas")
+    if settings.mcp_port:
+        console.print(
+            f"  MCP server  http://127.0.0.1:{settings.mcp_port}/mcp (bearer: the tokens below; "
+            "docs/mcp.md)"
+        )
     for line in token_usage(settings, show_secret=console.is_terminal):  # never into a log file
         console.print(line, markup=False, highlight=False)
 

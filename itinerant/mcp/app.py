@@ -173,7 +173,9 @@ def main(settings: Settings, *, stdio: bool = False) -> None:
     """Run the MCP server in the foreground: HTTP on ITINERANT_MCP_HOST:ITINERANT_MCP_PORT, or
     stdio (logs on stderr; stdout is the protocol's)."""
     if not stdio and not settings.mcp_port:
-        raise McpConfigError("ITINERANT_MCP_PORT is 0: set it to the port to serve on")
+        raise McpConfigError(
+            "ITINERANT_MCP_PORT is 0: set it to the port to serve on (or pass --port)"
+        )
     table = token_table(settings)
     principal = stdio_principal(settings, table) if stdio else None
     mcp_parts, table = _prepare(settings)
