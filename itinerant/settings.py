@@ -18,7 +18,7 @@ def _kafka_alias(name: str) -> AliasChoices:
 
 
 #: Metrics port slots below the agents' (``metrics_port``): fixed, whatever the mesh holds.
-FIXED_PORT_SLOTS = {"coordinator": 0, "agents": 1, "gateway": 2}
+FIXED_PORT_SLOTS = {"coordinator": 0, "agents": 1, "gateway": 2, "mcp": 3}
 AGENT_PORT_SLOTS = range(10, 100)
 
 
@@ -295,6 +295,26 @@ class Settings(BaseSettings):
     )
     coordinator_http_host: str = Field(
         default="127.0.0.1", description="Address the coordinator's saga HTTP view binds."
+    )
+
+    # -- the mesh as an MCP server (docs/mcp.md) -----------------------------------------------
+    mcp_host: str = Field(default="127.0.0.1", description="Address the MCP server binds.")
+    mcp_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="MCP server port, streamable HTTP at /mcp (0: `up` does not start it).",
+    )
+    mcp_token: SecretStr | None = Field(
+        default=None,
+        description="The token `itinerant mcp serve --stdio` acts with (a caller's or an "
+        "operator's, from the gateway's tokens).",
+    )
+    mcp_max_wait_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="Longest `wait_s` of the MCP tool publish_request (longer waits are cut).",
     )
 
     # -- growth (docs/operations.md#growth) ---------------------------------------------------

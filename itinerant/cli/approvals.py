@@ -74,13 +74,13 @@ def list_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     sagas = _get(settings, "/sagas?state=awaiting_approval&limit=1000")["sagas"]
     sagas.sort(key=lambda s: (s.get("approval") or {}).get("requested_at", ""))
     if as_json:
-        emit_json([_summary(s) for s in sagas])
+        emit_json([summary(s) for s in sagas])
         return
     table = Table(title=f"{len(sagas)} saga(s) awaiting approval")
     for column in ("saga", "amount", "why", "since", "deadline"):
         table.add_column(column)
     for saga in sagas:
-        row = _summary(saga)
+        row = summary(saga)
         table.add_row(
             safe(row["saga_id"]),
             f"${row['amount_usd']:.2f}" if row["amount_usd"] is not None else "",
@@ -91,7 +91,7 @@ def list_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     console.print(table)
 
 
-def _summary(saga: dict[str, Any]) -> dict[str, Any]:
+def summary(saga: dict[str, Any]) -> dict[str, Any]:
     hold = saga.get("approval") or {}
     return {
         "saga_id": saga["saga_id"],
@@ -121,17 +121,17 @@ def show(saga_id: str, as_json: Annotated[bool, typer.Option("--json")] = False)
     settings = cli_settings()
     saga = _get(settings, f"/sagas/{saga_id}")
     if as_json:
-        emit_json({**_summary(saga), "state": saga["state"]})
+        emit_json({**summary(saga), "state": saga["state"]})
         return
-    summary = _summary(saga)
+    held = summary(saga)
     head = Table(title=f"approval of saga {safe(saga_id)}", show_header=False)
     head.add_row("state", safe(saga["state"]))
-    if summary["amount_usd"] is not None:
-        head.add_row("amount", f"${summary['amount_usd']:.2f}")
-    for reason in summary["reasons"]:
+    if held["amount_usd"] is not None:
+        head.add_row("amount", f"${held['amount_usd']:.2f}")
+    for reason in held["reasons"]:
         head.add_row("why", safe(reason))
-    head.add_row("releases", safe(summary["next_step"] or "(end)"))
-    head.add_row("deadline", safe(summary["deadline"]))
+    head.add_row("releases", safe(held["next_step"] or "(end)"))
+    head.add_row("deadline", safe(held["deadline"]))
     console.print(head)
     for table in saga_tables(saga)[1:]:
         console.print(table)

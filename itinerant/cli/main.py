@@ -19,6 +19,7 @@ from rich.console import Console
 from itinerant.brokers.client_security import client_security
 from itinerant.brokers.connection import require_broker
 from itinerant.errors import ItinerantError
+from itinerant.mcp.cli import mcp_app
 from itinerant.mesh import load_mesh
 from itinerant.observability.logs import configure_logging
 from itinerant.security.tokens import TOKEN_HINT, operator_headers
@@ -50,6 +51,7 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(deploy_app, name="deploy")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(mcp_app, name="mcp")
 console = Console()
 err = Console(stderr=True)
 
@@ -95,7 +97,7 @@ _fail = fail
 
 @app.command()
 def worker(
-    service: Annotated[str, typer.Argument(help="coordinator or an agent name")],
+    service: Annotated[str, typer.Argument(help="coordinator, gateway, mcp or an agent name")],
     app_spec: AppOption = None,
 ) -> None:
     """Run one service in the foreground (what `up` starts for each service)."""
@@ -109,6 +111,15 @@ def worker(
         configure_logging(service, settings.log_level)
         try:
             gateway_main(settings)
+        except ItinerantError as exc:
+            raise _fail(exc.describe(), 2) from exc
+        return
+    if service == "mcp":
+        from itinerant.mcp.app import main as mcp_main
+
+        configure_logging(service, settings.log_level)
+        try:
+            mcp_main(settings)
         except ItinerantError as exc:
             raise _fail(exc.describe(), 2) from exc
         return
@@ -193,6 +204,11 @@ def _print_up(settings: Settings, supervisor: Supervisor) -> None:
         metrics = f"http://127.0.0.1:{port}/metrics" if port else "off"
         console.print(f"  {name:<12} pid {proc.pid:<8} metrics {metrics:<34} log {proc.log_path}")
     console.print(f"  saga view   http://127.0.0.1:{settings.coordinator_http_port}/sagas")
+    if settings.mcp_port:
+        console.print(
+            f"  MCP server  http://127.0.0.1:{settings.mcp_port}/mcp (bearer: the tokens below; "
+            "docs/mcp.md)"
+        )
     for line in token_usage(settings, show_secret=console.is_terminal):  # never into a log file
         console.print(line, markup=False, highlight=False)
 

@@ -90,6 +90,8 @@ class Supervisor:
             self.services = self.settings.worker_processes()
             if self.settings.gateway_port:
                 self.services.append("gateway")
+            if self.settings.mcp_port:
+                self.services.append("mcp")
 
     @property
     def run_dir(self) -> Path:

@@ -193,5 +193,26 @@ class SagaView:
         body = response.json()
         return body if isinstance(body, dict) else None
 
+    async def recent(self, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest ``limit`` sagas (in ``state`` when given), as the view lists them."""
+        params: dict[str, str | int] = {"limit": limit}
+        if state is not None:
+            params["state"] = state
+        self.reads += 1
+        try:
+            response = await self._client.get("/sagas", params=params)
+        except httpx.HTTPError as exc:
+            raise CoordinatorUnavailable(
+                f"the coordinator's saga view at {self.base_url} does not answer ({exc}); "
+                "is the coordinator running?"
+            ) from exc
+        if response.status_code != 200:
+            raise CoordinatorUnavailable(
+                f"the coordinator's saga view answered HTTP {response.status_code}"
+            )
+        body = response.json()
+        sagas = body.get("sagas") if isinstance(body, dict) else None
+        return [s for s in sagas if isinstance(s, dict)] if isinstance(sagas, list) else []
+
     async def close(self) -> None:
         await self._client.aclose()

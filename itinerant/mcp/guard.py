@@ -1,0 +1,69 @@
+"""The MCP server's door (docs/mcp.md#auth): every HTTP request needs a bearer token the
+gateway knows (a caller's or an operator's, ``tokens.gateway_table``); without one the answer is
+HTTP 401 before the SDK sees the request. ``/healthz`` is open."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from itinerant.security.tokens import TokenTable
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+HEALTH_PATH = "/healthz"
+UNAUTHORIZED = (
+    "unauthorized: send 'Authorization: Bearer <token>' with a token of the gateway's callers "
+    "or operators (ITINERANT_GATEWAY_TOKENS, ITINERANT_OPERATOR_TOKENS; `itinerant up` writes a "
+    "local mesh's into <data dir>/tokens.json)"
+)
+
+
+async def _json(send: Send, status: int, body: dict[str, Any], headers: list[Any]) -> None:
+    raw = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(raw)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": raw})
+
+
+class BearerGuard:
+    """ASGI middleware: 401 for an HTTP request without a known token."""
+
+    def __init__(self, app: ASGIApp, tokens: TokenTable) -> None:
+        self.app = app
+        self.tokens = tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope.get("path") == HEALTH_PATH:
+            await _json(send, 200, {"ok": True}, [])
+            return
+        authorization = ""
+        for name, value in scope.get("headers", []):
+            if name.lower() == b"authorization":
+                authorization = value.decode("latin-1")
+        if self.tokens.identify_header(authorization) is None:
+            await _json(
+                send,
+                401,
+                {"error": UNAUTHORIZED},
+                [(b"www-authenticate", b'Bearer realm="itinerant"')],
+            )
+            return
+        await self.app(scope, receive, send)
