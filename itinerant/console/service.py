@@ -40,8 +40,8 @@ def check(settings: Settings) -> None:
         )
     if not is_loopback(settings.console_host):
         log.warning(
-            "the console binds %s, not loopback: its logins travel in clear unless a TLS proxy "
-            "is in front (docs/console.md#running-it)",
+            "the console binds %s, not loopback: its logins cross the network in clear "
+            "unless a TLS proxy is in front (docs/console.md#running-it)",
             settings.console_host,
         )
 

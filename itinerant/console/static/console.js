@@ -18,11 +18,16 @@ function el(tag, attrs, ...children) {
     else if (key === "css") Object.assign(node.style, value); // CSSOM: allowed by the page's CSP
     else node.setAttribute(key, value === true ? "" : String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
   return node;
+}
+
+// Replaces the page's content; ``children`` may nest arrays and hold nulls.
+function put(...children) {
+  main.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined));
 }
 
 async function api(path, body) {
@@ -95,7 +100,7 @@ function sagasPage(params) {
   } }, filter, find, el("button", { type: "submit", text: "Find" }));
   const counts = el("p", { class: "counts" });
   const list = el("div");
-  main.replaceChildren(el("h1", { text: "Sagas" }), form, counts, list);
+  put(el("h1", { text: "Sagas" }), form, counts, list);
   const query = state ? `?state=${encodeURIComponent(state)}&limit=200` : "?limit=200";
   poll(() => api(`/api/sagas${query}`), (data) => {
     counts.replaceChildren(...Object.entries(data.counts).map(([s, n]) =>
@@ -104,7 +109,7 @@ function sagasPage(params) {
       data.sagas.map((s) => el("tr", { "data-saga": s.saga_id },
         el("td", {}, sagaLink(s.saga_id)), el("td", {}, stateChip(s.state)),
         el("td", { text: when(s.updated_at) }), el("td", { text: s.steps.length }),
-        el("td", { text: s.customer || "" }), el("td", { text: s.reason || "" })))),
+        el("td", { text: s.customer || "" }), el("td", { text: s.reason || "" }))),
     { id: "sagas" }));
   });
 }
@@ -163,7 +168,7 @@ function sagaPage(id) {
   const hold = el("div");
   const steps = el("div");
   const timeline = el("div");
-  main.replaceChildren(el("h1", {}, "Saga ", el("code", { id: "saga-id", text: id })), head, hold,
+  put(el("h1", {}, "Saga ", el("code", { id: "saga-id", text: id })), head, hold,
     el("h2", { text: "Steps" }), steps, el("h2", { text: "Timeline" }), timeline);
   let heldShown = false;
   poll(() => api(`/api/sagas/${encodeURIComponent(id)}`), (saga) => {
@@ -198,7 +203,7 @@ function deadLettersPage(params) {
   } }, el("option", { value: "", text: "every status" }),
   ["pending", "replayed", "discarded"].map((s) => el("option", { value: s, selected: s === status, text: s })));
   const list = el("div");
-  main.replaceChildren(el("h1", { text: "Dead letters" }), el("div", { class: "tools" }, filter), list);
+  put(el("h1", { text: "Dead letters" }), el("div", { class: "tools" }, filter), list);
   poll(() => api("/api/dead-letters"), (entries) => {
     const shown = entries.filter((e) => !status || e.status === status);
     list.replaceChildren(shown.length ? table(["entry", "status", "reason", "service", "saga", "at"],
@@ -213,10 +218,10 @@ function deadLettersPage(params) {
 
 async function deadLetterPage(id) {
   const mine = route;
-  main.replaceChildren(el("h1", {}, "Dead letter ", el("code", { text: id })), el("p", { text: "loading ..." }));
+  put(el("h1", {}, "Dead letter ", el("code", { text: id })), el("p", { text: "loading ..." }));
   let e;
   try { e = await api(`/api/dead-letters/${encodeURIComponent(id)}`); } catch (error) {
-    if (mine === route) main.replaceChildren(el("p", { class: "error", text: error.message }));
+    if (mine === route) put(el("p", { class: "error", text: error.message }));
     return;
   }
   if (mine !== route) return;
@@ -230,7 +235,7 @@ async function deadLetterPage(id) {
     } catch (error) { flash(error.message, true); }
   }
   const payload = typeof e.payload === "string" ? e.payload : JSON.stringify(e.payload, null, 2);
-  main.replaceChildren(
+  put(
     el("h1", {}, "Dead letter ", el("code", { text: e.id })),
     pairs([["status", el("span", { id: "entry-status", text: e.status_text })], ["reason", e.reason],
       ["error", e.error_type ? `${e.error_type}: ${e.error || ""}` : e.error], ["service", e.service],
@@ -258,7 +263,7 @@ async function deadLetterPage(id) {
 function approvalsPage() {
   const list = el("div", { id: "approvals" });
   const empty = el("p", { text: "nothing is waiting for a decision" });
-  main.replaceChildren(el("h1", { text: "Approvals" }), list);
+  put(el("h1", { text: "Approvals" }), list);
   const rows = new Map(); // saga id -> card, kept while it waits (so a typed reason survives)
   poll(() => api("/api/sagas?state=awaiting_approval&limit=1000"), (data) => {
     const ids = new Set(data.sagas.map((s) => s.saga_id));
