@@ -23,11 +23,15 @@ kafka: $(KAFKA_STAMP) ## fetch Apache Kafka (and a JRE and Maven when missing)
 
 install: $(STAMP) kafka ## create .venv with the `itinerant` command, fetch Apache Kafka
 
-# Debian tools the tests use: kcat (a real Kafka client) and promtool (Prometheus).
+# Debian tools the tests use: kcat (a real Kafka client), promtool (Prometheus) and Chromium
+# (the console's browser tests drive /usr/bin/chromium; see docs/console.md#tests).
 tools:
 	@command -v kcat >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || { \
 	  echo "installing kcat and prometheus (promtool) with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat prometheus >/dev/null; }
+	@test -x /usr/bin/chromium || { \
+	  echo "installing chromium with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 demo: install ## run the whole system on the embedded broker with the sample requests
 	$(BIN)/itinerant demo

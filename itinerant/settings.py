@@ -187,6 +187,20 @@ class Settings(BaseSettings):
     gateway_port: int = Field(
         default=8480, ge=0, le=65535, description="A2A gateway port (0: `up` does not start it)."
     )
+    console_host: str = Field(
+        default="127.0.0.1", description="Address the operator web console binds."
+    )
+    console_port: int = Field(
+        default=8490,
+        ge=0,
+        le=65535,
+        description="Operator web console port (0: `up` does not start it).",
+    )
+    console_session_s: float = Field(
+        default=43_200.0,
+        gt=0,
+        description="How long a console login lasts before the operator's token is asked again.",
+    )
     gateway_token: SecretStr | None = Field(
         default=None, description="Bearer token of the A2A principal `default`."
     )

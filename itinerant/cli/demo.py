@@ -20,7 +20,7 @@ from itinerant.wire.request import Request
 from .kafka_io import follow, publish_many
 from .render import results_table
 from .requests import RequestError, load_request
-from .supervisor import Supervisor
+from .supervisor import NO_METRICS, Supervisor
 from .terminal import safe
 
 
@@ -142,6 +142,8 @@ def _summary(
             f"p99 {p99:.0f} ms"
         )
     console.print(f"logs:    {supervisor.log_dir}/<service>.log")
-    ports = ", ".join(f"{n}:{settings.metrics_port(n)}" for n in supervisor.procs)
+    ports = ", ".join(
+        f"{n}:{settings.metrics_port(n)}" for n in supervisor.procs if n not in NO_METRICS
+    )
     console.print(f"metrics: http://127.0.0.1:<port>/metrics ({ports})")
     console.print(f"traces:  {settings.data_dir / 'traces'}/<service>.jsonl")

@@ -35,7 +35,7 @@ from .kafka_io import publish_request, wait_for_results
 from .render import saga_tables
 from .requests import RequestError, load_request, read_source, request_from_fields
 from .secrets import secrets_app
-from .supervisor import Supervisor
+from .supervisor import NO_METRICS, Supervisor
 from .terminal import emit_json, safe
 from .top import top_command
 from .trace import trace_command
@@ -105,6 +105,15 @@ def worker(
 
     _use_app(app_spec)
     settings = _settings()
+    if service == "console":
+        from itinerant.console.service import main as console_main
+
+        configure_logging(service, settings.log_level)
+        try:
+            console_main(settings)
+        except ItinerantError as exc:
+            raise _fail(exc.describe(), 2) from exc
+        return
     if service == "gateway":
         from itinerant.gateway.app import main as gateway_main
 
@@ -200,7 +209,7 @@ def _print_up(settings: Settings, supervisor: Supervisor) -> None:
     }[settings.broker]
     console.print(f"[green]up[/green]: {broker} at {settings.kafka_bootstrap_servers}")
     for name, proc in supervisor.procs.items():
-        port = settings.metrics_port(name)
+        port = settings.metrics_port(name) if name not in NO_METRICS else None
         metrics = f"http://127.0.0.1:{port}/metrics" if port else "off"
         console.print(f"  {name:<12} pid {proc.pid:<8} metrics {metrics:<34} log {proc.log_path}")
     console.print(f"  saga view   http://127.0.0.1:{settings.coordinator_http_port}/sagas")
@@ -208,6 +217,12 @@ def _print_up(settings: Settings, supervisor: Supervisor) -> None:
         console.print(
             f"  MCP server  http://127.0.0.1:{settings.mcp_port}/mcp (bearer: the tokens below; "
             "docs/mcp.md)"
+        )
+    if "console" in supervisor.procs:
+        from itinerant.console.service import console_url
+
+        console.print(
+            f"  console     {console_url(settings)} (log in with the operator token below)"
         )
     for line in token_usage(settings, show_secret=console.is_terminal):  # never into a log file
         console.print(line, markup=False, highlight=False)

@@ -35,6 +35,8 @@ from .restarts import RestartPolicy
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "up.lock"
+#: Services without a metrics endpoint of their own.
+NO_METRICS = frozenset({"console"})
 
 
 class AlreadyUp(NonRetryableError):
@@ -92,6 +94,8 @@ class Supervisor:
                 self.services.append("gateway")
             if self.settings.mcp_port:
                 self.services.append("mcp")
+            if self.settings.console_port:
+                self.services.append("console")
 
     @property
     def run_dir(self) -> Path:
@@ -168,7 +172,9 @@ class Supervisor:
     def _spawn(self, proc: ServiceProcess) -> None:
         env = {**os.environ, **self.settings.to_env(), **self.extra_env}
         if self.security is not None:  # this service's own broker login, not the admin's
-            env.update(self.security.login_env(service_principal(proc.name)))
+            # the console acts for operators: it connects as ITINERANT_OPERATOR
+            login = self.settings.operator if proc.name == "console" else proc.name
+            env.update(self.security.login_env(service_principal(login)))
         with proc.log_path.open("ab") as out:
             proc.process = subprocess.Popen(
                 [sys.executable, "-m", "itinerant.cli.main", "worker", proc.name],
@@ -188,7 +194,9 @@ class Supervisor:
             "bootstrap": self.settings.kafka_bootstrap_servers,
             "broker_pid": self.broker.pid if self.broker else None,
             "services": {n: p.pid for n, p in self.procs.items()},
-            "metrics": {n: self.settings.metrics_port(n) for n in self.procs},
+            "metrics": {
+                n: self.settings.metrics_port(n) for n in self.procs if n not in NO_METRICS
+            },
             "logs": str(self.log_dir),
         }
         (self.run_dir / "up.json").write_text(json.dumps(info, indent=2))

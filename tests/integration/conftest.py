@@ -230,6 +230,8 @@ def start_system(broker: Broker, data_dir: Path, **overrides: Any) -> System:
         metrics_port_base=free_port_block(100),
         coordinator_http_port=free_port(),
         gateway_port=free_port(),
+        # the console only where a test asks for it (console_port=free_port()): one process less
+        console_port=overrides.pop("console_port", 0),
         **overrides,
     )
     supervisor = Supervisor(settings, start_broker=False, extra_env=extra_env)
