@@ -13,6 +13,7 @@ import ctypes.util
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1
@@ -34,9 +35,10 @@ _PRCTL = _prctl()
 
 def die_with_parent() -> Callable[[], None] | None:
     """A ``preexec_fn`` for :class:`subprocess.Popen` that makes the child get SIGTERM when this
-    process (the thread that starts it: start children from the main thread) dies; None where
-    the platform has no such signal."""
-    if _PRCTL is None:
+    process dies; None where the platform has no such signal, and when called off the main
+    thread: the kernel sends the signal when the *thread* that started the child ends, which for
+    another thread (a pool's) would stop the child while this process still runs."""
+    if _PRCTL is None or threading.current_thread() is not threading.main_thread():
         return None
     prctl = _PRCTL
     parent = os.getpid()

@@ -209,6 +209,9 @@ def restart_services(system: System, timeout_s: float = 120.0) -> float:
 
     The old supervisor's processes must be gone (killed or stopped)."""
     started = time.monotonic()
+    # The old supervisor stands for the `itinerant up` that died with the power: let go of the
+    # data directory as its death would (its processes are gone already).
+    system.supervisor.stop(grace_s=0.1)
     supervisor = Supervisor(system.settings, start_broker=False)
     system.supervisor = supervisor
     try:
