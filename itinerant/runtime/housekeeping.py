@@ -36,6 +36,7 @@ class Housekeeping:
         self.stores = list(stores)
         self.settings = settings
         self.last_prune = time.monotonic()  # not at start: a restart loop must not prune each time
+        metrics.STORE_PRUNED.labels(service)  # the series exists (at 0) before the first prune
 
     async def tick(self) -> list[Processed]:
         for store in self.stores:

@@ -229,6 +229,7 @@ def test_up_detach_then_down_leaves_no_process(tmp_path: Path) -> None:
         metrics_port_base=free_port_block(100),
         coordinator_http_port=free_port(),
         gateway_port=free_port(),
+        console_port=free_port(),
     )
     run_file = settings.data_dir / "run" / "up.json"
     groups: set[int] = set()
@@ -240,7 +241,7 @@ def test_up_detach_then_down_leaves_no_process(tmp_path: Path) -> None:
             int(pid) for pid in info["services"].values()
         }
         bound = load_mesh(settings.app).bind(settings)  # the mesh's agents
-        assert set(info["services"]) == {*bound.service_names(), "gateway"}
+        assert set(info["services"]) == {*bound.service_names(), "gateway", "console"}
         assert len(live_in_groups(groups)) >= len(groups)
 
         trip = itinerant(
