@@ -11,7 +11,9 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from a2a.server.apps.jsonrpc.starlette_app import A2AStarletteApplication
@@ -20,7 +22,6 @@ from a2a.types import (
     JSONParseError,
     MethodNotFoundError,
 )
-from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -162,21 +163,23 @@ class _Server(uvicorn.Server):
         self._captured_signals.clear()
 
 
-async def serve(gateway: Gateway) -> None:
-    """Serve until SIGINT/SIGTERM; ``<data_dir>/run/gateway.ready`` exists while serving."""
-    config = gateway.config
+async def serve_until_stopped(
+    app: Any, *, host: str, port: int, ready: Path, url: str, what: str, port_setting: str
+) -> None:
+    """Serve ``app`` with uvicorn until SIGINT/SIGTERM; ``ready`` holds ``url`` while serving
+    (the gateway's and the MCP server's ready file). Exits naming ``port_setting`` when the
+    port cannot be had."""
     server = _Server(
         uvicorn.Config(
-            gateway.app,
-            host=config.host,
-            port=config.port,
+            app,
+            host=host,
+            port=port,
             log_level="warning",
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=5,
         )
     )
-    ready = gateway.settings.data_dir / "run" / f"{SERVICE}.ready"
     ready.parent.mkdir(parents=True, exist_ok=True)
     ready.unlink(missing_ok=True)
 
@@ -185,10 +188,8 @@ async def serve(gateway: Gateway) -> None:
             if server.should_exit:
                 return
             await asyncio.sleep(0.05)
-        ready.write_text(config.public_url)
-        log.info(
-            "A2A gateway serving %s (card at %s)", config.public_url, AGENT_CARD_WELL_KNOWN_PATH
-        )
+        ready.write_text(url)
+        log.info("%s serving %s", what, url)
 
     marker = asyncio.create_task(mark_ready())
     try:
@@ -198,9 +199,22 @@ async def serve(gateway: Gateway) -> None:
         ready.unlink(missing_ok=True)
     if not server.started:
         raise SystemExit(
-            f"the A2A gateway could not listen on {config.host}:{config.port}; set "
-            "ITINERANT_GATEWAY_PORT to a free port"
+            f"the {what} could not listen on {host}:{port}; set {port_setting} to a free port"
         )
+
+
+async def serve(gateway: Gateway) -> None:
+    """Serve until SIGINT/SIGTERM; ``<data_dir>/run/gateway.ready`` exists while serving."""
+    config = gateway.config
+    await serve_until_stopped(
+        gateway.app,
+        host=config.host,
+        port=config.port,
+        ready=gateway.settings.data_dir / "run" / f"{SERVICE}.ready",
+        url=config.public_url,
+        what="A2A gateway",
+        port_setting="ITINERANT_GATEWAY_PORT",
+    )
 
 
 def main(settings: Settings, mesh: Mesh | None = None) -> None:

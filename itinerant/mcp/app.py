@@ -11,13 +11,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
 from mcp.server.mcpserver import MCPServer
 
 from itinerant.brokers.client_security import client_security
 from itinerant.brokers.connection import require_broker
 from itinerant.errors import NonRetryableError
-from itinerant.gateway.app import _Server
+from itinerant.gateway.app import serve_until_stopped
 from itinerant.gateway.config import SERVICE as DELEGATE
 from itinerant.gateway.config import gateway_config
 from itinerant.gateway.feed import MeshFeed
@@ -114,41 +113,16 @@ async def serve_http(settings: Settings, mcp_parts: McpParts, table: TokenTable)
     serving."""
     identify: Identify = token_identity(table)
     app = http_app(build_server(mcp_parts.operations, identify), table, settings.mcp_host)
-    server = _Server(
-        uvicorn.Config(
+    ready = settings.data_dir / "run" / f"{SERVICE}.ready"
+    async with mcp_parts.running():
+        await serve_until_stopped(
             app,
             host=settings.mcp_host,
             port=settings.mcp_port,
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=5,
-        )
-    )
-    ready = settings.data_dir / "run" / f"{SERVICE}.ready"
-    ready.parent.mkdir(parents=True, exist_ok=True)
-    ready.unlink(missing_ok=True)
-
-    async def mark_ready() -> None:
-        while not server.started:
-            if server.should_exit:
-                return
-            await asyncio.sleep(0.05)
-        url = f"http://{settings.mcp_host}:{settings.mcp_port}{PATH}"
-        ready.write_text(url)
-        log.info("MCP server serving %s", url)
-
-    async with mcp_parts.running():
-        marker = asyncio.create_task(mark_ready())
-        try:
-            await server.serve()
-        finally:
-            marker.cancel()
-            ready.unlink(missing_ok=True)
-    if not server.started:
-        raise SystemExit(
-            f"the MCP server could not listen on {settings.mcp_host}:{settings.mcp_port}; set "
-            "ITINERANT_MCP_PORT to a free port"
+            ready=ready,
+            url=f"http://{settings.mcp_host}:{settings.mcp_port}{PATH}",
+            what="MCP server",
+            port_setting="ITINERANT_MCP_PORT",
         )
 
 

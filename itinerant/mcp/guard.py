@@ -4,17 +4,8 @@ HTTP 401 before the SDK sees the request. ``/healthz`` is open."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
-
+from itinerant.gateway.guard import ASGIApp, Receive, Scope, Send, respond
 from itinerant.security.tokens import TokenTable
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 HEALTH_PATH = "/healthz"
 UNAUTHORIZED = (
@@ -22,22 +13,6 @@ UNAUTHORIZED = (
     "or operators (ITINERANT_GATEWAY_TOKENS, ITINERANT_OPERATOR_TOKENS; `itinerant up` writes a "
     "local mesh's into <data dir>/tokens.json)"
 )
-
-
-async def _json(send: Send, status: int, body: dict[str, Any], headers: list[Any]) -> None:
-    raw = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(raw)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": raw})
 
 
 class BearerGuard:
@@ -52,14 +27,14 @@ class BearerGuard:
             await self.app(scope, receive, send)
             return
         if scope.get("path") == HEALTH_PATH:
-            await _json(send, 200, {"ok": True}, [])
+            await respond(send, 200, {"ok": True})
             return
         authorization = ""
         for name, value in scope.get("headers", []):
             if name.lower() == b"authorization":
                 authorization = value.decode("latin-1")
         if self.tokens.identify_header(authorization) is None:
-            await _json(
+            await respond(
                 send,
                 401,
                 {"error": UNAUTHORIZED},
