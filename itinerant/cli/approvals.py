@@ -20,7 +20,7 @@ from itinerant.errors import ItinerantError
 from itinerant.security.signing import mesh_keys
 from itinerant.settings import Settings
 from itinerant.wire.control import DECISION_TYPE, ApprovalDecision
-from itinerant.wire.envelope import Envelope
+from itinerant.wire.envelope import Envelope, OutMessage
 from itinerant.wire.ids import new_id
 
 from .kafka_io import publish_raw
@@ -137,12 +137,12 @@ def show(saga_id: str, as_json: Annotated[bool, typer.Option("--json")] = False)
         console.print(table)
 
 
-def _decide(saga_id: str, decision: str, why: str, principal: str | None) -> None:
-    """Publish the decision signed as the approver: the coordinator believes the signature, and
-    the verified signer is who decided on the timeline (docs/security.md#approvals)."""
-    settings = cli_settings()
-    principal = principal or settings.operator
-    _waiting(settings, saga_id)
+def signed_decision(
+    settings: Settings, saga_id: str, decision: str, why: str, principal: str
+) -> OutMessage:
+    """The decision event on ``saga_id``, signed as ``principal`` (the CLI's and the console's):
+    the coordinator believes the signature, and the verified signer is who decided on the
+    timeline (docs/security.md#approvals). Raises ItinerantError when it cannot sign."""
     body = ApprovalDecision(
         saga_id=saga_id,
         decision="approve" if decision == "approve" else "reject",
@@ -156,8 +156,16 @@ def _decide(saga_id: str, decision: str, why: str, principal: str | None) -> Non
         saga_id=saga_id,
         data=body.model_dump_json().encode(),
     ).to_message(settings.events_topic)
+    return mesh_keys(settings).sign(message, principal)
+
+
+def _decide(saga_id: str, decision: str, why: str, principal: str | None) -> None:
+    """Publish the decision signed as the approver."""
+    settings = cli_settings()
+    principal = principal or settings.operator
+    _waiting(settings, saga_id)
     try:
-        message = mesh_keys(settings).sign(message, principal)
+        message = signed_decision(settings, saga_id, decision, why, principal)
         publish_raw(settings, message.topic, message.key, message.value, message.headers)
     except ItinerantError as exc:
         _fail(exc.describe())

@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from itinerant.cli.approvals import signed_decision
 from itinerant.cli.dlq_io import actions_topic, publish, read_original, read_snapshot
 from itinerant.cli.dlq_render import entry_json
 from itinerant.errors import ItinerantError
@@ -27,9 +28,7 @@ from itinerant.operators.dlq_recovery import (
 from itinerant.operators.dlq_view import AmbiguousEntry, EntryView, UnknownEntry, resolve
 from itinerant.security.signing import mesh_keys
 from itinerant.settings import Settings
-from itinerant.wire.control import DECISION_TYPE, ApprovalDecision
-from itinerant.wire.envelope import Envelope, OutMessage
-from itinerant.wire.ids import new_id
+from itinerant.wire.envelope import OutMessage
 
 
 class ActionRefused(Exception):
@@ -141,15 +140,10 @@ def decide(
             f"principal {by!r} is not an approver (ITINERANT_APPROVERS); the coordinator would "
             "ignore its decision",
         )
-    body = ApprovalDecision(saga_id=saga_id, decision=decision, by=by, why=why)
-    message = Envelope(
-        id=new_id(),
-        type=f"{DECISION_TYPE}.v1",
-        source=f"/clients/{by}",
-        saga_id=saga_id,
-        data=body.model_dump_json().encode(),
-    ).to_message(settings.events_topic)
-    signed = _signed(settings, message, by)
+    try:
+        signed = signed_decision(settings, saga_id, decision, why, by)
+    except ItinerantError as exc:
+        raise ActionRefused(403, f"cannot sign as {by!r}: {exc.describe()}") from exc
     errors = [e for e in publish(settings, [signed]) if e is not None]
     if errors:
         raise ActionRefused(503, f"Kafka did not take the decision ({'; '.join(errors)})")
