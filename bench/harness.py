@@ -1,9 +1,10 @@
 """Runs one scenario end to end: a fresh broker (Apache Kafka or Tansu) and topics, warm-up, the
-idle system, saturation, fixed offered loads, the idle system again, resource accounting,
-teardown."""
+idle system, a burst ("saturation"), the search for the sustained rate (``bench.sustained``), fixed
+offered loads, the idle system again, resource accounting, teardown."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -24,10 +25,13 @@ from bench.loadgen import (
     make_producer,
     open_loop,
     saturation,
+    settle,
     warm_up,
 )
 from bench.procs import ProcGroup, rss_mb
 from bench.scenario import ChainTopics, Scenario
+from bench.sustained import Criteria, SearchPlan, seed_from
+from bench.sustained import search as sustained_search
 
 
 @dataclass
@@ -35,7 +39,7 @@ class BenchConfig:
     quick: bool = False
     partitions: int = 3
     fixed_loads: tuple[float, ...] = (100.0,)
-    load_fractions: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75)
+    load_fractions: tuple[float, ...] = (0.25, 0.5)
     load_duration_s: float = 10.0
     saturation_target_s: float = 5.0  # size the saturation run to last about this long
     saturation_pilot: int = 500
@@ -43,6 +47,9 @@ class BenchConfig:
     idle_s: float = 5.0
     broker_warm_s: float = 3.0  # produce/consume on a scratch topic first (JIT: bench.brokers)
     curve_probes: int = 100
+    # The sustained-throughput search (bench.sustained): 20 s probes in the full run.
+    sustain: Criteria = field(default_factory=Criteria)
+    search: SearchPlan = field(default_factory=SearchPlan)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -59,6 +66,9 @@ class BenchConfig:
             idle_s=2.0,
             broker_warm_s=2.0,
             curve_probes=25,
+            # Too short to be the method's figure (20 s): a development check only.
+            sustain=Criteria(duration_s=4.0),
+            search=SearchPlan(max_probes=4, precision=0.25),
         )
 
 
@@ -109,9 +119,11 @@ def run_scenario(
     workdir: Path,
     log: Callable[[str], None],
     broker_kind: str = "kafka",
+    previous_sustained: float | None = None,
 ) -> dict[str, Any]:
     """Run ``sc`` on its own fresh broker of ``broker_kind`` ("kafka" or "tansu"); return the
-    results as a JSON-ready dict."""
+    results as a JSON-ready dict. ``previous_sustained``: this scenario's sustained rate in an
+    earlier repeat, where the search starts (with a finer step)."""
     out: dict[str, Any] = {
         "name": sc.name,
         "title": sc.title,
@@ -191,6 +203,31 @@ def run_scenario(
         )
         sc.processes()  # raises if a process died
 
+        def probe(rate: float) -> PhaseResult:
+            res = _measured(
+                procs,
+                partial(
+                    open_loop,
+                    producer,
+                    sink,
+                    topics.entry,
+                    rate,
+                    cfg.sustain.duration_s,
+                    codec=codec,
+                ),
+            )
+            settle(sink, res.run)
+            sc.processes()
+            return res
+
+        seed, step = seed_from(sat.throughput, previous_sustained)
+        log(f"  sustained-rate search from {seed:.1f}/s (step x{step})")
+        found = sustained_search(
+            probe, seed, cfg.sustain, dataclasses.replace(cfg.search, step=step), log
+        )
+        out["sustained"] = found.to_dict()
+        log(f"  sustained {found.rate} msg/s (bracket {found.bracket})")
+
         rates = sorted(
             {round(r, 1) for r in cfg.fixed_loads}
             | {round(f * sat.throughput, 1) for f in cfg.load_fractions if f * sat.throughput >= 1}
@@ -210,6 +247,7 @@ def run_scenario(
                     codec=codec,
                 ),
             )
+            settle(sink, res.run)  # a load above the sustained rate leaves a backlog
             d = res.to_dict()
             d["fraction_of_saturation"] = round(frac, 3)
             loads.append(d)

@@ -142,12 +142,12 @@ class ItinerantDemo:
 
     def configure(self, cfg: BenchConfig) -> BenchConfig:
         # Sagas are slow and each leaves ~12 records on the broker (Tansu keeps them all and
-        # slows down with them): short, few phases; 25 sagas/s fixed (the latency target) plus
+        # slows down with them): short, few phases; 50 sagas/s fixed (the latency target) plus
         # 25% and 50% of saturation.
         if cfg.quick:
             return dataclasses.replace(
                 cfg,
-                fixed_loads=(25.0, self.compare_rate),
+                fixed_loads=(50.0, self.compare_rate),
                 load_fractions=(0.25, 0.5),
                 load_duration_s=3.0,
                 saturation_target_s=2.0,
@@ -157,8 +157,8 @@ class ItinerantDemo:
             )
         return dataclasses.replace(
             cfg,
-            fixed_loads=(25.0, self.compare_rate),
-            load_fractions=(0.1, 0.25, 0.5, 0.75),
+            fixed_loads=(50.0, self.compare_rate),
+            load_fractions=(0.25, 0.5),
             load_duration_s=8.0,
             saturation_target_s=5.0,
             saturation_pilot=100,

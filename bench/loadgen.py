@@ -241,6 +241,7 @@ class PhaseResult:
     cpu_s_per_1k: dict[str, float] = field(default_factory=dict)
     # each scenario process apart (e.g. the coordinator against the agents), during the phase
     cpu_s_by_process: dict[str, float] = field(default_factory=dict)
+    run: str = ""  # the run id its messages carry (to wait for its stragglers: ``settle``)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -295,6 +296,7 @@ def open_loop(
         throughput=round(len(lat) / span, 1) if r.received else 0.0,
         latency=LatencyStats.of_ns(lat),
         max_send_lag_ms=round(max_lag / 1e6, 3),
+        run=run,
     )
 
 
@@ -362,3 +364,18 @@ def warm_up(
     if len(got.received) < burst:
         raise TimeoutError(f"warm-up burst incomplete: {len(got.received)}/{burst}")
     return time.monotonic() - start
+
+
+def settle(sink: Sink, run: str, quiet_s: float = 2.0, timeout_s: float = 60.0) -> float:
+    """Wait until no more messages of ``run`` arrive for ``quiet_s`` (a failed probe's backlog
+    drained), at most ``timeout_s``; return the seconds waited."""
+    t0 = time.monotonic()
+    last, since = sink.count(run), time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        time.sleep(0.2)
+        now = sink.count(run)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            break
+    return round(time.monotonic() - t0, 2)

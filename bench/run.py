@@ -1,5 +1,5 @@
-"""``python -m bench.run [--quick] [--broker kafka|tansu|both] [--extra MODULE ...] [--only NAME]``:
-the benchmark.
+"""``python -m bench.run [--quick] [--repeats N] [--broker kafka|tansu|both] [--extra MODULE ...]
+[--only NAME]``: the benchmark.
 
 First the signing micro-benchmark (``bench.signing``, in process), then every scenario
 (1 raw chain, 2 bare Faust, 3 Itinerant no-op runtime, 4 the demo flow)
@@ -8,7 +8,10 @@ scenario, its storage in a temporary folder deleted after) unless ``--broker tan
 both`` runs every scenario on Kafka, then on Tansu, and compares them — then the broker curve
 (full run, or ``--curve``), and writes ``bench/results/latest.{json,md}`` plus PNG plots.
 ``--extra MODULE`` imports a module that defines ``scenarios(quick: bool) -> list[Scenario]``
-(see ``bench.scenario``) to run more.
+(see ``bench.scenario``) to run more. ``--repeats`` (3 in the full run, 1 in ``--quick``) runs
+every scenario that many times, each on a fresh broker, interleaved (all scenarios, then all again),
+so that a drift of the host shows in every scenario's spread rather than in one of them; a
+repeat's sustained-rate search starts from the previous repeat's answer.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from bench import signing as signing_bench
 from bench.brokers import KINDS, broker_info, unavailable
 from bench.faust_chain import FaustChain
 from bench.harness import BenchConfig, run_scenario
+from bench.host import BUSY_CORES, HostMonitor
 from bench.itinerant_demo import ItinerantDemo
 from bench.itinerant_noop import ItinerantNoop
 from bench.raw_chain import RawChain
@@ -56,6 +60,16 @@ def itinerant_scenarios(quick: bool) -> list[Scenario]:
         ItinerantDemo(signing="off"),
         ItinerantDemo(layout="shared"),
     ]
+
+
+def busy_host() -> str | None:
+    """Why the host is not quiet enough to benchmark on, or None: a load average above half the
+    cores before anything of ours runs means other work shares them."""
+    cpus = os.cpu_count() or 1
+    load1 = os.getloadavg()[0]
+    if load1 > cpus / 2:
+        return f"the host is busy (load average {load1:.2f} on {cpus} CPUs before the run)"
+    return None
 
 
 def _log(msg: str) -> None:
@@ -86,6 +100,12 @@ def main(argv: Sequence[str] | None = None, extra: Sequence[Scenario] = ()) -> i
         metavar="NAME",
         help="run only these (scenario names; `signing`: the micro-benchmark)",
     )
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="run every scenario this many times (default: 3, or 1 with --quick)",
+    )
     ap.add_argument("--no-curve", action="store_true", help="skip the broker curve")
     ap.add_argument(
         "--curve", action="store_true", help="run the broker curve (on each broker) in --quick too"
@@ -102,6 +122,12 @@ def main(argv: Sequence[str] | None = None, extra: Sequence[Scenario] = ()) -> i
             _log(f"cannot run on {kind}: {why}")
             return 2
     cfg = BenchConfig.for_mode(args.quick)
+    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
+    if repeats < 1:
+        ap.error("--repeats must be at least 1")
+    busy = busy_host()
+    if busy:
+        _log(f"WARNING: {busy}; the figures of this run will be understated and noisy")
     extra_modules = [importlib.import_module(name) for name in args.extra]
 
     def scenarios() -> list[Scenario]:
@@ -116,6 +142,7 @@ def main(argv: Sequence[str] | None = None, extra: Sequence[Scenario] = ()) -> i
         return [s for s in found if s.name in args.only] if args.only else found
 
     workdir = Path(tempfile.mkdtemp(prefix="itinerant-bench-"))
+    host = HostMonitor().start()
     t0 = time.monotonic()
     results: dict[str, Any] = {
         "meta": {
@@ -127,6 +154,8 @@ def main(argv: Sequence[str] | None = None, extra: Sequence[Scenario] = ()) -> i
             "loadavg_before": [round(x, 2) for x in os.getloadavg()],
             "config": {k: v for k, v in vars(cfg).items() if k != "extra"},
             "python": sys.version.split()[0],
+            "repeats": repeats,
+            "busy_before": busy,
             "wall_s_by_broker": {},
         },
         "scenarios": [],
@@ -148,11 +177,23 @@ def main(argv: Sequence[str] | None = None, extra: Sequence[Scenario] = ()) -> i
         t_kind = time.monotonic()
         info = broker_info(kind)
         _log(f"broker {info['name']} {info['version']}")
-        for sc in scenarios():
-            _log(f"scenario {sc.name} on {kind}: {sc.title}")
-            res = run_scenario(sc, cfg, workdir, _log, broker_kind=kind)
-            failed |= "error" in res
-            results["scenarios"].append(res)
+        sustained: dict[str, float | None] = {}
+        for repeat in range(repeats):
+            for sc in scenarios():
+                _log(f"scenario {sc.name} on {kind} (repeat {repeat + 1}/{repeats}): {sc.title}")
+                res = run_scenario(
+                    sc,
+                    cfg,
+                    workdir,
+                    _log,
+                    broker_kind=kind,
+                    previous_sustained=sustained.get(sc.name),
+                )
+                res["repeat"] = repeat
+                res["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+                sustained[sc.name] = (res.get("sustained") or {}).get("rate")
+                failed |= "error" in res
+                results["scenarios"].append(res)
         if run_curve:
             _log(f"broker curve on {kind}")
             levels = broker_curve.QUICK_LEVELS if cfg.quick else broker_curve.FULL_LEVELS
@@ -174,6 +215,12 @@ def main(argv: Sequence[str] | None = None, extra: Sequence[Scenario] = ()) -> i
                 _log(f"  ERROR {err}")
         results["meta"]["wall_s_by_broker"][kind] = round(time.monotonic() - t_kind, 1)
     results["meta"]["wall_s"] = round(time.monotonic() - t0, 1)
+    results["meta"]["other_cores"] = host.other_cores()
+    if results["meta"]["other_cores"] > BUSY_CORES:
+        _log(
+            f"WARNING: other work used {results['meta']['other_cores']} cores on average during "
+            "the run; the figures are understated and noisy"
+        )
     results["meta"]["loadavg"] = [round(x, 2) for x in os.getloadavg()]
     for path in report.write(results, args.out, args.stem):
         _log(f"wrote {path}")
