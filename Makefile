@@ -54,7 +54,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy itinerant services
 
-bench: install ## the full benchmark (under 15 minutes); results in bench/results/
+bench: install ## the full benchmark (3 repeats, about an hour; docs/benchmarks.md); results in bench/results/
 	$(BIN)/python -m bench.run
 
 bench-quick: install ## a quick benchmark for development (about 3 minutes)

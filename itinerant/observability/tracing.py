@@ -175,8 +175,17 @@ def shutdown() -> None:
             provider.shutdown()
 
 
+_TRACERS: dict[int, trace.Tracer] = {}
+
+
 def _tracer() -> trace.Tracer:
-    return trace.get_tracer(TRACER_NAME)
+    """The runtime's tracer of the current provider, made once per provider: ``get_tracer``
+    builds a new tracer (and its instrumentation scope) on every call, twice per hop otherwise."""
+    provider = trace.get_tracer_provider()
+    tracer = _TRACERS.get(id(provider))
+    if tracer is None:
+        tracer = _TRACERS[id(provider)] = provider.get_tracer(TRACER_NAME)
+    return tracer
 
 
 def extract(traceparent: str | None, tracestate: str | None = None) -> Context:
