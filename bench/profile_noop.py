@@ -39,7 +39,7 @@ from bench.report import RESULTS_DIR
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("logging", ("logging/__init__.py", "/logging/")),
     ("metrics (prometheus_client)", ("prometheus_client",)),
-    ("tracing (opentelemetry spans)", ("opentelemetry", "runtime/tracing.py")),
+    ("tracing (opentelemetry spans)", ("opentelemetry", "observability/tracing.py")),
     ("sqlite inbox/outbox", ("runtime/store.py", "sqlite3")),
     (
         "pydantic payload/event/slip/budget (validate+dump)",
@@ -47,9 +47,16 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("json / base64 (outbox encoding)", ("json/", "base64")),
     ("producer (confluent produce + ack wait)", ("runtime/producer.py", "confluent_kafka")),
-    ("envelope / headers", ("runtime/envelope.py",)),
-    ("processor logic", ("runtime/processor.py", "runtime/slip.py", "runtime/budget.py")),
-    ("uuid / ids", ("uuid.py", "runtime/ids.py")),
+    ("envelope / headers", ("wire/envelope.py",)),
+    (
+        "signatures (Ed25519, digests)",
+        ("security/signing.py", "security/keys.py", "cryptography"),
+    ),
+    (
+        "processor logic",
+        ("runtime/processor.py", "runtime/outputs.py", "runtime/attempts.py", "wire/slip.py"),
+    ),
+    ("uuid / ids", ("uuid.py", "wire/ids.py")),
     ("datetime", ("datetime",)),
     ("aiokafka consumer/fetch", ("aiokafka",)),
     ("faust stream/agent machinery", ("faust/", "mode/")),
@@ -94,17 +101,23 @@ def inclusive(stacks: Counter[str], needles: tuple[str, ...]) -> int:
 
 
 INCLUSIVE: list[tuple[str, tuple[str, ...]]] = [
-    ("Processor.process (whole pipeline, excl. sending)", ("process (itinerant/processor",)),
-    ("Worker.deliver (send + await acks + mark_sent)", ("deliver (itinerant/worker",)),
-    ("Envelope.from_record", ("from_record (itinerant/envelope",)),
+    (
+        "Processor.process (whole pipeline, excl. sending)",
+        ("Processor.process (itinerant/runtime/processor",),
+    ),
+    (
+        "Worker.deliver (send + await acks + mark_sent)",
+        ("Worker.deliver (itinerant/runtime/worker",),
+    ),
+    ("Envelope.from_record", ("from_record (itinerant/wire/envelope",)),
     ("Store.transaction/record/recorded_outputs/mark_sent", ("runtime/store.py",)),
-    ("tracing.process_span + otel", ("runtime/tracing.py", "opentelemetry")),
+    ("tracing.process_span + otel", ("observability/tracing.py", "opentelemetry")),
     ("prometheus metrics", ("prometheus_client",)),
     ("logging", ("logging/__init__.py",)),
-    ("_step_outputs (event+forward building)", ("_step_outputs (itinerant/processor",)),
-    ("OutMessage.to_json (outbox)", ("to_json (itinerant/envelope",)),
-    ("AsyncProducer.send_all", ("send_all (itinerant/producer",)),
-    ("BatchSpanProcessor export thread", ("export (itinerant/tracing",)),
+    ("StepOutputs (event+forward building)", ("StepOutputs.after_step (itinerant/runtime",)),
+    ("OutMessage.to_json (outbox)", ("to_json (itinerant/wire/envelope",)),
+    ("AsyncProducer.send_all", ("send_all (itinerant/runtime/producer",)),
+    ("BatchSpanProcessor export thread", ("export (itinerant/observability/tracing",)),
 ]
 
 
