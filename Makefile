@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 KAFKA_HOME  := .kafka
 KAFKA_STAMP := $(KAFKA_HOME)/.installed
 
-.PHONY: install kafka demo test unit integration lint typecheck bench bench-quick clean tools
+.PHONY: install kafka demo test unit integration lint typecheck bench bench-quick clean tools postgres
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11+ or run make PYTHON=python3"; exit 1; }
@@ -33,18 +33,23 @@ tools:
 	  echo "installing chromium with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# A PostgreSQL server on 127.0.0.1:55432 for the tests and local replicas (apt-get installs it when
+# missing; a throwaway cluster in .postgres). See docs/operations.md#postgresql-state.
+postgres:
+	@bash deploy/postgres/ensure.sh .postgres 55432
+
 demo: install ## run the whole system on the embedded broker with the sample requests
 	$(BIN)/itinerant demo
 
-test: install tools ## the whole suite: lint, types, unit and integration tests
+test: install tools postgres ## the whole suite: lint, types, unit and integration tests
 	$(BIN)/ruff check itinerant services tests bench docs
 	$(BIN)/mypy itinerant services
 	$(BIN)/pytest -q
 
-unit: install
+unit: install postgres
 	$(BIN)/pytest -q tests/unit
 
-integration: install tools
+integration: install tools postgres
 	$(BIN)/pytest -q tests/integration
 
 lint: install

@@ -145,6 +145,13 @@ class BrokerUnavailable(RetryableError):
     hint = "start it with `itinerant up` or point KAFKA_BOOTSTRAP_SERVERS at a running Kafka"
 
 
+class StoreUnavailable(RetryableError):
+    """The state store cannot be reached or refused the work for now."""
+
+    reason = "store_unavailable"
+    hint = "start PostgreSQL (`make postgres` starts a local one) or unset ITINERANT_STATE_URL"
+
+
 class ProviderUnavailable(RetryableError):
     reason = "llm_unavailable"
     hint = "check ITINERANT_LLM_BASE_URL and the model server"

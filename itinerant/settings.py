@@ -106,6 +106,12 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=Path(".itinerant"), description="State databases, logs, traces, run files."
     )
+    state_url: SecretStr | None = Field(
+        default=None,
+        description="The agents' state store: a `postgresql://user:password@host:port/db` URL "
+        "puts every agent's inbox, outbox and tables in PostgreSQL, one schema per agent, shared "
+        "by its replicas. Unset: one SQLite file per agent under <data_dir>/state.",
+    )
     layout: Literal["process-per-service", "shared"] = Field(
         default="process-per-service",
         description="`itinerant up`: one process per service, or the agents sharing one process.",

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import sqlite3
 import tempfile
 import typing
 from collections import deque
@@ -34,7 +33,8 @@ from itinerant.runtime.agent import Agent, AgentServices, HandlerContext
 from itinerant.runtime.llm import DeterministicProvider, LLMProvider
 from itinerant.runtime.processor import HandlerTimeout, Processed, Processor, default_budget
 from itinerant.runtime.providers import make_provider
-from itinerant.runtime.store import Store
+from itinerant.runtime.state import open_store
+from itinerant.runtime.store import StateStore, Store
 from itinerant.security.keys import ensure_local_keys, keys_dir
 from itinerant.security.local import prepare_keys
 from itinerant.security.signing import mesh_keys, source_principal, visit_signer
@@ -60,11 +60,12 @@ class HandlerResult:
     route: list[SlipStep] | None
     tokens: int
     cost_usd: float
-    store: Store
+    store: StateStore
     context: HandlerContext
 
     @property
-    def db(self) -> sqlite3.Connection:
+    def db(self) -> Any:
+        """The agent's database (``Database``: SQLite's connection, or PostgreSQL's adapter)."""
         return self.store.connection
 
     def output_as(self, model: type[M]) -> M:
@@ -122,7 +123,7 @@ async def run_handler(
         ) from exc
     slip = slip or Slip(steps=[Step(agent=agent.name, action=action)])
     message_id = new_id()
-    store = Store(settings.data_dir / "state" / f"{agent.name}.db", agent.migrations)
+    store = open_store(settings, agent.name, agent.migrations)
     where = f"{agent.name}.{action}"
     with store.transaction() as conn:
         ctx = HandlerContext(
@@ -164,7 +165,7 @@ class InMemoryMesh:
     queue: deque[OutMessage] = field(default_factory=deque)
     processors: dict[str, Processor] = field(default_factory=dict)
     offsets: dict[str, int] = field(default_factory=dict)
-    stores: dict[str, Store] = field(default_factory=dict)
+    stores: dict[str, StateStore] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.mesh is None:
@@ -172,11 +173,12 @@ class InMemoryMesh:
         self.settings = self.mesh.bind(self.settings)
         prepare_keys(self.settings, self.settings.service_names())
         state = Path(self.settings.data_dir) / "state"
-        self.stores["coordinator"] = Store(state / "coordinator.db", (repository.SAGAS,))
-        self.coordinator = Coordinator(self.settings, self.stores["coordinator"], self.mesh)
+        coordinator_store = Store(state / "coordinator.db", (repository.SAGAS,))
+        self.stores["coordinator"] = coordinator_store
+        self.coordinator = Coordinator(self.settings, coordinator_store, self.mesh)
         for name in self.settings.agents:
             agent = self.mesh.agent(name)
-            store = Store(state / f"{name}.db", agent.migrations)
+            store = open_store(self.settings, name, agent.migrations)
             self.stores[name] = store
             provider = self.provider or make_provider(self.settings, name)
             self.processors[self.settings.agent_topic(name)] = Processor(

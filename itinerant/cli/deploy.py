@@ -162,8 +162,11 @@ x-itinerant-env: &itinerant-env
   ITINERANT_LLM_API_KEY:
   ITINERANT_LLM_MODEL: ${ITINERANT_LLM_MODEL:-gpt-4o-mini}
   OTEL_EXPORTER_OTLP_ENDPOINT: http://jaeger:4318
+  # The agents' state (inbox, outbox, their tables) in PostgreSQL, shared by an agent's replicas.
+  # Another password: set ITINERANT_POSTGRES_PASSWORD and this URL with it.
+  ITINERANT_STATE_URL: ${ITINERANT_STATE_URL:-postgresql://itinerant:itinerant@postgres:5432/itinerant}
 
-# A worker runs once topics and secrets exist; the topics job runs once Kafka answers. Workers
+# A worker runs once topics and secrets exist and PostgreSQL answers; the topics job runs once Kafka answers. Workers
 # read the secrets; only the secrets job writes them.
 x-itinerant-worker: &itinerant-worker
   <<: *itinerant-image
@@ -175,11 +178,29 @@ x-itinerant-worker: &itinerant-worker
       condition: service_completed_successfully
     secrets:
       condition: service_completed_successfully
+    postgres:
+      condition: service_healthy
     jaeger:
       condition: service_started
   restart: unless-stopped
 
 services:
+  postgres:
+    # The agents' state store (ITINERANT_STATE_URL); the coordinator keeps its own SQLite.
+    image: postgres:17.2
+    environment:
+      POSTGRES_USER: itinerant
+      POSTGRES_PASSWORD: ${ITINERANT_POSTGRES_PASSWORD:-itinerant}
+      POSTGRES_DB: itinerant
+    volumes:
+      - postgres-data:/var/lib/postgresql/data
+    healthcheck:
+      test: ["CMD-SHELL", "pg_isready -U itinerant -d itinerant"]
+      interval: 5s
+      timeout: 5s
+      retries: 30
+    restart: unless-stopped
+
   kafka:
     # Single-node KRaft: this one process is both broker and controller.
     image: apache/kafka:4.1.1
@@ -280,6 +301,7 @@ _COMPOSE_TAIL = """\
 volumes:
   prometheus-data:
   mesh-secrets:
+  postgres-data:
 """
 
 

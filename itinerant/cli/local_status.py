@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from itinerant.runtime.housekeeping import store_bytes
+from itinerant.runtime.store import store_bytes
 from itinerant.settings import Settings
 
 

@@ -14,7 +14,6 @@ Everything else (decoding, dedup, budgets, slips, retries, DLQ, tracing, metrics
 from __future__ import annotations
 
 import logging
-import sqlite3
 import typing
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
@@ -27,6 +26,7 @@ from itinerant.errors import BudgetExceeded
 from itinerant.observability import metrics
 from itinerant.runtime import circuit
 from itinerant.runtime.llm import Completion, LLMProvider
+from itinerant.runtime.store import Database
 from itinerant.settings import Settings
 from itinerant.wire.budget import Budget
 from itinerant.wire.flows import Flow
@@ -54,7 +54,7 @@ class HandlerContext:
     service: str
     saga_id: str
     message_id: str
-    db: sqlite3.Connection
+    db: Database
     provider: LLMProvider
     budget: Budget
     slip: Slip

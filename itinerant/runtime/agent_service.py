@@ -5,7 +5,7 @@ from __future__ import annotations
 from itinerant.runtime.agent import Agent
 from itinerant.runtime.processor import Processor
 from itinerant.runtime.providers import make_provider
-from itinerant.runtime.store import Store
+from itinerant.runtime.state import open_store
 from itinerant.runtime.worker import Subscription, Worker
 from itinerant.settings import Settings
 
@@ -13,7 +13,7 @@ SHARED_WORKER = "agents"
 
 
 def agent_subscription(agent: Agent, settings: Settings) -> Subscription:
-    store = Store(settings.data_dir / "state" / f"{agent.name}.db", agent.migrations)
+    store = open_store(settings, agent.name, agent.migrations)
     processor = Processor(agent, settings, store, make_provider(settings, agent.name))
     return Subscription(settings.agent_topic(agent.name), processor.process, store)
 

@@ -24,7 +24,7 @@ from itinerant.runtime.agent import Agent, HandlerContext, HandlerSpec
 from itinerant.runtime.llm import LLMProvider
 from itinerant.runtime.outcome import Processed
 from itinerant.runtime.outputs import StepOutputs
-from itinerant.runtime.store import Store
+from itinerant.runtime.store import StateStore
 from itinerant.settings import Settings
 from itinerant.wire.budget import Budget
 from itinerant.wire.envelope import Envelope, now_utc
@@ -68,7 +68,7 @@ class HandlerAttempts:
         self,
         agent: Agent,
         settings: Settings,
-        store: Store,
+        store: StateStore,
         provider: LLMProvider,
         outputs: StepOutputs,
     ) -> None:

@@ -23,7 +23,7 @@ from itinerant.runtime.attempts import HandlerAttempts, default_budget
 from itinerant.runtime.failures import Failures
 from itinerant.runtime.outcome import Processed
 from itinerant.runtime.outputs import StepOutputs
-from itinerant.runtime.store import Store
+from itinerant.runtime.store import StateStore
 from itinerant.settings import Settings
 from itinerant.wire.envelope import Envelope, InRecord
 from itinerant.wire.events import CompensateCommand, StepEventKind
@@ -37,7 +37,7 @@ class Compensations:
         self,
         agent: Agent,
         settings: Settings,
-        store: Store,
+        store: StateStore,
         attempts: HandlerAttempts,
         outputs: StepOutputs,
         failures: Failures,

@@ -16,7 +16,7 @@ from itinerant.observability import metrics
 from itinerant.runtime.dlq import dead_letter
 from itinerant.runtime.outcome import Processed
 from itinerant.runtime.outputs import StepOutputs
-from itinerant.runtime.store import Store
+from itinerant.runtime.store import StateStore
 from itinerant.wire.envelope import Envelope, InRecord, now_utc, parse_type
 from itinerant.wire.events import StepEvent, StepEventKind
 from itinerant.wire.ids import name_id
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 class Failures:
     """Turns one agent's failures into events and dead letters, recorded in its store."""
 
-    def __init__(self, outputs: StepOutputs, store: Store) -> None:
+    def __init__(self, outputs: StepOutputs, store: StateStore) -> None:
         self.outputs = outputs
         self.store = store
         self.service = outputs.service

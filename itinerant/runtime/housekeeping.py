@@ -4,14 +4,12 @@ inbox and outbox pruned on a schedule, on the worker's own event loop between re
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from itinerant.observability import metrics
 from itinerant.runtime.outcome import Processed
-from itinerant.runtime.store import Store
+from itinerant.runtime.store import STORE_ERRORS, StateStore
 from itinerant.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -19,19 +17,8 @@ log = logging.getLogger(__name__)
 HOUSEKEEPING_INTERVAL_S = 30.0
 
 
-def store_bytes(path: Path) -> int:
-    """The database file and its write-ahead log and shared-memory files."""
-    total = 0
-    for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        try:
-            total += part.stat().st_size
-        except FileNotFoundError:
-            continue
-    return total
-
-
 class Housekeeping:
-    def __init__(self, service: str, stores: Sequence[Store], settings: Settings) -> None:
+    def __init__(self, service: str, stores: Sequence[StateStore], settings: Settings) -> None:
         self.service = service
         self.stores = list(stores)
         self.settings = settings
@@ -40,7 +27,7 @@ class Housekeeping:
 
     async def tick(self) -> list[Processed]:
         for store in self.stores:
-            metrics.STORE_BYTES.labels(self.service, store.path.stem).set(store_bytes(store.path))
+            metrics.STORE_BYTES.labels(self.service, store.name).set(store.size_bytes())
         if time.monotonic() - self.last_prune >= self.settings.prune_interval_s:
             self.last_prune = time.monotonic()
             self.prune()
@@ -53,11 +40,11 @@ class Housekeeping:
         for store in self.stores:
             try:
                 gone = store.prune(self.settings.inbox_retention_s)
-            except sqlite3.Error as exc:
-                log.warning("could not prune %s now (%s); next time", store.path, exc)
+            except STORE_ERRORS as exc:
+                log.warning("could not prune %s now (%s); next time", store.name, exc)
                 continue
             removed += gone
             metrics.STORE_PRUNED.labels(self.service).inc(gone)
             if gone:
-                log.info("pruned %d inbox row(s) of %s", gone, store.path.name)
+                log.info("pruned %d inbox row(s) of %s", gone, store.name)
         return removed

@@ -40,7 +40,7 @@ from itinerant.runtime.failures import Failures
 from itinerant.runtime.llm import LLMProvider
 from itinerant.runtime.outcome import Processed
 from itinerant.runtime.outputs import StepOutputs
-from itinerant.runtime.store import Store
+from itinerant.runtime.store import StateStore
 from itinerant.security.signing import mesh_keys, require_signing_key
 from itinerant.settings import Settings
 from itinerant.wire import conditions
@@ -59,7 +59,7 @@ class Processor:
     """Runs one agent's handlers on records of its topic."""
 
     def __init__(
-        self, agent: Agent, settings: Settings, store: Store, provider: LLMProvider
+        self, agent: Agent, settings: Settings, store: StateStore, provider: LLMProvider
     ) -> None:
         self.agent = agent
         self.settings = settings

@@ -1,5 +1,6 @@
 """The state store (docs/architecture.md#delivery-guarantees): one SQLite database (WAL) per
-service.
+service, the zero-setup default; `itinerant/runtime/store_postgres.py` is the same store in
+PostgreSQL, shared by a service's replicas (docs/operations.md#postgresql-state).
 
 It holds the transactional inbox (ids of processed messages with the outputs they caused), the
 outbox (outputs not yet acknowledged by Kafka) and the service's own tables, so that a state
@@ -13,9 +14,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any, Protocol
 
+from itinerant.errors import StoreUnavailable
 from itinerant.wire.envelope import OutMessage
 
 _SCHEMA = """
@@ -33,11 +36,80 @@ CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox(sent) WHERE sent = 0;
 """
 
 
+def store_bytes(path: Path) -> int:
+    """A SQLite database's file and its write-ahead log and shared-memory files."""
+    total = 0
+    for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            total += part.stat().st_size
+        except FileNotFoundError:
+            continue
+    return total
+
+
+class Cursor(Protocol):
+    """What a query answers: rows by index (``row[0]``) and by column name (``row["seq"]``)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Database(Protocol):
+    """The connection a handler gets as ``ctx.db``: SQLite's, or PostgreSQL's behind an adapter.
+
+    Write portable SQL: ``?`` placeholders, ``INSERT ... ON CONFLICT DO NOTHING`` (not SQLite's
+    ``INSERT OR IGNORE``), types both know (TEXT, INTEGER, REAL), no SQLite-only functions.
+    """
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Any: ...
+
+
+#: What a store raises when it cannot do the work now (locked, full, unreachable): bookkeeping
+#: that meets one of these is tried again later.
+STORE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, StoreUnavailable)
+
+
+class StateStore(Protocol):
+    """A service's state: the inbox, the outbox and its own tables, changed together."""
+
+    name: str
+
+    def size_bytes(self) -> int: ...
+
+    @property
+    def connection(self) -> Any: ...
+
+    def close(self) -> None: ...
+
+    def transaction(self) -> AbstractContextManager[Any]: ...
+
+    def recorded_outputs(self, message_id: str) -> list[OutMessage] | None: ...
+
+    def record(
+        self, conn: Any, message_id: str | None, outputs: Sequence[OutMessage]
+    ) -> list[int]: ...
+
+    def unsent(self, limit: int = 1000) -> list[tuple[int, OutMessage]]: ...
+
+    def mark_sent(self, seqs: Sequence[int]) -> None: ...
+
+    def mark_sent_soon(self, seqs: Sequence[int]) -> None: ...
+
+    def mark_sent_pending(self) -> None: ...
+
+    def prune(self, older_than_s: float) -> int: ...
+
+
 class Store:
     """A service's SQLite database. One writer (the service), any number of readers."""
 
     def __init__(self, path: Path, migrations: Sequence[str] = ()) -> None:
         self.path = path
+        self.name = path.stem
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._conn.row_factory = sqlite3.Row
@@ -57,6 +129,9 @@ class Store:
 
     def close(self) -> None:
         self._conn.close()
+
+    def size_bytes(self) -> int:
+        return store_bytes(self.path)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from itinerant.runtime.faust_transport import app_class, broker_url
 from itinerant.runtime.housekeeping import HOUSEKEEPING_INTERVAL_S, Housekeeping
 from itinerant.runtime.processor import Processed
 from itinerant.runtime.producer import AsyncProducer
-from itinerant.runtime.store import Store
+from itinerant.runtime.store import STORE_ERRORS, StateStore
 from itinerant.settings import Settings
 from itinerant.wire.envelope import InRecord, OutMessage
 
@@ -40,7 +39,7 @@ Periodic = Callable[[], Awaitable[list[Processed]]]
 class Subscription:
     topic: str
     handle: RecordHandler
-    store: Store | None = None  # the handler's state store, when not the worker's own
+    store: StateStore | None = None  # the handler's state store, when not the worker's own
 
 
 @dataclass
@@ -53,7 +52,7 @@ class Timer:
 class Worker:
     service: str
     settings: Settings
-    store: Store
+    store: StateStore
     subscriptions: list[Subscription]
     timers: list[Timer] = field(default_factory=list)
     startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -66,14 +65,14 @@ class Worker:
         return self._producer
 
     @property
-    def stores(self) -> list[Store]:
+    def stores(self) -> list[StateStore]:
         found = [self.store]
         for subscription in self.subscriptions:
             if subscription.store is not None and subscription.store not in found:
                 found.append(subscription.store)
         return found
 
-    async def deliver(self, *batch: Processed, store: Store | None = None) -> None:
+    async def deliver(self, *batch: Processed, store: StateStore | None = None) -> None:
         """Send the outputs of handled records: every progress event first, awaited until Kafka
         acknowledged them all, then every other output, likewise; then mark them sent. The
         coordinator thus learns of a step before any message it caused reaches the next step."""
@@ -88,10 +87,12 @@ class Worker:
             (store or self.store).mark_sent_soon(
                 [seq for processed in batch for seq in processed.outbox_seqs]
             )
-        except sqlite3.Error as exc:  # delivered all the same: the marks are applied later
+        except STORE_ERRORS as exc:  # delivered all the same: the marks are applied later
             log.warning("could not mark outputs sent yet (%s); will retry", exc)
 
-    async def deliver_until_done(self, batch: list[Processed], store: Store | None = None) -> None:
+    async def deliver_until_done(
+        self, batch: list[Processed], store: StateStore | None = None
+    ) -> None:
         """:meth:`deliver`, again until the broker took it all (runtime/delivery.py)."""
 
         async def once(group: Sequence[Processed]) -> None:
@@ -203,7 +204,7 @@ class Worker:
                 async for event in stream.events():
                     try:
                         store.mark_sent_pending()
-                    except sqlite3.Error as exc:  # bookkeeping only: tried again next record
+                    except STORE_ERRORS as exc:  # bookkeeping only: tried again next record
                         log.warning("could not mark outputs sent yet (%s); will retry", exc)
                     record = _record(event.message)
                     processed = await handle_or_dead_letter(
@@ -259,7 +260,7 @@ class Worker:
 class _Flusher:
     """Delivers a stream's handled records in groups, then acknowledges them (see consume)."""
 
-    def __init__(self, worker: Worker, stream: Any, store: Store, limit: int) -> None:
+    def __init__(self, worker: Worker, stream: Any, store: StateStore, limit: int) -> None:
         self._worker, self._stream, self._store, self._limit = worker, stream, store, limit
         self._pending: list[tuple[Any, Processed]] = []
         self._wakeup = asyncio.Event()

@@ -75,7 +75,8 @@ async def book(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
     inbound = _flight(plan.destination, plan.origin)
     booking_id = f"FB-{ctx.idempotency_key[:8].upper()}"
     ctx.db.execute(
-        "INSERT OR IGNORE INTO flight_booking_owners(booking_id, customer) VALUES (?, ?)",
+        "INSERT INTO flight_booking_owners(booking_id, customer) VALUES (?, ?) "
+        "ON CONFLICT DO NOTHING",
         (booking_id, ctx.customer),
     )
     for leg, flight, day in (
@@ -224,9 +225,9 @@ def _hold(
             reason="sold_out",
         )
     ctx.db.execute(
-        "INSERT OR IGNORE INTO flight_bookings"
+        "INSERT INTO flight_bookings"
         "(booking_id, leg, idempotency_key, saga_id, flight_no, day, seats) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (
             booking_id,
             leg,

@@ -60,9 +60,9 @@ async def book(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
     )
     booking_id = f"HB-{ctx.idempotency_key[:8].upper()}"
     ctx.db.execute(
-        "INSERT OR IGNORE INTO hotel_bookings"
+        "INSERT INTO hotel_bookings"
         "(booking_id, idempotency_key, saga_id, hotel_id, check_in, check_out, rooms) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (
             booking_id,
             ctx.idempotency_key,

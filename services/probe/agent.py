@@ -79,7 +79,8 @@ async def undo_slow(doc: ProbeDoc, ctx: HandlerContext) -> None:
 
 def _hold(ctx: HandlerContext, action: str) -> None:
     ctx.db.execute(
-        "INSERT OR IGNORE INTO probe_effects(idempotency_key, saga_id, action) VALUES (?, ?, ?)",
+        "INSERT INTO probe_effects(idempotency_key, saga_id, action) VALUES (?, ?, ?) "
+        "ON CONFLICT DO NOTHING",
         (ctx.idempotency_key, ctx.saga_id, action),
     )
 

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from itinerant.cli.main import app
 from itinerant.observability import metrics
 from itinerant.observability.rotation import copy_truncate, rotate, rotated
-from itinerant.runtime.housekeeping import Housekeeping, store_bytes
-from itinerant.runtime.store import Store
+from itinerant.runtime.housekeeping import Housekeeping
+from itinerant.runtime.store import Store, store_bytes
 from itinerant.settings import Settings
 from itinerant.wire.envelope import OutMessage
 

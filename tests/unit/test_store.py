@@ -1,5 +1,5 @@
 """The state store (docs/architecture.md#delivery-guarantees): transactional inbox and outbox in
-one SQLite transaction."""
+one transaction, the same on SQLite and on PostgreSQL (each test runs on both)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,23 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from itinerant.runtime.store import Store
+from itinerant.runtime.store import StateStore, Store
+from itinerant.runtime.store_postgres import PostgresStore
 from itinerant.wire.envelope import OutMessage
 
 THINGS = "CREATE TABLE IF NOT EXISTS things (id TEXT PRIMARY KEY, n INTEGER NOT NULL);"
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store(tmp_path / "deep" / "svc.db", (THINGS,))
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
+    opened: StateStore
+    if request.param == "sqlite":
+        opened = Store(tmp_path / "deep" / "svc.db", (THINGS,))
+    else:
+        opened = PostgresStore(request.getfixturevalue("state_url"), "svc", (THINGS,))
     yield opened
     opened.close()
 
@@ -26,20 +32,22 @@ def out(n: int) -> OutMessage:
     return OutMessage(f"topic.{n}", f"k{n}".encode(), f'{{"n": {n}}}'.encode(), [("h", b"\xff")])
 
 
-def count(store: Store, table: str) -> int:
+def count(store: StateStore, table: str) -> int:
     return int(store.connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
 
-def test_opens_wal_and_runs_migrations(store: Store, tmp_path: Path) -> None:
+def test_opens_wal_and_runs_migrations(tmp_path: Path) -> None:
+    store = Store(tmp_path / "deep" / "svc.db", (THINGS,))
     assert (tmp_path / "deep" / "svc.db").exists()
     mode = store.connection.execute("PRAGMA journal_mode").fetchone()[0]
     assert mode.lower() == "wal"
     assert count(store, "things") == 0
     # Re-opening with the same migrations is idempotent.
     Store(tmp_path / "deep" / "svc.db", (THINGS,)).close()
+    store.close()
 
 
-def test_record_then_recorded_outputs_detects_the_duplicate(store: Store) -> None:
+def test_record_then_recorded_outputs_detects_the_duplicate(store: StateStore) -> None:
     assert store.recorded_outputs("m-1") is None
     with store.transaction() as conn:
         conn.execute("INSERT INTO things VALUES ('a', 1)")
@@ -49,30 +57,33 @@ def test_record_then_recorded_outputs_detects_the_duplicate(store: Store) -> Non
     assert store.recorded_outputs("m-2") is None
 
 
-def test_record_without_outputs_still_marks_the_message(store: Store) -> None:
+def test_record_without_outputs_still_marks_the_message(store: StateStore) -> None:
     with store.transaction() as conn:
         assert store.record(conn, "m-empty", []) == []
     assert store.recorded_outputs("m-empty") == []
 
 
-def test_record_without_id_only_queues_outputs(store: Store) -> None:
+def test_record_without_id_only_queues_outputs(store: StateStore) -> None:
     with store.transaction() as conn:
         seqs = store.record(conn, None, [out(1)])
     assert count(store, "inbox") == 0
     assert [s for s, _ in store.unsent()] == seqs
 
 
-def test_recording_the_same_id_twice_fails_and_rolls_back(store: Store) -> None:
+def test_recording_the_same_id_twice_fails_and_rolls_back(store: StateStore) -> None:
     with store.transaction() as conn:
         store.record(conn, "m-1", [out(1)])
-    with pytest.raises(sqlite3.IntegrityError), store.transaction() as conn:
+    with (
+        pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)),
+        store.transaction() as conn,
+    ):
         conn.execute("INSERT INTO things VALUES ('b', 2)")
         store.record(conn, "m-1", [out(9)])
     assert count(store, "things") == 0
     assert [m for _, m in store.unsent()] == [out(1)]
 
 
-def test_rollback_leaves_no_inbox_no_outbox_no_state(store: Store) -> None:
+def test_rollback_leaves_no_inbox_no_outbox_no_state(store: StateStore) -> None:
     class Boom(Exception):
         pass
 
@@ -90,7 +101,7 @@ def test_rollback_leaves_no_inbox_no_outbox_no_state(store: Store) -> None:
     assert store.recorded_outputs("m-1") == [out(1)]
 
 
-def test_unsent_and_mark_sent(store: Store) -> None:
+def test_unsent_and_mark_sent(store: StateStore) -> None:
     with store.transaction() as conn:
         first = store.record(conn, "m-1", [out(1), out(2)])
     with store.transaction() as conn:
@@ -106,7 +117,7 @@ def test_unsent_and_mark_sent(store: Store) -> None:
     assert store.recorded_outputs("m-1") == [out(1), out(2)]
 
 
-def test_prune_forgets_old_ids_and_sent_outputs_only(store: Store) -> None:
+def test_prune_forgets_old_ids_and_sent_outputs_only(store: StateStore) -> None:
     with store.transaction() as conn:
         sent = store.record(conn, "m-old", [out(1)])
         store.record(conn, None, [out(2)])
