@@ -63,6 +63,8 @@ class HandlerContext:
     route: list[SlipStep] | None = None
     tokens: int = 0
     cost_usd: float = 0.0
+    #: MCP tool calls made by this step (docs/mcp.md#agents-calling-mcp-tools).
+    tool_calls: int = 0
     #: The customer identity the saga acts for, as the coordinator established it at ingress
     #: (an authenticated caller, or ``anonymous:<saga id>`` for a bare request).
     customer: str = "anonymous"
@@ -96,9 +98,15 @@ class HandlerContext:
             self.settings.circuit_reset_s,
         ).guard()
 
-    def spend(self, *, tokens: int = 0, cost_usd: float = 0.0) -> None:
+    def spend(self, *, tokens: int = 0, cost_usd: float = 0.0, tool_calls: int = 0) -> None:
         self.tokens += tokens
         self.cost_usd += cost_usd
+        self.tool_calls += tool_calls
+
+    @property
+    def tool_calls_left(self) -> int:
+        """Tool calls the request may still make, this step's own included."""
+        return max(self.budget.tool_calls_left - self.tool_calls, 0)
 
     @property
     def tokens_left(self) -> int:
