@@ -56,10 +56,8 @@ def _free_port() -> int:
 @pytest.fixture
 def http_server(tmp_path: Path) -> Iterator[str]:
     port, ready = _free_port(), tmp_path / "inventory.ready"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.inventory.mcp_server", "--port", str(port)]
-        + ["--ready", str(ready)]
-    )
+    command = [sys.executable, "-m", "services.inventory.mcp_server", "--port", str(port)]
+    proc = subprocess.Popen([*command, "--ready", str(ready)])
     try:
         deadline = time.monotonic() + 20
         while not ready.exists():
