@@ -336,6 +336,16 @@ class Settings(BaseSettings):
         description="Longest `wait_s` of the MCP tool publish_request (longer waits are cut).",
     )
 
+    # -- MCP servers agents call (docs/mcp.md#agents-calling-mcp-tools) ----------------------
+    mcp_tool_servers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Where the MCP servers agents declare are: name -> URL (http...) or stdio "
+        "command line; overrides an agent's own declaration.",
+    )
+    mcp_tool_timeout_s: float = Field(
+        default=20.0, gt=0, description="Longest wait for one MCP tool call's answer."
+    )
+
     # -- growth (docs/operations.md#growth) ---------------------------------------------------
     log_max_bytes: int = Field(
         default=50_000_000,

@@ -78,6 +78,7 @@ class HandlerAttempts:
         self.provider = provider
         self.outputs = outputs
         self.service = agent.name
+        self.tools = agent.tool_client(settings)
 
     async def attempt(
         self,
@@ -138,4 +139,5 @@ class HandlerAttempts:
             ),
             settings=self.settings,
             customer=env.customer or "anonymous",
+            tools=self.tools,
         )
