@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import logging
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,7 +23,9 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
+from itinerant.settings import Settings
 from services.inventory import catalogue
+from services.settings import travel_settings
 
 NAME = "inventory"
 PATH = "/mcp"
@@ -89,6 +92,26 @@ async def serve_http(host: str, port: int, ready: Path | None) -> None:
         what="inventory MCP server",
         port_setting="--port",
     )
+
+
+SERVICE = "inventory-mcp"
+
+
+def inventory_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}{PATH}"
+
+
+def serve(settings: Settings) -> None:
+    """Service ``inventory-mcp`` of `itinerant up`: HTTP on ITINERANT_INVENTORY_MCP_PORT, ready
+    when ``<data dir>/run/inventory-mcp.ready`` holds the URL."""
+    port = travel_settings().inventory_mcp_port or DEFAULT_PORT
+    ready = settings.data_dir / "run" / f"{SERVICE}.ready"
+    asyncio.run(serve_http("127.0.0.1", port, ready))
+
+
+def side_servers() -> dict[str, Callable[[Settings], None]]:
+    """The mesh's side servers: this one when ITINERANT_INVENTORY_MCP_PORT is set."""
+    return {SERVICE: serve} if travel_settings().inventory_mcp_port else {}
 
 
 def main(argv: list[str] | None = None) -> None:
