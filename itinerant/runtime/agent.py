@@ -27,7 +27,13 @@ from itinerant.errors import BudgetExceeded
 from itinerant.observability import metrics
 from itinerant.runtime import circuit
 from itinerant.runtime.llm import Completion, LLMProvider
-from itinerant.runtime.tools import McpServerSpec, ToolClient, ToolConfigError, call_tool
+from itinerant.runtime.tools import (
+    McpServerSpec,
+    ToolClient,
+    ToolConfigError,
+    call_tool,
+    generate_with_tools,
+)
 from itinerant.settings import Settings
 from itinerant.wire.budget import Budget
 from itinerant.wire.flows import Flow
@@ -133,6 +139,29 @@ class HandlerContext:
                 f"{self.service} declares no MCP server; use agent.uses_mcp({server!r}, ...)"
             )
         return await call_tool(self, self.tools, server, tool, arguments or {}, call_id=call_id)
+
+    async def generate_with_tools(
+        self, task: str, prompt: str, output: type[T], *, tools: str, max_rounds: int = 8
+    ) -> Completion[T]:
+        """Like :meth:`generate`, with the tools of the declared MCP server ``tools`` offered to
+        the model (function calling, docs/mcp.md#function-calling): each call it asks for is a
+        :meth:`call_tool` (budget checked before each), the token budget is checked before each
+        round, and the typed answer comes back."""
+        if self.tools is None:
+            raise ToolConfigError(
+                f"{self.service} declares no MCP server; use agent.uses_mcp({tools!r}, ...)"
+            )
+        return await generate_with_tools(self, self.tools, task, prompt, output, tools, max_rounds)
+
+    def check_spend_before(self) -> None:
+        """Stop the saga when no token or money is left (a metered provider only)."""
+        if self.provider.metered:
+            self._check_spend(before=True)
+
+    def check_spend_after(self) -> None:
+        """Stop the saga when the spend went past a limit (a metered provider only)."""
+        if self.provider.metered:
+            self._check_spend(before=False)
 
     async def generate(self, task: str, prompt: str, output: type[T]) -> Completion[T]:
         """Ask the LLM for a typed answer, within the request's budget

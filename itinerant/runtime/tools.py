@@ -19,13 +19,14 @@ server) and closes it in the same task: simple, and no session outlives its canc
 from __future__ import annotations
 
 import asyncio
+import json
 import shlex
 import sys
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import httpx2
@@ -35,14 +36,18 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, Tool
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
+from pydantic import BaseModel
 
 from itinerant.errors import BudgetExceeded, DependencyUnavailable, NonRetryableError
 from itinerant.observability import metrics, tracing
 from itinerant.runtime.circuit import CircuitOpen
+from itinerant.runtime.llm import Completion, ToolAsk, ToolRound
 from itinerant.settings import Settings
 
 if TYPE_CHECKING:
     from itinerant.runtime.agent import HandlerContext
+
+T = TypeVar("T", bound=BaseModel)
 
 #: JSON-RPC code the SDK uses when the connection to the server closed.
 CONNECTION_CLOSED = -32000
@@ -286,3 +291,92 @@ async def _with_retries(
             await asyncio.sleep(delay)
             delay = min(delay * 2, settings.retry_max_delay_s)
             attempt += 1
+
+
+def offer(tools: list[Tool]) -> list[dict[str, Any]]:
+    """MCP tools in the Chat Completions ``tools`` format."""
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": tool.name,
+                "description": tool.description or "",
+                "parameters": tool.input_schema,
+            },
+        }
+        for tool in tools
+    ]
+
+
+async def generate_with_tools(
+    ctx: HandlerContext,
+    client: ToolClient,
+    task: str,
+    prompt: str,
+    output: type[T],
+    server: str,
+    max_rounds: int,
+) -> Completion[T]:
+    """``ctx.generate(..., tools=server)``: offer ``server``'s tools to the model, run each call
+    it asks for through :func:`call_tool` (budget checked before each), feed the results back,
+    and return its typed answer (docs/mcp.md#function-calling)."""
+    chat_round = getattr(ctx.provider, "chat_round", None)
+    if chat_round is None:
+        raise ToolConfigError(
+            f"the LLM provider {ctx.provider.name!r} cannot call tools; "
+            "set ITINERANT_LLM_PROVIDER=openai"
+        )
+    with ctx.guard(f"mcp:{server}"):
+        tools = offer(await client.list_tools(server))
+    request: dict[str, Any] = ctx.provider.request(task, prompt, output, None)  # type: ignore[attr-defined]
+    messages: list[dict[str, Any]] = list(request["messages"])
+    tokens = completion_tokens = 0
+    cost = 0.0
+    for _ in range(max_rounds):
+        ctx.check_spend_before()
+        with ctx.guard("llm"):
+            step: ToolRound[T] = await chat_round(
+                task, messages, output, tools=tools, max_tokens=ctx.tokens_left or None
+            )
+        ctx.spend(tokens=step.prompt_tokens + step.completion_tokens, cost_usd=step.cost_usd)
+        tokens += step.prompt_tokens
+        completion_tokens += step.completion_tokens
+        cost += step.cost_usd
+        ctx.check_spend_after()
+        if step.completion is not None:
+            return Completion(
+                step.completion.value,
+                step.completion.model,
+                tokens,
+                completion_tokens,
+                round(cost, 8),
+            )
+        messages.append(step.message)
+        for ask in step.asks:
+            messages.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": ask.call_id,
+                    "content": json.dumps(await _answer_ask(ctx, client, server, ask)),
+                }
+            )
+    raise ToolFailed(
+        f"the model asked for tools {max_rounds} rounds in a row without answering",
+        reason="tool_rounds_exhausted",
+    )
+
+
+async def _answer_ask(
+    ctx: HandlerContext, client: ToolClient, server: str, ask: ToolAsk
+) -> dict[str, Any]:
+    """The tool's answer to one of the model's calls; its refusal goes back to the model."""
+    try:
+        arguments = json.loads(ask.arguments or "{}")
+    except json.JSONDecodeError as exc:
+        return {"error": f"the arguments are not JSON: {exc}"}
+    if not isinstance(arguments, dict):
+        return {"error": "the arguments must be a JSON object"}
+    try:
+        return await call_tool(ctx, client, server, ask.name, arguments, call_id=ask.call_id)
+    except ToolFailed as exc:
+        return {"error": str(exc)}
