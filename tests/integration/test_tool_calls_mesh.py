@@ -15,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from itinerant.observability.tracing import traces_file
+from itinerant.security.tokens import operator_headers
 from services.settings import travel_settings
 
 from .conftest import Broker, System, free_port, start_system
@@ -51,6 +52,14 @@ def metric(system: System, service: str, name: str, **labels: str) -> float:
     )
 
 
+def saga_budget(system: System, saga_id: str) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{system.settings.coordinator_http_port}/sagas/{saga_id}"
+    request = urllib.request.Request(url, headers=operator_headers(system.settings))
+    with urllib.request.urlopen(request, timeout=5) as response:
+        budget: dict[str, Any] = json.loads(response.read())["budget"]
+    return budget
+
+
 def tool_spans(system: System, service: str) -> list[dict[str, Any]]:
     path = traces_file(system.settings.data_dir, service)
     if not path.exists():
@@ -77,6 +86,8 @@ def test_a_trip_searches_through_the_inventory_mcp_server(system: System) -> Non
         system, "hotels", "itinerant_tool_calls_total", tool="search_hotels", outcome="ok"
     )
     assert hotels == 1
+    budget = saga_budget(system, saga_id)  # the spend forwarded in the budget headers
+    assert (budget["tool_calls"], budget["max_tool_calls"]) == (3, 50), budget
     deadline = time.monotonic() + 30  # spans are exported in batches, a moment after the step
     while len(spans := tool_spans(system, "flights")) < 2:
         assert time.monotonic() < deadline, f"no execute_tool spans in flights' traces: {spans}"

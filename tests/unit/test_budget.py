@@ -119,3 +119,14 @@ def test_the_tool_call_limit_only_shrinks_and_is_clamped() -> None:
     ceiling = budget(max_tool_calls=2)
     assert not before.limits_within(ceiling)
     assert before.clamped(ceiling).max_tool_calls == 2
+
+
+def test_parallel_branches_tool_calls_add_up_at_the_join() -> None:
+    from itinerant.coordinator.saga_groups import merge_budgets
+
+    base = budget(hops=2, tool_calls=1)
+    merged = merge_budgets(
+        base, [base.spent(hops=1, tool_calls=2), base.spent(hops=1, tool_calls=1)]
+    )
+    assert merged is not None
+    assert (merged.hops, merged.tool_calls) == (4, 4)
