@@ -35,7 +35,6 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, Tool
 from opentelemetry import trace
-from opentelemetry.trace import StatusCode
 from pydantic import BaseModel
 
 from itinerant.errors import BudgetExceeded, DependencyUnavailable, NonRetryableError
@@ -262,7 +261,6 @@ async def call_tool(
             if outcome != "tool_error":
                 outcome = "unavailable" if isinstance(exc, DependencyUnavailable) else "error"
             tracing.mark_error(span, str(reason), str(exc))
-            span.set_status(StatusCode.ERROR, str(exc)[:200])
             raise
         finally:
             labels = (ctx.service, server, tool)
