@@ -93,6 +93,14 @@ class Mesh:
     #: ``summary(output)``: one line for people about a completed saga's final payload (the
     #: demo's table, the gateway's status); None: the framework shows the step count only.
     summary: Callable[[dict[str, Any]], str | None] | None = None
+    #: ``servers()``: the side servers to run beside the agents now, by service name, each a
+    #: ``main(settings)`` that serves until stopped (an MCP server the agents call, say):
+    #: `itinerant up` starts each as a service, `itinerant worker <name>` runs one
+    #: (docs/mcp.md#agents-calling-mcp-tools). None: there are none.
+    servers: Callable[[], dict[str, Callable[[Settings], None]]] | None = None
+
+    def side_servers(self) -> dict[str, Callable[[Settings], None]]:
+        return dict(self.servers()) if self.servers is not None else {}
 
     def summarize(self, output: dict[str, Any] | None) -> str | None:
         if output is None or self.summary is None:

@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from itinerant.wire.budget import DEFAULT_MAX_TOOL_CALLS
+
 
 def _kafka_alias(name: str) -> AliasChoices:
     """``KAFKA_<NAME>`` or ``ITINERANT_KAFKA_<NAME>``, as KAFKA_BOOTSTRAP_SERVERS."""
@@ -178,6 +180,9 @@ class Settings(BaseSettings):
     )
     default_max_tokens: int = Field(default=20_000, ge=0, description="Token budget.")
     default_max_cost_usd: float = Field(default=1.0, ge=0, description="LLM spend budget.")
+    default_max_tool_calls: int = Field(
+        default=DEFAULT_MAX_TOOL_CALLS, ge=0, description="Tool-call budget (MCP tools)."
+    )
     step_timeout_s: float = Field(default=60.0, gt=0, description="A step stuck longer fails.")
     timer_interval_s: float = Field(default=1.0, gt=0, description="Coordinator timer tick.")
 
@@ -335,6 +340,16 @@ class Settings(BaseSettings):
         gt=0,
         le=3600,
         description="Longest `wait_s` of the MCP tool publish_request (longer waits are cut).",
+    )
+
+    # -- MCP servers agents call (docs/mcp.md#agents-calling-mcp-tools) ----------------------
+    mcp_tool_servers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Where the MCP servers agents declare are: name -> URL (http...) or stdio "
+        "command line; overrides an agent's own declaration.",
+    )
+    mcp_tool_timeout_s: float = Field(
+        default=20.0, gt=0, description="Longest wait for one MCP tool call's answer."
     )
 
     # -- growth (docs/operations.md#growth) ---------------------------------------------------

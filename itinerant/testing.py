@@ -137,6 +137,7 @@ async def run_handler(
             log=logging.LoggerAdapter(logging.getLogger(f"itinerant.{agent.name}"), {}),
             settings=settings,
             customer=customer,
+            tools=agent.tool_client(settings),
         )
         try:
             output = await asyncio.wait_for(spec.func(model, ctx), timeout=spec.timeout_s)

@@ -11,6 +11,7 @@ from services import approval, flows
 from services.contracts.trip import TripDocument, TripRequest
 from services.flights.agent import agent as flights
 from services.hotels.agent import agent as hotels
+from services.inventory.mcp_server import side_servers
 from services.notifier.agent import agent as notifier
 from services.planner.agent import agent as planner
 from services.probe.agent import agent as probe
@@ -41,7 +42,8 @@ def summary(output: dict[str, Any]) -> str | None:
 mesh = Mesh(
     "travel",
     agents=AGENTS,
-    optional_agents=[probe],  # diagnostics for the routing tests: runs only when listed
+    optional_agents=[probe],
+    servers=side_servers,  # diagnostics for the routing tests: runs only when listed
     entry=flows.PLAN,
     flows=flows.FLOWS,
     request_model=TripRequest,

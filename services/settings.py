@@ -24,6 +24,13 @@ class TravelSettings(BaseSettings):
     max_replans: int = Field(
         default=2, ge=0, description="Re-plans after the validator rejects an LLM's facts."
     )
+    inventory_mcp_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="The inventory MCP server's port: `up` starts it (service inventory-mcp) "
+        "and flights and hotels search through it (0: they read the catalogue in process).",
+    )
     fault_inventory_rate: float = Field(
         default=0.0, ge=0, le=1, description="Chaos testing: share of inventory calls that fail."
     )

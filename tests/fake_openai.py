@@ -31,6 +31,8 @@ class Reply:
     completion_tokens: int = 60
     delay_s: float = 0.0
     finish_reason: str = "stop"
+    #: Tool calls the model asks for (``[(name, arguments), ...]``) instead of an answer.
+    tool_calls: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 
 @dataclass
@@ -104,6 +106,18 @@ class FakeOpenAI:
 
 
 def completion(model: str, reply: Reply) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+    finish_reason = reply.finish_reason
+    if reply.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": f"call_{i}",
+                "type": "function",
+                "function": {"name": name, "arguments": json.dumps(arguments)},
+            }
+            for i, (name, arguments) in enumerate(reply.tool_calls)
+        ]
+        finish_reason = "tool_calls"
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
@@ -112,8 +126,8 @@ def completion(model: str, reply: Reply) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": reply.content},
-                "finish_reason": reply.finish_reason,
+                "message": message,
+                "finish_reason": finish_reason,
             }
         ],
         "usage": {

@@ -132,6 +132,14 @@ def worker(
         except ItinerantError as exc:
             raise _fail(exc.describe(), 2) from exc
         return
+    side = load_mesh(settings.app).side_servers()
+    if service in side:
+        configure_logging(service, settings.log_level)
+        try:
+            side[service](settings)
+        except ItinerantError as exc:
+            raise _fail(exc.describe(), 2) from exc
+        return
     if service not in [*settings.service_names(), "agents"]:
         raise _fail(f"no service {service!r}; services: {', '.join(settings.service_names())}", 2)
     configure_logging(service, settings.log_level)

@@ -96,6 +96,7 @@ class Supervisor:
                 self.services.append("mcp")
             if self.settings.console_port:
                 self.services.append("console")
+            self.services.extend(load_mesh(self.settings.app).side_servers())
 
     @property
     def run_dir(self) -> Path:

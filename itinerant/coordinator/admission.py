@@ -103,6 +103,7 @@ class Admission:
                 if request.max_cost_usd is not None
                 else self.settings.default_max_cost_usd,
             ),
+            max_tool_calls=self.settings.default_max_tool_calls,
         )
 
     def refuse(self, record: InRecord, read: Refused) -> Processed:

@@ -118,12 +118,15 @@ def merge_outputs(outputs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def merge_budgets(base: Budget | None, branches: list[Budget]) -> Budget | None:
-    """Every branch's spend counts: hops, tokens and cost add up across branches."""
+    """Every branch's spend counts: hops, tokens, cost and tool calls add up across branches."""
     if not branches:
         return base
-    root = base or branches[0].model_copy(update={"hops": 0, "tokens": 0, "cost_usd": 0.0})
+    root = base or branches[0].model_copy(
+        update={"hops": 0, "tokens": 0, "cost_usd": 0.0, "tool_calls": 0}
+    )
     return root.spent(
         hops=sum(b.hops - root.hops for b in branches),
         tokens=sum(b.tokens - root.tokens for b in branches),
         cost_usd=sum(b.cost_usd - root.cost_usd for b in branches),
+        tool_calls=sum(b.tool_calls - root.tool_calls for b in branches),
     )

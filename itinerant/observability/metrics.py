@@ -64,6 +64,17 @@ CONSUMER_LAG = Gauge(
 )
 LLM_TOKENS = Counter("itinerant_llm_tokens_total", "LLM tokens used.", ["service", "model", "kind"])
 LLM_COST = Counter("itinerant_llm_cost_usd_total", "LLM spend in US dollars.", ["service", "model"])
+TOOL_CALLS = Counter(
+    "itinerant_tool_calls_total",
+    "MCP tool calls, by server, tool and outcome.",
+    ["service", "server", "tool", "outcome"],
+)
+TOOL_CALL_SECONDS = Histogram(
+    "itinerant_tool_call_seconds",
+    "Duration of MCP tool calls (retries included).",
+    ["service", "server", "tool"],
+    buckets=LATENCY_BUCKETS,
+)
 BUDGET_EXCEEDED = Counter(
     "itinerant_budget_exceeded_total", "Requests stopped by a budget, by kind.", ["service", "kind"]
 )

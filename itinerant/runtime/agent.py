@@ -27,6 +27,13 @@ from itinerant.observability import metrics
 from itinerant.runtime import circuit
 from itinerant.runtime.llm import Completion, LLMProvider
 from itinerant.runtime.store import Database
+from itinerant.runtime.tools import (
+    McpServerSpec,
+    ToolClient,
+    ToolConfigError,
+    call_tool,
+    generate_with_tools,
+)
 from itinerant.settings import Settings
 from itinerant.wire.budget import Budget
 from itinerant.wire.flows import Flow
@@ -63,9 +70,13 @@ class HandlerContext:
     route: list[SlipStep] | None = None
     tokens: int = 0
     cost_usd: float = 0.0
+    #: MCP tool calls made by this step (docs/mcp.md#agents-calling-mcp-tools).
+    tool_calls: int = 0
     #: The customer identity the saga acts for, as the coordinator established it at ingress
     #: (an authenticated caller, or ``anonymous:<saga id>`` for a bare request).
     customer: str = "anonymous"
+    #: The agent's MCP servers (docs/mcp.md#agents-calling-mcp-tools); None: it declares none.
+    tools: ToolClient | None = None
 
     @property
     def customer_is_operator(self) -> bool:
@@ -96,14 +107,61 @@ class HandlerContext:
             self.settings.circuit_reset_s,
         ).guard()
 
-    def spend(self, *, tokens: int = 0, cost_usd: float = 0.0) -> None:
+    def spend(self, *, tokens: int = 0, cost_usd: float = 0.0, tool_calls: int = 0) -> None:
         self.tokens += tokens
         self.cost_usd += cost_usd
+        self.tool_calls += tool_calls
+
+    @property
+    def tool_calls_left(self) -> int:
+        """Tool calls the request may still make, this step's own included."""
+        return max(self.budget.tool_calls_left - self.tool_calls, 0)
 
     @property
     def tokens_left(self) -> int:
         """Tokens the request may still spend, this step's own spend included."""
         return max(self.budget.tokens_left - self.tokens, 0)
+
+    async def call_tool(
+        self,
+        server: str,
+        tool: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        call_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Call ``tool`` on the declared MCP server ``server`` and return its structured answer
+        (docs/mcp.md#agents-calling-mcp-tools): budget checked first, counted in this step's
+        spend, through the ``mcp:<server>`` circuit breaker, retried when the server cannot be
+        reached, traced as ``execute_tool <tool>``."""
+        if self.tools is None:
+            raise ToolConfigError(
+                f"{self.service} declares no MCP server; use agent.uses_mcp({server!r}, ...)"
+            )
+        return await call_tool(self, self.tools, server, tool, arguments or {}, call_id=call_id)
+
+    async def generate_with_tools(
+        self, task: str, prompt: str, output: type[T], *, tools: str, max_rounds: int = 8
+    ) -> Completion[T]:
+        """Like :meth:`generate`, with the tools of the declared MCP server ``tools`` offered to
+        the model (function calling, docs/mcp.md#function-calling): each call it asks for is a
+        :meth:`call_tool` (budget checked before each), the token budget is checked before each
+        round, and the typed answer comes back."""
+        if self.tools is None:
+            raise ToolConfigError(
+                f"{self.service} declares no MCP server; use agent.uses_mcp({tools!r}, ...)"
+            )
+        return await generate_with_tools(self, self.tools, task, prompt, output, tools, max_rounds)
+
+    def check_spend_before(self) -> None:
+        """Stop the saga when no token or money is left (a metered provider only)."""
+        if self.provider.metered:
+            self._check_spend(before=True)
+
+    def check_spend_after(self) -> None:
+        """Stop the saga when the spend went past a limit (a metered provider only)."""
+        if self.provider.metered:
+            self._check_spend(before=False)
 
     async def generate(self, task: str, prompt: str, output: type[T]) -> Completion[T]:
         """Ask the LLM for a typed answer, within the request's budget
@@ -194,6 +252,28 @@ class Agent:
         self.handlers: dict[str, HandlerSpec] = {}
         self.compensations: dict[str, Compensation] = {}
         self.setups: list[Setup] = []
+        self.mcp_servers: dict[str, McpServerSpec] = {}
+
+    def uses_mcp(
+        self,
+        name: str,
+        *,
+        url: str | None = None,
+        command: Sequence[str] = (),
+        costs: dict[str, float] | None = None,
+    ) -> None:
+        """Declare an MCP server this agent's handlers call (``ctx.call_tool(name, ...)``):
+        streamable HTTP at ``url`` or a stdio ``command``; ``costs`` in US dollars per call of a
+        tool. ``ITINERANT_MCP_TOOL_SERVERS`` may move it (docs/mcp.md#agents-calling-mcp-tools)."""
+        self.mcp_servers[name] = McpServerSpec(
+            name, url=url, command=tuple(command), costs=dict(costs or {})
+        )
+
+    def tool_client(self, settings: Settings) -> ToolClient | None:
+        """The client of this agent's MCP servers, or None when it uses none."""
+        if not self.mcp_servers:
+            return None
+        return ToolClient(self.mcp_servers, settings)
 
     def handler(
         self,

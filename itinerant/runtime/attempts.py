@@ -44,6 +44,7 @@ def default_budget(settings: Settings, now: datetime | None = None) -> Budget:
         deadline=now + timedelta(seconds=settings.default_deadline_s),
         max_tokens=settings.default_max_tokens,
         max_cost_usd=settings.default_max_cost_usd,
+        max_tool_calls=settings.default_max_tool_calls,
     )
 
 
@@ -77,6 +78,7 @@ class HandlerAttempts:
         self.provider = provider
         self.outputs = outputs
         self.service = agent.name
+        self.tools = agent.tool_client(settings)
 
     async def attempt(
         self,
@@ -137,4 +139,5 @@ class HandlerAttempts:
             ),
             settings=self.settings,
             customer=env.customer or "anonymous",
+            tools=self.tools,
         )

@@ -30,6 +30,29 @@ class Completion(Generic[T]):
     cost_usd: float = 0.0
 
 
+@dataclass(frozen=True)
+class ToolAsk:
+    """One tool call the model asked for: its id, the tool's name, the arguments (JSON)."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ToolRound(Generic[T]):
+    """One chat round with tools offered: the tool calls the model asks for, or its answer
+    (``completion``); the usage of the round either way."""
+
+    asks: list[ToolAsk]
+    completion: Completion[T] | None
+    #: The model's message as it goes back into the conversation (with its tool calls).
+    message: dict[str, Any]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+
 class LLMProvider(Protocol):
     name: str
     metered: bool  # spends tokens and money (checked against the request's budget)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from itinerant.errors import BudgetExceeded, NonRetryableError, ProviderUnavailable, RetryableError
 from itinerant.observability import metrics
-from itinerant.runtime.llm import Completion
+from itinerant.runtime.llm import Completion, ToolAsk, ToolRound
 from itinerant.settings import Settings
 
 T = TypeVar("T", bound=BaseModel)
@@ -104,10 +104,72 @@ class OpenAIProvider:
     async def _generate(
         self, span: Span, task: str, prompt: str, output: type[T], max_tokens: int | None
     ) -> Completion[T]:
-        try:
-            reply = await self._client.chat.completions.create(
-                **self.request(task, prompt, output, max_tokens)
+        reply = await self._create(self.request(task, prompt, output, max_tokens))
+        prompt_tokens, completion_tokens, cost = self._usage(span, reply)
+        if not reply.choices:
+            raise InvalidLLMOutput("the reply has no choices")
+        return self._answer(
+            span, reply.choices[0], output, max_tokens, prompt_tokens, completion_tokens, cost
+        )
+
+    async def chat_round(
+        self,
+        task: str,
+        messages: list[dict[str, Any]],
+        output: type[T],
+        *,
+        tools: list[dict[str, Any]],
+        max_tokens: int | None = None,
+    ) -> ToolRound[T]:
+        """One round of function calling (docs/mcp.md#function-calling): ``messages`` so far
+        (the first is the prompt, as :meth:`request` builds it), ``tools`` offered in the
+        Chat Completions ``tools`` format; the model's tool calls, or its typed answer."""
+        tracer = trace.get_tracer("itinerant.llm")
+        with tracer.start_as_current_span(
+            f"chat {self.model}",
+            kind=trace.SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.system": "openai",
+                "gen_ai.request.model": self.model,
+                "itinerant.llm.task": task,
+                **({"gen_ai.request.max_tokens": max_tokens} if max_tokens else {}),
+            },
+        ) as span:
+            request = self.request(task, "", output, max_tokens)
+            request["messages"] = messages
+            request["tools"] = tools
+            reply = await self._create(request)
+            prompt_tokens, completion_tokens, cost = self._usage(span, reply)
+            if not reply.choices:
+                raise InvalidLLMOutput("the reply has no choices")
+            choice = reply.choices[0]
+            calls = choice.message.tool_calls or []
+            message: dict[str, Any] = {"role": "assistant", "content": choice.message.content}
+            if calls:
+                asks = [
+                    ToolAsk(c.id, c.function.name, c.function.arguments or "{}")
+                    for c in calls
+                    if c.type == "function"
+                ]
+                message["tool_calls"] = [
+                    {
+                        "id": a.call_id,
+                        "type": "function",
+                        "function": {"name": a.name, "arguments": a.arguments},
+                    }
+                    for a in asks
+                ]
+                span.set_attribute("gen_ai.response.finish_reasons", [choice.finish_reason or ""])
+                return ToolRound(asks, None, message, prompt_tokens, completion_tokens, cost)
+            answer = self._answer(
+                span, choice, output, max_tokens, prompt_tokens, completion_tokens, cost
             )
+            return ToolRound([], answer, message, prompt_tokens, completion_tokens, cost)
+
+    async def _create(self, request: dict[str, Any]) -> Any:
+        try:
+            return await self._client.chat.completions.create(**request)
         except openai.APITimeoutError as exc:
             raise ProviderUnavailable(
                 f"LLM call timed out after {self.settings.llm_timeout_s}s",
@@ -123,6 +185,8 @@ class OpenAIProvider:
                 reason="llm_rejected",
                 hint="check the model name, the API key and the request size",
             ) from exc
+
+    def _usage(self, span: Span, reply: Any) -> tuple[int, int, float]:
         usage = reply.usage
         prompt_tokens = usage.prompt_tokens if usage else 0
         completion_tokens = usage.completion_tokens if usage else 0
@@ -133,9 +197,18 @@ class OpenAIProvider:
         metrics.LLM_TOKENS.labels(self.service, self.model, "input").inc(prompt_tokens)
         metrics.LLM_TOKENS.labels(self.service, self.model, "output").inc(completion_tokens)
         metrics.LLM_COST.labels(self.service, self.model).inc(cost)
-        if not reply.choices:
-            raise InvalidLLMOutput("the reply has no choices")
-        choice = reply.choices[0]
+        return prompt_tokens, completion_tokens, cost
+
+    def _answer(
+        self,
+        span: Span,
+        choice: Any,
+        output: type[T],
+        max_tokens: int | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost: float,
+    ) -> Completion[T]:
         span.set_attribute("gen_ai.response.finish_reasons", [choice.finish_reason or ""])
         text = choice.message.content or ""
         try:

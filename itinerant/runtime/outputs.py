@@ -124,7 +124,9 @@ class StepOutputs:
         slip = slip.advanced(self.service, env.id, now_utc(), skipped=skipped)
         slip = self.keys.signed_slip(env.saga_id, slip)
         slip.check_agents(self.settings.agents)
-        budget = ctx.budget.spent(hops=1, tokens=ctx.tokens, cost_usd=ctx.cost_usd)
+        budget = ctx.budget.spent(
+            hops=1, tokens=ctx.tokens, cost_usd=ctx.cost_usd, tool_calls=ctx.tool_calls
+        )
         if not budget.within(env.budget):
             raise BudgetExceeded(
                 "budget", f"{self.service}.{spec.action} tried to raise the budget's limits"

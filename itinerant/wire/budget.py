@@ -10,6 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from itinerant.errors import BudgetExceeded, InvalidSlip
 
+DEFAULT_MAX_TOOL_CALLS = 50
+"""The tool-call limit of a header written before the field existed, and the default of
+``ITINERANT_DEFAULT_MAX_TOOL_CALLS`` (docs/wire-contract.md#the-budget-header)."""
+
 
 class Budget(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -18,9 +22,13 @@ class Budget(BaseModel):
     deadline: datetime
     max_tokens: int = Field(default=0, ge=0, description="0 = no LLM tokens allowed")
     max_cost_usd: float = Field(default=0.0, ge=0)
+    max_tool_calls: int = Field(
+        default=DEFAULT_MAX_TOOL_CALLS, ge=0, description="0 = no tool calls allowed"
+    )
     hops: int = Field(default=0, ge=0)
     tokens: int = Field(default=0, ge=0)
     cost_usd: float = Field(default=0.0, ge=0)
+    tool_calls: int = Field(default=0, ge=0)
 
     def check(self, now: datetime | None = None) -> None:
         now = now or datetime.now(UTC)
@@ -32,13 +40,20 @@ class Budget(BaseModel):
             raise BudgetExceeded("tokens", f"used {self.tokens} of {self.max_tokens} tokens")
         if self.cost_usd > self.max_cost_usd:
             raise BudgetExceeded("cost", f"spent ${self.cost_usd:.4f} of ${self.max_cost_usd:.4f}")
+        if self.tool_calls > self.max_tool_calls:
+            raise BudgetExceeded(
+                "tool_calls", f"made {self.tool_calls} of {self.max_tool_calls} tool calls"
+            )
 
-    def spent(self, *, hops: int = 0, tokens: int = 0, cost_usd: float = 0.0) -> Budget:
+    def spent(
+        self, *, hops: int = 0, tokens: int = 0, cost_usd: float = 0.0, tool_calls: int = 0
+    ) -> Budget:
         return self.model_copy(
             update={
                 "hops": self.hops + hops,
                 "tokens": self.tokens + tokens,
                 "cost_usd": round(self.cost_usd + cost_usd, 6),
+                "tool_calls": self.tool_calls + tool_calls,
             }
         )
 
@@ -52,9 +67,11 @@ class Budget(BaseModel):
             and self.deadline <= before.deadline
             and self.max_tokens <= before.max_tokens
             and self.max_cost_usd <= before.max_cost_usd + 1e-9
+            and self.max_tool_calls <= before.max_tool_calls
             and self.hops >= before.hops
             and self.tokens >= before.tokens
             and self.cost_usd >= before.cost_usd - 1e-9
+            and self.tool_calls >= before.tool_calls
         )
 
     def limits_within(self, ceiling: Budget) -> bool:
@@ -64,6 +81,7 @@ class Budget(BaseModel):
             and self.deadline <= ceiling.deadline
             and self.max_tokens <= ceiling.max_tokens
             and self.max_cost_usd <= ceiling.max_cost_usd + 1e-9
+            and self.max_tool_calls <= ceiling.max_tool_calls
         )
 
     def clamped(self, ceiling: Budget) -> Budget:
@@ -74,12 +92,17 @@ class Budget(BaseModel):
                 "deadline": min(self.deadline, ceiling.deadline),
                 "max_tokens": min(self.max_tokens, ceiling.max_tokens),
                 "max_cost_usd": min(self.max_cost_usd, ceiling.max_cost_usd),
+                "max_tool_calls": min(self.max_tool_calls, ceiling.max_tool_calls),
             }
         )
 
     @property
     def tokens_left(self) -> int:
         return max(self.max_tokens - self.tokens, 0)
+
+    @property
+    def tool_calls_left(self) -> int:
+        return max(self.max_tool_calls - self.tool_calls, 0)
 
     def encode(self) -> bytes:
         return self.model_dump_json().encode()

@@ -9,6 +9,7 @@ from itinerant.runtime.agent import Agent, HandlerContext
 from itinerant.wire.slip import APPROVAL_VISIT
 from services.contracts.trip import FlightBooking, FlightLeg, FlightQuote, Refund, TripDocument
 from services.inventory import Flight, catalogue
+from services.inventory import search as inventory
 from services.settings import travel_settings
 
 from .faults import inject_inventory_faults
@@ -38,18 +39,20 @@ CREATE TABLE IF NOT EXISTS flight_booking_owners (
 """
 
 agent = Agent("flights", "Books flights against the inventory.", migrations=(BOOKINGS, OWNERS))
+inventory.declare(agent)
 
 
 @agent.handler("search")
 async def search(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
-    """Find the flights of the plan with enough free seats; holds nothing."""
+    """Find the flights of the plan with enough free seats (through the inventory MCP server
+    when there is one); holds nothing."""
     plan = trip.require_plan()
     with ctx.guard("inventory"):
         inject_inventory_faults(ctx)
     legs = []
     for flight, day in (
-        (_flight(plan.origin, plan.destination), plan.depart_date),
-        (_flight(plan.destination, plan.origin), plan.return_date),
+        (await _searched(ctx, plan.origin, plan.destination), plan.depart_date),
+        (await _searched(ctx, plan.destination, plan.origin), plan.return_date),
     ):
         free = flight.seats - _seats_taken(ctx, flight, day)
         if free < plan.travellers:
@@ -205,6 +208,13 @@ def _seats_taken(ctx: HandlerContext, flight: Flight, day: date) -> int:
         (flight.flight_no, day.isoformat(), ctx.idempotency_key),
     ).fetchone()[0]
     return taken
+
+
+async def _searched(ctx: HandlerContext, origin: str, destination: str) -> Flight:
+    found = await inventory.flights(ctx, origin, destination)
+    if not found:
+        raise BusinessFailure(f"no flight from {origin} to {destination}", reason="no_route")
+    return found[0]
 
 
 def _flight(origin: str, destination: str) -> Flight:

@@ -7,6 +7,7 @@ from itinerant.runtime.agent import Agent, HandlerContext
 from itinerant.wire.slip import APPROVAL_VISIT
 from services.contracts.trip import HotelBooking, HotelQuote, TripDocument
 from services.inventory import Hotel, catalogue
+from services.inventory import search as inventory
 
 BOOKINGS = """
 CREATE TABLE IF NOT EXISTS hotel_bookings (
@@ -23,6 +24,7 @@ CREATE INDEX IF NOT EXISTS hotel_bookings_by_hotel ON hotel_bookings(hotel_id, s
 """
 
 agent = Agent("hotels", "Books hotel rooms against the inventory.", migrations=(BOOKINGS,))
+inventory.declare(agent)
 
 
 def rooms_for(travellers: int) -> int:
@@ -31,10 +33,11 @@ def rooms_for(travellers: int) -> int:
 
 @agent.handler("search")
 async def search(trip: TripDocument, ctx: HandlerContext) -> TripDocument:
-    """Quote the cheapest hotel of the destination from the catalogue. Rooms are not held, and
-    availability is confirmed on booking (as with real hotel search APIs)."""
+    """Quote the cheapest hotel of the destination from the catalogue (through the inventory MCP
+    server when there is one). Rooms are not held, and availability is confirmed on booking (as
+    with real hotel search APIs)."""
     plan = trip.require_plan()
-    hotels = catalogue().hotels_in(plan.destination)
+    hotels = await inventory.hotels(ctx, plan.destination)
     if not hotels:
         raise BusinessFailure(f"no hotels in {plan.destination}", reason="no_hotels")
     hotel = hotels[0]
