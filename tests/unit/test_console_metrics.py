@@ -19,8 +19,6 @@ itinerant_consumer_lag_messages{{service="search",topic="t.search"}} 3
 # TYPE itinerant_processing_seconds histogram
 itinerant_processing_seconds_bucket{{service="search",topic="t.search",le="0.1"}} {processed}
 itinerant_processing_seconds_bucket{{service="search",topic="t.search",le="+Inf"}} {processed}
-# TYPE itinerant_sagas gauge
-itinerant_sagas{{state="completed"}} 4
 """
 
 
@@ -53,19 +51,24 @@ def test_the_ring_keeps_the_latest_points_and_serves_series() -> None:
     ring = Ring(keep=3)
     previous: list[Scrape] | None = None
     for i in range(5):
-        current = [scrape_of("search", 10.0 + 5 * i, agent_text(10 * (i + 1) ** 2))]
+        current = [
+            scrape_of("search", 10.0 + 5 * i, agent_text(10 * (i + 1) ** 2)),
+            scrape_of("coordinator", 10.0 + 5 * i, 'itinerant_sagas{state="completed"} 4\n'),
+        ]
         ring.add(point_of(frame(current, previous)))
         previous = current
     assert len(ring.points) == 3
     charts = {c["name"]: c for c in ring.series()}
     assert set(charts) == {"throughput", "p99", "lag", "dead_letters", "sagas"}
-    (throughput,) = charts["throughput"]["series"]
-    assert throughput["name"] == "search"
+    by_service = {s["name"]: s for s in charts["throughput"]["series"]}
+    assert set(by_service) == {"search", "coordinator"}
+    throughput = by_service["search"]
     # the last three windows: (90-40)/5, (160-90)/5, (250-160)/5
     assert [v for _, v in throughput["points"]] == [10.0, 14.0, 18.0]
     times = [t for t, _ in throughput["points"]]
     assert times == sorted(times)
-    assert charts["sagas"]["series"][0]["name"] == "completed"
+    (completed,) = charts["sagas"]["series"]
+    assert completed["name"] == "completed" and completed["points"][-1][1] == 4.0
 
 
 def test_the_sampler_rates_over_the_window_since_its_previous_sample() -> None:

@@ -348,7 +348,8 @@ function ms(seconds) {
 function circuits(row) {
   const entries = Object.entries(row.circuits || {});
   if (!entries.length) return "-";
-  return entries.map(([dep, state]) => el("span", { class: `state c-${state}`, text: `${dep} ${state}` }));
+  return el("div", { class: "chips" },
+    entries.map(([dep, state]) => el("span", { class: `state c-${state}`, text: `${dep} ${state}` })));
 }
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -369,7 +370,8 @@ function lineChart(chart) {
   const card = el("figure", { class: "chart", "data-chart": chart.name }, el("figcaption", { text: chart.title }));
   if (!points.length) { card.append(el("p", { class: "muted", text: "no samples yet" })); return card; }
   const t0 = Math.min(...points.map((p) => p[0])), t1 = Math.max(t0 + 1, ...points.map((p) => p[0]));
-  const top = Math.max(1e-9, ...points.map((p) => p[1]));
+  const high = Math.max(0, ...points.map((p) => p[1]));
+  const top = high > 0 ? high : 1;
   const x = (t) => P + ((t - t0) / (t1 - t0)) * (W - 2 * P);
   const y = (v) => H - P - (v / top) * (H - 2 * P);
   const lines = chart.series.map((s, i) => svg("polyline", {
@@ -378,7 +380,7 @@ function lineChart(chart) {
   }));
   card.append(svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": chart.title },
     svg("line", { x1: P, y1: H - P, x2: W - P, y2: H - P, stroke: "#dde1e8" }),
-    svg("text", { x: P + 2, y: 12, class: "axis", text: `max ${Number(top.toPrecision(3))}` }), lines));
+    svg("text", { x: P + 2, y: 12, class: "axis", text: `max ${Number(high.toPrecision(3))}` }), lines));
   card.append(el("div", { class: "legend" }, chart.series.map((s, i) => el("span", {},
     el("i", { css: { background: COLOURS[i % COLOURS.length] } }),
     `${s.name} ${fmt(s.points.length ? s.points[s.points.length - 1][1] : null, 2)}`))));
