@@ -212,6 +212,16 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a console login lasts before the operator's token is asked again.",
     )
+    console_sample_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often the console samples the services' metrics for its charts.",
+    )
+    console_history_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="How far back the console's charts go (samples kept in memory).",
+    )
     gateway_token: SecretStr | None = Field(
         default=None, description="Bearer token of the A2A principal `default`."
     )

@@ -6,6 +6,9 @@ POST /logout
 GET  /api/me                   who is logged in
 GET  /api/sagas?state=&limit=  the coordinator's saga list, as the logged-in operator
 GET  /api/sagas/<id>           one saga
+GET  /api/sagas/<id>/trace     its spans, as ``itinerant trace --json`` gives them
+GET  /api/agents               per service: up, msg/s, failures, retries, lag, p99, circuits
+GET  /api/charts               the sampled series of the dashboard's main panels
 GET  /api/dead-letters         every dead letter with its status
 GET  /api/dead-letters/<id>    one, with headers and payload
 POST /api/dead-letters/<id>/replay   {"force": bool}
@@ -32,10 +35,13 @@ import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from itinerant.cli.trace import find_traces, trace_dict
+from itinerant.observability.service_metrics import scrape_all
 from itinerant.security.tokens import view_table
 from itinerant.settings import Settings
 
 from . import actions
+from .metrics import Sampler
 from .sessions import COOKIE, LoginRefused, Session, Sessions
 
 log = logging.getLogger(__name__)
@@ -89,6 +95,9 @@ class Console:
         self.sessions = sessions
         self.coordinator = f"http://127.0.0.1:{settings.coordinator_http_port}"
         self.http: aiohttp.ClientSession | None = None
+        self.sampler = Sampler(
+            partial(scrape_all, settings), settings.console_sample_s, settings.console_history_s
+        )
 
     async def _view(self, request: web.Request, path: str) -> web.Response:
         """The coordinator's view at ``path``, asked with the operator's own token."""
@@ -169,6 +178,27 @@ class Console:
     async def saga(self, request: web.Request) -> web.Response:
         return await self._view(request, f"/sagas/{quote(request.match_info['id'], safe='')}")
 
+    async def trace(self, request: web.Request) -> web.Response:
+        saga_id = request.match_info["id"]
+        folder = self.settings.data_dir / "traces"
+
+        def spans() -> dict[str, Any]:
+            found = find_traces(folder, saga_id)
+            return {"saga_id": saga_id, "traces": [trace_dict(t) for t in found]}
+
+        return await self._blocking(spans)
+
+    async def agents(self, _: web.Request) -> web.Response:
+        view = self.sampler.latest
+        if view is None:
+            view = await asyncio.get_running_loop().run_in_executor(None, self.sampler.sample)
+        return web.json_response(view.as_dict())
+
+    async def charts(self, _: web.Request) -> web.Response:
+        return web.json_response(
+            {"every_s": self.sampler.every_s, "charts": self.sampler.ring.series()}
+        )
+
     async def dead_letters(self, _: web.Request) -> web.Response:
         return await self._blocking(partial(actions.dead_letters, self.settings))
 
@@ -225,7 +255,12 @@ class Console:
             )
         )
 
+    async def start(self, _: web.Application) -> None:
+        if self.settings.metrics_port_base:
+            self.sampler.start()
+
     async def close(self, _: web.Application) -> None:
+        await self.sampler.stop()
         if self.http is not None:
             await self.http.close()
 
@@ -248,6 +283,7 @@ def make_app(settings: Settings) -> web.Application:
     sessions = Sessions(view_table(settings), settings.console_session_s)
     console = Console(settings, sessions)
     app = web.Application(middlewares=[_guard(sessions)], client_max_size=64 * 1024)
+    app.on_startup.append(console.start)
     app.on_cleanup.append(console.close)
     app.add_routes(
         [
@@ -259,6 +295,9 @@ def make_app(settings: Settings) -> web.Application:
             web.get("/api/me", console.me),
             web.get("/api/sagas", console.sagas),
             web.get("/api/sagas/{id}", console.saga),
+            web.get("/api/sagas/{id}/trace", console.trace),
+            web.get("/api/agents", console.agents),
+            web.get("/api/charts", console.charts),
             web.get("/api/dead-letters", console.dead_letters),
             web.get("/api/dead-letters/{id}", console.dead_letter),
             web.post("/api/dead-letters/{id}/replay", console.replay),

@@ -6,6 +6,7 @@ a screenshot under docs/images/ (shown in the README; docs/console.md#tests)."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -192,3 +193,43 @@ def test_approve_a_held_trip_on_the_page_and_it_completes(system: System, page: 
     page.goto(base(system) + f"#/sagas/{saga_id}")  # type: ignore[attr-defined]
     expect(page.locator("#saga-state")).to_have_text("completed")  # type: ignore[attr-defined]
     shoot(page, "narrow")
+
+
+def test_agents_charts_and_the_trace_of_a_saga(system: System, page: object) -> None:
+    fix_flights(system)
+    saga_id = system.publish("trip.json")
+    wait_state(system, saga_id, "awaiting_approval")
+    login(page, system)
+    decided = page.request.post(  # type: ignore[attr-defined]
+        base(system) + f"api/approvals/{saga_id}",
+        data={"decision": "approve", "why": "for the trace"},
+        headers={"X-Itinerant-Console": "1"},
+    )
+    assert decided.status == 200, decided.text()
+    wait_state(system, saga_id, "completed")
+
+    page.goto(base(system) + "#/agents")  # type: ignore[attr-defined]
+    agents = page.locator("#agents")  # type: ignore[attr-defined]
+    expect(agents.locator('tr[data-service="coordinator"]')).to_contain_text("up", timeout=WAIT_MS)
+    flights = agents.locator('tr[data-service="flights"]')
+    expect(flights).to_contain_text("up")
+    expect(flights.locator("td.rate")).to_have_text(re.compile(r"^\d+\.\d\d$"))
+    expect(agents.locator("td.circuits", has_text="closed").first).to_be_visible(timeout=WAIT_MS)
+    throughput = page.locator('[data-chart="throughput"] polyline')  # type: ignore[attr-defined]
+    expect(throughput.first).to_have_attribute("points", re.compile(r"\d,\d"), timeout=WAIT_MS)
+    shoot(page, "agents")
+    page.set_viewport_size({"width": 390, "height": 800})  # type: ignore[attr-defined]
+    expect(page.locator('[data-chart="lag"]')).to_be_visible()  # type: ignore[attr-defined]
+    width = page.evaluate("document.documentElement.scrollWidth")  # type: ignore[attr-defined]
+    assert width <= 400, f"the agents page is {width}px wide at 390px"
+    shoot(page, "agents-narrow")
+
+    page.set_viewport_size({"width": 1280, "height": 860})  # type: ignore[attr-defined]
+    page.goto(base(system) + f"#/sagas/{saga_id}")  # type: ignore[attr-defined]
+    spans = page.locator("#spans .row")  # type: ignore[attr-defined]
+    expect(spans.nth(3)).to_be_visible(timeout=WAIT_MS)
+    services = set(
+        page.eval_on_selector_all("#spans .row", "rows => rows.map(r => r.dataset.service)")
+    )  # type: ignore[attr-defined]
+    assert len(services) > 1, services
+    shoot(page, "trace")

@@ -168,10 +168,19 @@ function sagaPage(id) {
   const hold = el("div");
   const steps = el("div");
   const timeline = el("div");
+  const trace = el("div");
   put(el("h1", {}, "Saga ", el("code", { id: "saga-id", text: id })), head, hold,
-    el("h2", { text: "Steps" }), steps, el("h2", { text: "Timeline" }), timeline);
+    el("h2", { text: "Steps" }), steps, el("h2", { text: "Trace" }), trace,
+    el("h2", { text: "Timeline" }), timeline);
   let heldShown = false;
-  poll(() => api(`/api/sagas/${encodeURIComponent(id)}`), (saga) => {
+  let traced = "";
+  poll(async () => {
+    const [saga, spans] = await Promise.all([api(`/api/sagas/${encodeURIComponent(id)}`),
+      api(`/api/sagas/${encodeURIComponent(id)}/trace`)]);
+    const text = JSON.stringify(spans);
+    if (text !== traced) { traced = text; trace.replaceChildren(spanWaterfall(spans)); }
+    return saga;
+  }, (saga) => {
     head.replaceChildren(pairs([
       ["state", el("span", { id: "saga-state" }, stateChip(saga.state))],
       ["reason", saga.reason], ["error", saga.error], ["customer", saga.customer],
@@ -291,6 +300,111 @@ async function heldCount() {
   } catch (_) { /* shown by the page's own poll */ }
 }
 
+// -- the trace -----------------------------------------------------------------------------------
+
+// Every span of the saga's traces, depth first, as [node, depth, trace start offset].
+function flatSpans(traces) {
+  const out = [];
+  let base = 0;
+  for (const trace of traces) {
+    const visit = (node, depth) => {
+      out.push({ node, depth, from: base + node.start_offset_ms });
+      node.children.forEach((c) => visit(c, depth + 1));
+    };
+    trace.roots.forEach((r) => visit(r, 0));
+    base += trace.duration_ms;
+  }
+  return out;
+}
+
+function spanWaterfall(data) {
+  const spans = flatSpans(data.traces);
+  if (!spans.length) return el("p", { text: "no spans yet (they are written about a second after they end)" });
+  const total = Math.max(1, ...spans.map((s) => s.from + s.node.duration_ms));
+  return el("div", { class: "waterfall spans", id: "spans" }, spans.map(({ node, depth, from }) => {
+    const left = (from / total) * 100;
+    const width = Math.max((node.duration_ms / total) * 100, 0.4);
+    const bad = node.status === "ERROR" || node.status === "error";
+    return el("div", { class: "row", "data-service": node.service },
+      el("span", { class: "label", css: { paddingLeft: `${Math.min(depth, 12) * 0.7}rem` },
+        title: node.name, text: node.name }),
+      el("span", { class: "track" }, el("span", {
+        class: `span${bad ? " st-failed" : ""}`, css: { left: `${left}%`, width: `${width}%` },
+        title: `${node.service} ${node.name} ${node.duration_ms.toFixed(1)} ms${node.status_message ? ": " + node.status_message : ""}`,
+      })),
+      el("span", { class: "meta", text: `${node.service} ${node.duration_ms.toFixed(1)} ms` }));
+  }));
+}
+
+// -- agents and charts ---------------------------------------------------------------------------
+
+function fmt(value, digits) {
+  return value === null || value === undefined ? "-" : Number(value).toFixed(digits);
+}
+function ms(seconds) {
+  if (seconds === null || seconds === undefined) return "-";
+  return seconds < 1 ? `${(seconds * 1000).toFixed(1)} ms` : `${seconds.toFixed(2)} s`;
+}
+function circuits(row) {
+  const entries = Object.entries(row.circuits || {});
+  if (!entries.length) return "-";
+  return el("div", { class: "chips" },
+    entries.map(([dep, state]) => el("span", { class: `state c-${state}`, text: `${dep} ${state}` })));
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+function svg(tag, attrs, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (key === "text") node.textContent = String(value); else node.setAttribute(key, String(value));
+  }
+  node.append(...children.flat(Infinity).filter((c) => c));
+  return node;
+}
+const COLOURS = ["#2256c5", "#1b7f4b", "#b3261e", "#9a6400", "#7b3fb5", "#00838f", "#c2185b", "#5d6675"];
+
+// A small line chart: one polyline per series over the sampled window.
+function lineChart(chart) {
+  const W = 320, H = 120, P = 4;
+  const points = chart.series.flatMap((s) => s.points);
+  const card = el("figure", { class: "chart", "data-chart": chart.name }, el("figcaption", { text: chart.title }));
+  if (!points.length) { card.append(el("p", { class: "muted", text: "no samples yet" })); return card; }
+  const t0 = Math.min(...points.map((p) => p[0])), t1 = Math.max(t0 + 1, ...points.map((p) => p[0]));
+  const high = Math.max(0, ...points.map((p) => p[1]));
+  const top = high > 0 ? high : 1;
+  const x = (t) => P + ((t - t0) / (t1 - t0)) * (W - 2 * P);
+  const y = (v) => H - P - (v / top) * (H - 2 * P);
+  const lines = chart.series.map((s, i) => svg("polyline", {
+    "data-series": s.name, fill: "none", stroke: COLOURS[i % COLOURS.length], "stroke-width": 1.5,
+    points: s.points.map(([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(" "),
+  }));
+  card.append(svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": chart.title },
+    svg("line", { x1: P, y1: H - P, x2: W - P, y2: H - P, stroke: "#dde1e8" }),
+    svg("text", { x: P + 2, y: 12, class: "axis", text: `max ${Number(high.toPrecision(3))}` }), lines));
+  card.append(el("div", { class: "legend" }, chart.series.map((s, i) => el("span", {},
+    el("i", { css: { background: COLOURS[i % COLOURS.length] } }),
+    `${s.name} ${fmt(s.points.length ? s.points[s.points.length - 1][1] : null, 2)}`))));
+  return card;
+}
+
+function agentsPage() {
+  const list = el("div");
+  const charts = el("div", { class: "charts", id: "charts" });
+  put(el("h1", { text: "Agents" }), list, el("h2", { text: "Charts (last 15 min)" }), charts);
+  poll(() => Promise.all([api("/api/agents"), api("/api/charts")]), ([view, data]) => {
+    list.replaceChildren(table(["service", "health", "msg/s", "total", "failed", "retries", "dlq", "lag", "p99", "circuits"],
+      view.services.map((r) => el("tr", { "data-service": r.service },
+        el("td", { text: r.service }),
+        el("td", {}, el("span", { class: `state ${r.up ? "s-completed" : "s-failed"}`, text: r.up ? "up" : "down", title: r.error || "" })),
+        el("td", { class: "rate", title: r.rate_window, text: fmt(r.rate, 2) }),
+        el("td", { text: fmt(r.processed, 0) }), el("td", { text: fmt(r.failed, 0) }),
+        el("td", { text: fmt(r.retries, 0) }), el("td", { text: fmt(r.dlq, 0) }),
+        el("td", { text: fmt(r.lag, 0) }), el("td", { text: ms(r.p99_s) }),
+        el("td", { class: "circuits" }, circuits(r)))), { id: "agents" }));
+    charts.replaceChildren(...data.charts.map(lineChart));
+  });
+}
+
 // -- routing -------------------------------------------------------------------------------------
 
 function show() {
@@ -307,6 +421,7 @@ function show() {
   else if (parts[0] === "dead-letters" && parts[1]) deadLetterPage(parts[1]);
   else if (parts[0] === "dead-letters") deadLettersPage(params);
   else if (parts[0] === "approvals") approvalsPage();
+  else if (parts[0] === "agents") agentsPage();
   else sagasPage(params);
 }
 
