@@ -49,6 +49,10 @@ SUPPORTED_METHODS = (
     "tasks/get",
     "tasks/cancel",
     "tasks/resubscribe",
+    "tasks/pushNotificationConfig/set",
+    "tasks/pushNotificationConfig/get",
+    "tasks/pushNotificationConfig/list",
+    "tasks/pushNotificationConfig/delete",
 )
 
 
@@ -107,6 +111,7 @@ class Gateway:
     view: SagaView
     feed: MeshFeed
     app: Starlette
+    handler: GatewayHandler
 
 
 def build(
@@ -140,6 +145,7 @@ def build(
         try:
             yield
         finally:
+            await handler.close()
             feed.stop()
             await view.close()
             await asyncio.to_thread(publisher.close)
@@ -151,7 +157,7 @@ def build(
         max_content_length=config.max_body_bytes,
     )
     app = a2a.build(lifespan=lifespan, middleware=[Middleware(Guard, config=config)])
-    return Gateway(settings, config, mesh, publisher, view, feed, app)
+    return Gateway(settings, config, mesh, publisher, view, feed, app, handler)
 
 
 class _Server(uvicorn.Server):

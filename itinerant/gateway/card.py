@@ -101,7 +101,7 @@ def agent_card(config: GatewayConfig, mesh: Mesh) -> AgentCard:
         preferred_transport=TransportProtocol.jsonrpc.value,
         provider=AgentProvider(organization="Itinerant", url=config.public_url),
         capabilities=AgentCapabilities(
-            streaming=True, push_notifications=False, state_transition_history=False
+            streaming=True, push_notifications=True, state_transition_history=False
         ),
         default_input_modes=list(MODES),
         default_output_modes=list(MODES),

@@ -26,13 +26,14 @@ from a2a.types import (
     ListTaskPushNotificationConfigParams,
     Message,
     MessageSendParams,
+    PushNotificationConfig,
     Task,
     TaskIdParams,
     TaskNotCancelableError,
     TaskNotFoundError,
     TaskPushNotificationConfig,
     TaskQueryParams,
-    UnsupportedOperationError,
+    TaskStatusUpdateEvent,
 )
 from a2a.utils.errors import ServerError
 
@@ -48,6 +49,7 @@ from .feed import RESULT, MeshFeed, Subscription
 from .guard import PRINCIPAL_KEY
 from .mesh import CoordinatorUnavailable, Publisher, SagaView
 from .owners import Owners, may_see, task_id_for
+from .push import InvalidWebhook, PushConfigs, PushSender, PushTarget
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +64,6 @@ CATCH_UP_S = (0.0, 0.05, 0.2, 0.5, 1.0)
 LAGGING_S = (2.0, 4.0, 8.0)
 LAGGING_FOR_S = 60.0
 FINISHED = frozenset({"completed", "failed", "canceled", "rejected"})
-NO_PUSH = (
-    "push notifications are not supported by this agent; stream with message/stream or "
-    "poll tasks/get"
-)
 VIEW_DOWN = "the mesh's saga state is unavailable right now; retry shortly"
 INTERNAL = "internal error in the gateway; retry, and if it persists tell the operator"
 
@@ -114,6 +112,17 @@ class GatewayHandler(RequestHandler):
         self.feed = feed
         # Published by this gateway: who for, and a label for the answer (never saga state).
         self.owners = Owners()
+        self.push = PushConfigs()
+        self.sender = PushSender()
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+
+    async def close(self) -> None:
+        """Stop watching tasks for their webhooks (the gateway is stopping)."""
+        watchers = list(self._watchers.values())
+        for watcher in watchers:
+            watcher.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+        await self.sender.close()
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -203,6 +212,9 @@ class GatewayHandler(RequestHandler):
         honoured: a saga may run up to its deadline; poll tasks/get or use message/stream)."""
         with _hidden("message/send"):
             task, _new = await self._start(params, context)
+            config = params.configuration.push_notification_config if params.configuration else None
+            if config is not None:
+                self._set_push(task.id, config, principal_of(context))
             return task
 
     async def on_message_send_stream(
@@ -343,31 +355,103 @@ class GatewayHandler(RequestHandler):
         )
         return task
 
-    # -- not supported --------------------------------------------------------------------------
+    # -- push notifications ---------------------------------------------------------------------
+
+    async def _own(self, task_id: str, context: ServerCallContext | None) -> Principal:
+        """The caller, when the task exists and is theirs; else the not-found answer."""
+        principal = principal_of(context)
+        if await self._task(task_id, principal) is None:
+            _not_found()
+        return principal
+
+    def _set_push(
+        self, task_id: str, config: PushNotificationConfig, principal: Principal
+    ) -> TaskPushNotificationConfig:
+        stored = config.model_copy(update={"id": config.id or new_id()})
+        try:
+            self.push.set(task_id, PushTarget(str(stored.id), stored.url, stored.token))
+        except InvalidWebhook as exc:
+            _fail(InvalidParamsError(message=str(exc)))
+        if task_id not in self._watchers:
+            watcher = asyncio.create_task(self._watch(task_id, principal))
+            self._watchers[task_id] = watcher
+            watcher.add_done_callback(lambda _t: self._watchers.pop(task_id, None))
+        return TaskPushNotificationConfig(task_id=task_id, push_notification_config=stored)
+
+    async def _watch(self, task_id: str, principal: Principal) -> None:
+        """POST the task to its webhooks each time its state changes, until it ends."""
+        try:
+            async for event in self._follow(task_id):
+                if not isinstance(event, Task | TaskStatusUpdateEvent):
+                    continue
+                if not self.push.changed(task_id, event.status.state.value):
+                    continue
+                task = await self._task(task_id, principal)
+                if task is None:
+                    return
+                payload = task.model_dump(mode="json", by_alias=True, exclude_none=True)
+                for target in self.push.targets(task_id):
+                    await self.sender.send(target, payload)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("push notifications of %s stopped", task_id)
+
+    def _push_config(self, task_id: str, target: PushTarget) -> TaskPushNotificationConfig:
+        return TaskPushNotificationConfig(
+            task_id=task_id,
+            push_notification_config=PushNotificationConfig(
+                id=target.config_id, url=target.url, token=target.token
+            ),
+        )
 
     async def on_set_task_push_notification_config(
         self, params: TaskPushNotificationConfig, context: ServerCallContext | None = None
     ) -> TaskPushNotificationConfig:
-        _fail(UnsupportedOperationError(message=NO_PUSH))
+        with _hidden("tasks/pushNotificationConfig/set"):
+            principal = await self._own(params.task_id, context)
+            return self._set_push(params.task_id, params.push_notification_config, principal)
 
     async def on_get_task_push_notification_config(
         self,
         params: TaskIdParams | GetTaskPushNotificationConfigParams,
         context: ServerCallContext | None = None,
     ) -> TaskPushNotificationConfig:
-        _fail(UnsupportedOperationError(message=NO_PUSH))
+        with _hidden("tasks/pushNotificationConfig/get"):
+            await self._own(params.id, context)
+            config_id = getattr(params, "push_notification_config_id", None)
+            targets = self.push.targets(params.id)
+            found = next((t for t in targets if config_id in (None, t.config_id)), None)
+            if found is None:
+                _fail(
+                    InvalidParamsError(
+                        message=f"task {params.id} has no push config"
+                        + (f" {config_id!r}" if config_id else "")
+                    )
+                )
+            return self._push_config(params.id, found)
 
     async def on_list_task_push_notification_config(
         self, params: ListTaskPushNotificationConfigParams, context: ServerCallContext | None = None
     ) -> list[TaskPushNotificationConfig]:
-        _fail(UnsupportedOperationError(message=NO_PUSH))
+        with _hidden("tasks/pushNotificationConfig/list"):
+            await self._own(params.id, context)
+            return [self._push_config(params.id, t) for t in self.push.targets(params.id)]
 
     async def on_delete_task_push_notification_config(
         self,
         params: DeleteTaskPushNotificationConfigParams,
         context: ServerCallContext | None = None,
     ) -> None:
-        _fail(UnsupportedOperationError(message=NO_PUSH))
+        with _hidden("tasks/pushNotificationConfig/delete"):
+            await self._own(params.id, context)
+            if not self.push.delete(params.id, params.push_notification_config_id):
+                _fail(
+                    InvalidParamsError(
+                        message=f"task {params.id} has no push config "
+                        f"{params.push_notification_config_id!r}"
+                    )
+                )
 
 
 def _changed(before: dict[str, Any] | None, after: dict[str, Any] | None) -> bool:

@@ -24,15 +24,18 @@ from a2a.types import (
     DataPart,
     Message,
     Part,
+    PushNotificationConfig,
     Role,
     Task,
     TaskArtifactUpdateEvent,
     TaskIdParams,
+    TaskPushNotificationConfig,
     TaskQueryParams,
     TaskState,
     TaskStatusUpdateEvent,
     TextPart,
 )
+from aiohttp import web
 
 from itinerant.cli.kafka_io import Seen, follow
 from itinerant.security.keys import keys_dir
@@ -375,3 +378,43 @@ def test_agents_command_shows_the_card(gateway: Gateway) -> None:
     assert json.loads(as_json.output)["capabilities"]["streaming"] is True
     missing = CliRunner().invoke(app, ["--url", f"http://127.0.0.1:{free_port()}/"])
     assert missing.exit_code == 1
+
+
+async def test_push_notification_reaches_a_real_webhook(
+    gateway: Gateway, http: httpx.AsyncClient
+) -> None:
+    """The SDK client sets a webhook for its task; the gateway POSTs the completed task to an
+    aiohttp receiver on this machine."""
+    received: list[tuple[dict[str, Any], str | None]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append((await request.json(), request.headers.get("X-A2A-Notification-Token")))
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        _card, client = await a2a_client(http, gateway.url, streaming=False)
+        task = await send(client, user_message(DataPart(data=trip())))
+        webhook = PushNotificationConfig(
+            id="hook", url=f"http://127.0.0.1:{port}/hook", token="hook-token"
+        )
+        stored = await client.set_task_callback(
+            TaskPushNotificationConfig(task_id=task.id, push_notification_config=webhook)
+        )
+        assert stored.push_notification_config.url == webhook.url
+        deadline = time.monotonic() + 60
+        while not any(t["status"]["state"] == "completed" for t, _tok in received):
+            assert time.monotonic() < deadline, f"no completed task at the webhook: {received}"
+            await asyncio.sleep(0.05)
+    finally:
+        await runner.cleanup()
+    done, token = received[-1]
+    assert token == "hook-token" and done["id"] == task.id
+    assert done["artifacts"][0]["name"] == "output"
+    states = [t["status"]["state"] for t, _tok in received]
+    assert len(states) == len(set(states)), f"each state once: {states}"

@@ -38,6 +38,7 @@ def test_card(harness: tuple[Harness, TestClient]) -> None:
     _h, client = harness
     card = client.get("/.well-known/agent-card.json").json()
     assert card["capabilities"]["streaming"] is True
+    assert card["capabilities"]["pushNotifications"] is True
     assert card["protocolVersion"] == "0.3.0"
     assert card["url"] == "http://127.0.0.1:18480/"
     assert card["name"] == "travel"
@@ -115,7 +116,7 @@ def test_unknown_task_and_push_notifications(harness: tuple[Harness, TestClient]
             "params": {"id": "nope"},
         },
     ).json()
-    assert push["error"]["code"] == -32004
+    assert push["error"]["code"] == -32001  # push configs of an unknown task: not found
 
 
 def test_oversized_body_is_413(harness: tuple[Harness, TestClient]) -> None:
