@@ -44,6 +44,8 @@ from a2a.utils.errors import (
     TaskNotFoundError,
     UnsupportedOperationError,
 )
+from a2a.utils.proto_utils import validate_proto_required_fields
+from google.protobuf.message import Message as ProtoMessage
 
 from itinerant.errors import BrokerUnavailable
 from itinerant.mesh import Mesh
@@ -81,10 +83,24 @@ def _not_found() -> NoReturn:
     raise TaskNotFoundError()
 
 
-@contextlib.contextmanager
-def _hidden(method: str) -> Iterator[None]:
-    """Unexpected failures become a JSON-RPC internal error without their text (logged)."""
+def _check(params: ProtoMessage) -> None:
+    """The fields A2A 1.0 requires are there; else invalid params naming each one."""
     try:
+        validate_proto_required_fields(params)
+    except InvalidParamsError as exc:
+        found = (exc.data or {}).get("errors") or []
+        problems = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in found)
+        raise InvalidParamsError(
+            message=f"invalid params: {problems or exc.message}", data=exc.data
+        ) from exc
+
+
+@contextlib.contextmanager
+def _hidden(method: str, params: ProtoMessage) -> Iterator[None]:
+    """The request's required fields are checked; unexpected failures become a JSON-RPC
+    internal error without their text (logged)."""
+    try:
+        _check(params)
         yield
     except A2AError:
         raise
@@ -215,7 +231,7 @@ class GatewayHandler(RequestHandler):
         """Publish the request and return its task at once (the task is returned immediately
         whatever ``configuration.return_immediately`` says: a saga may run up to its deadline;
         poll GetTask, subscribe, or use SendStreamingMessage)."""
-        with _hidden("SendMessage"):
+        with _hidden("SendMessage", params):
             task, _new = await self._start(params, context)
             if params.configuration.HasField("task_push_notification_config"):
                 config = params.configuration.task_push_notification_config
@@ -225,7 +241,7 @@ class GatewayHandler(RequestHandler):
     async def on_message_send_stream(
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event]:
-        with _hidden("SendStreamingMessage"):
+        with _hidden("SendStreamingMessage", params):
             task, _new = await self._start(params, context)
             yield task
             async for event in self._follow(task.id):
@@ -236,7 +252,7 @@ class GatewayHandler(RequestHandler):
     ) -> AsyncGenerator[Event]:
         """The task, then its updates until it ends; a finished task is refused (as A2A 1.0
         says) with a message pointing at GetTask."""
-        with _hidden("SubscribeToTask"):
+        with _hidden("SubscribeToTask", params):
             task = await self._task(params.id, principal_of(context))
             if task is None:
                 _not_found()
@@ -311,7 +327,7 @@ class GatewayHandler(RequestHandler):
         return saga
 
     async def on_get_task(self, params: GetTaskRequest, context: ServerCallContext) -> Task | None:
-        with _hidden("GetTask"):
+        with _hidden("GetTask", params):
             return await self._task(params.id, principal_of(context))
 
     async def on_list_tasks(
@@ -319,7 +335,7 @@ class GatewayHandler(RequestHandler):
     ) -> ListTasksResponse:
         """The caller's tasks (every task for an operator), newest first, among the sagas the
         coordinator's view lists and those this gateway published that it has not taken yet."""
-        with _hidden("ListTasks"):
+        with _hidden("ListTasks", params):
             principal = principal_of(context)
             query = listing.read_query(params)
             try:
@@ -346,7 +362,7 @@ class GatewayHandler(RequestHandler):
         self, params: CancelTaskRequest, context: ServerCallContext
     ) -> Task | None:
         """Cancel = compensate: ask the coordinator to discard the saga, for the caller."""
-        with _hidden("CancelTask"):
+        with _hidden("CancelTask", params):
             return await self._cancel(params.id, principal_of(context), context)
 
     async def _cancel(
@@ -450,14 +466,14 @@ class GatewayHandler(RequestHandler):
     async def on_create_task_push_notification_config(
         self, params: TaskPushNotificationConfig, context: ServerCallContext
     ) -> TaskPushNotificationConfig:
-        with _hidden("CreateTaskPushNotificationConfig"):
+        with _hidden("CreateTaskPushNotificationConfig", params):
             principal = await self._own(params.task_id, context)
             return self._set_push(params.task_id, params, principal)
 
     async def on_get_task_push_notification_config(
         self, params: GetTaskPushNotificationConfigRequest, context: ServerCallContext
     ) -> TaskPushNotificationConfig:
-        with _hidden("GetTaskPushNotificationConfig"):
+        with _hidden("GetTaskPushNotificationConfig", params):
             await self._own(params.task_id, context)
             targets = self.push.targets(params.task_id)
             found = next((t for t in targets if params.id in ("", t.config_id)), None)
@@ -472,7 +488,7 @@ class GatewayHandler(RequestHandler):
         self, params: ListTaskPushNotificationConfigsRequest, context: ServerCallContext
     ) -> ListTaskPushNotificationConfigsResponse:
         """Every config of the task in one page (at most ``PushConfigs.per_task`` of them)."""
-        with _hidden("ListTaskPushNotificationConfigs"):
+        with _hidden("ListTaskPushNotificationConfigs", params):
             await self._own(params.task_id, context)
             return ListTaskPushNotificationConfigsResponse(
                 configs=[
@@ -483,7 +499,7 @@ class GatewayHandler(RequestHandler):
     async def on_delete_task_push_notification_config(
         self, params: DeleteTaskPushNotificationConfigRequest, context: ServerCallContext
     ) -> None:
-        with _hidden("DeleteTaskPushNotificationConfig"):
+        with _hidden("DeleteTaskPushNotificationConfig", params):
             await self._own(params.task_id, context)
             if not self.push.delete(params.task_id, params.id):
                 raise InvalidParamsError(
@@ -496,7 +512,7 @@ class GatewayHandler(RequestHandler):
         self, params: GetExtendedAgentCardRequest, context: ServerCallContext
     ) -> AgentCard:
         """The card for the authenticated caller (the guard let only such callers through)."""
-        with _hidden("GetExtendedAgentCard"):
+        with _hidden("GetExtendedAgentCard", params):
             if self.extended_card is None:
                 raise UnsupportedOperationError(message="this gateway has no extended card")
             return await self.extended_card(principal_of(context))

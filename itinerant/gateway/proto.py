@@ -2,7 +2,7 @@
 
 A2A 1.0 carries data parts and metadata as ``google.protobuf.Struct``/``Value``, where every
 number is a double: a number read back here is an ``int`` again when it is integral (JSON does
-not tell ``2`` from ``2.0``, and the mesh's models count hops and travellers in integers).
+not tell ``2`` from ``2.0``, and a mesh's request model counts hops, say, in integers).
 """
 
 from __future__ import annotations
