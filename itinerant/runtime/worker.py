@@ -26,7 +26,7 @@ from itinerant.runtime.housekeeping import HOUSEKEEPING_INTERVAL_S, Housekeeping
 from itinerant.runtime.processor import Processed
 from itinerant.runtime.producer import AsyncProducer
 from itinerant.runtime.store import STORE_ERRORS, StateStore
-from itinerant.settings import Settings
+from itinerant.settings import Settings, replica_name
 from itinerant.wire.envelope import InRecord, OutMessage
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,8 @@ class Worker:
         return app
 
     def ready_file(self) -> Path:
-        path = self.settings.data_dir / "run" / f"{self.service}.ready"
+        instance = replica_name(self.service, self.settings.replica)
+        path = self.settings.data_dir / "run" / f"{instance}.ready"
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -236,6 +237,7 @@ class Worker:
             self.settings.data_dir,
             self.settings.log_max_bytes,
             self.settings.log_keep,
+            file_stem=replica_name(self.service, self.settings.replica),
         )
         metrics.serve(self.settings.metrics_port(self.service), self.settings.metrics_host)
         metrics.SERVICE_UP.labels(self.service).set(1)
