@@ -116,10 +116,15 @@ class ItinerantDemo:
     compare_rate = 3.0  # sagas/s both halves of the signatures on/off pair run at
 
     def __init__(
-        self, quick: bool = False, layout: str = "process-per-service", signing: str = "required"
+        self,
+        quick: bool = False,
+        layout: str = "process-per-service",
+        signing: str = "required",
+        replicas: dict[str, int] | None = None,
     ) -> None:
         self.layout = layout
         self.signing = signing
+        self.replicas = dict(replicas or {})
         self.pair: str | None = None
         if layout == "shared":
             self.name = "itinerant_demo_shared"
@@ -134,6 +139,13 @@ class ItinerantDemo:
             self.name += "_unsigned"
             self.title += ", signatures off"
             self.slot = None
+        if self.replicas:
+            self.name += "_" + "_".join(f"{n}_x{c}" for n, c in sorted(self.replicas.items()))
+            self.title += ", " + ", ".join(
+                f"{c} {n} replicas" for n, c in sorted(self.replicas.items())
+            )
+            self.slot = None
+            self.pair = None
         self.quick = quick
         self.codec = SagaCodec()
         self.supervisor: Supervisor | None = None
@@ -180,6 +192,8 @@ class ItinerantDemo:
     def start(self, bootstrap: str, topics: ChainTopics, workdir: Path) -> None:
         metrics_base = free_block(len(AGENTS) + 1)
         http_port = free_block(1, taken=set(range(metrics_base, metrics_base + len(AGENTS) + 1)))
+        if self.replicas:  # replica r would serve metrics 100 ports up, outside the bench's range
+            metrics_base = 0  # (nothing scrapes them here; an unscraped endpoint costs no CPU)
         self.settings = Settings(
             kafka_bootstrap_servers=bootstrap,
             broker=self.broker,
@@ -195,7 +209,7 @@ class ItinerantDemo:
             gateway_port=0,
             message_signing=self.signing,
         )
-        self.supervisor = Supervisor(self.settings, start_broker=False)
+        self.supervisor = Supervisor(self.settings, start_broker=False, replicas=self.replicas)
         self.supervisor.start()
         self.supervisor.wait_ready(self.ready_timeout_s)
 
@@ -272,5 +286,14 @@ class ItinerantDemo:
         return res
 
 
+#: The busiest process of the demo flow (a third of the CPU at saturation), scaled out: the
+#: "1 vs 3 replicas" figure (docs/benchmarks.md).
+BUSIEST_X3 = {"coordinator": 3}
+
+
 def scenarios(quick: bool) -> list[Any]:
-    return [ItinerantDemo(quick), ItinerantDemo(quick, layout="shared")]
+    return [
+        ItinerantDemo(quick),
+        ItinerantDemo(quick, layout="shared"),
+        ItinerantDemo(quick, replicas=BUSIEST_X3),
+    ]

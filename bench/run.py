@@ -34,7 +34,7 @@ from bench.brokers import KINDS, broker_info, unavailable
 from bench.faust_chain import FaustChain
 from bench.harness import BenchConfig, run_scenario
 from bench.host import BUSY_CORES, HostMonitor
-from bench.itinerant_demo import ItinerantDemo
+from bench.itinerant_demo import BUSIEST_X3, ItinerantDemo
 from bench.itinerant_noop import ItinerantNoop
 from bench.raw_chain import RawChain
 from bench.scenario import Scenario
@@ -59,6 +59,7 @@ def itinerant_scenarios(quick: bool) -> list[Scenario]:
         ItinerantDemo(),
         ItinerantDemo(signing="off"),
         ItinerantDemo(layout="shared"),
+        ItinerantDemo(replicas=BUSIEST_X3),  # 1 vs 3 replicas of the busiest process
     ]
 
 

@@ -22,6 +22,14 @@ def _kafka_alias(name: str) -> AliasChoices:
 #: Metrics port slots below the agents' (``metrics_port``): fixed, whatever the mesh holds.
 FIXED_PORT_SLOTS = {"coordinator": 0, "agents": 1, "gateway": 2, "mcp": 3}
 AGENT_PORT_SLOTS = range(10, 100)
+#: Replica r of a service exposes metrics ``(r - 1) * REPLICA_PORT_STRIDE`` above replica 1.
+REPLICA_PORT_STRIDE = 100
+MAX_REPLICAS = 16
+
+
+def replica_name(service: str, replica: int) -> str:
+    """A replica's process name: the service's for the first, ``<service>-<r>`` after it."""
+    return service if replica == 1 else f"{service}-{replica}"
 
 
 class Settings(BaseSettings):
@@ -192,6 +200,12 @@ class Settings(BaseSettings):
     metrics_host: str = Field(
         default="127.0.0.1",
         description="Address the metrics endpoints bind (0.0.0.0 in containers).",
+    )
+    replica: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_REPLICAS,
+        description="This process's number among its service's replicas (`up --replicas`).",
     )
     coordinator_http_port: int = Field(default=8470, ge=0, description="Saga HTTP view.")
     gateway_host: str = Field(default="127.0.0.1", description="Address the A2A gateway binds.")
@@ -558,20 +572,25 @@ class Settings(BaseSettings):
             return ["coordinator", "agents"]
         return self.service_names()
 
-    def metrics_port(self, service: str) -> int | None:
+    def metrics_port(self, service: str, replica: int | None = None) -> int | None:
         """``metrics_port_base`` plus the service's slot: fixed for the coordinator, the shared
         agents process and the gateway; for an agent, derived from its name (stable when agents
-        are added or reordered; a clash moves the later agent, in ``agents`` order, on)."""
+        are added or reordered; a clash moves the later agent, in ``agents`` order, on). Replica
+        r (default: this process's) is ``(r - 1) * REPLICA_PORT_STRIDE`` above the first."""
         if self.metrics_port_base == 0:
             return None
+        offset = ((replica or self.replica) - 1) * REPLICA_PORT_STRIDE
+        return self.metrics_port_base + offset + self._metrics_slot(service)
+
+    def _metrics_slot(self, service: str) -> int:
         if service in FIXED_PORT_SLOTS:
-            return self.metrics_port_base + FIXED_PORT_SLOTS[service]
+            return FIXED_PORT_SLOTS[service]
         taken: set[int] = set()
         for name in [*self.agents, *([service] if service not in self.agents else [])]:
             slot = _slot(name, taken)
             taken.add(slot)
             if name == service:
-                return self.metrics_port_base + slot
+                return slot
         raise AssertionError("unreachable")
 
 

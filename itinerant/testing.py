@@ -34,7 +34,7 @@ from itinerant.runtime.llm import DeterministicProvider, LLMProvider
 from itinerant.runtime.processor import HandlerTimeout, Processed, Processor, default_budget
 from itinerant.runtime.providers import make_provider
 from itinerant.runtime.state import open_store
-from itinerant.runtime.store import StateStore, Store
+from itinerant.runtime.store import StateStore
 from itinerant.security.keys import ensure_local_keys, keys_dir
 from itinerant.security.local import prepare_keys
 from itinerant.security.signing import mesh_keys, source_principal, visit_signer
@@ -173,8 +173,7 @@ class InMemoryMesh:
             self.mesh = load_mesh(self.settings.app)
         self.settings = self.mesh.bind(self.settings)
         prepare_keys(self.settings, self.settings.service_names())
-        state = Path(self.settings.data_dir) / "state"
-        coordinator_store = Store(state / "coordinator.db", (repository.SAGAS,))
+        coordinator_store = open_store(self.settings, "coordinator", (repository.SAGAS,))
         self.stores["coordinator"] = coordinator_store
         self.coordinator = Coordinator(self.settings, coordinator_store, self.mesh)
         for name in self.settings.agents:

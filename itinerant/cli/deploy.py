@@ -162,7 +162,7 @@ x-itinerant-env: &itinerant-env
   ITINERANT_LLM_API_KEY:
   ITINERANT_LLM_MODEL: ${ITINERANT_LLM_MODEL:-gpt-4o-mini}
   OTEL_EXPORTER_OTLP_ENDPOINT: http://jaeger:4318
-  # The agents' state (inbox, outbox, their tables) in PostgreSQL, shared by an agent's replicas.
+  # The services' state (inbox, outbox, their tables, the sagas) in PostgreSQL, shared by replicas.
   # Another password: set ITINERANT_POSTGRES_PASSWORD and this URL with it.
   ITINERANT_STATE_URL: ${ITINERANT_STATE_URL:-postgresql://itinerant:itinerant@postgres:5432/itinerant}
 
@@ -186,7 +186,7 @@ x-itinerant-worker: &itinerant-worker
 
 services:
   postgres:
-    # The agents' state store (ITINERANT_STATE_URL); the coordinator keeps its own SQLite.
+    # The services' state store (ITINERANT_STATE_URL), the coordinator's sagas too.
     image: postgres:17.2
     environment:
       POSTGRES_USER: itinerant

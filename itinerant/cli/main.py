@@ -33,6 +33,7 @@ from .deploy import deploy_app
 from .dlq import dlq_app
 from .kafka_io import publish_request, wait_for_results
 from .render import saga_tables
+from .replicas import parse_replicas
 from .requests import RequestError, load_request, read_source, request_from_fields
 from .secrets import secrets_app
 from .supervisor import NO_METRICS, Supervisor
@@ -156,15 +157,26 @@ def worker(
 def up(
     detach: Annotated[bool, typer.Option("--detach", "-d", help="run in the background")] = False,
     ready_timeout: Annotated[float, typer.Option(help="seconds to wait for readiness")] = 90.0,
+    replicas: Annotated[
+        str,
+        typer.Option(
+            help="processes per service, e.g. search=3,coordinator=2 (one consumer group "
+            "each; share their state through ITINERANT_STATE_URL or the data dir)"
+        ),
+    ] = "",
     app_spec: AppOption = None,
 ) -> None:
     """Start the broker (ITINERANT_BROKER: kafka, tansu or external), topics and services."""
     _use_app(app_spec)
     settings = _settings()
+    try:
+        counts = parse_replicas(replicas)
+        supervisor = Supervisor(settings, replicas=counts)
+    except ItinerantError as exc:
+        raise _fail(exc.describe(), 2) from exc
     if detach:
-        _up_detached(settings, ready_timeout)
+        _up_detached(settings, ready_timeout, replicas, supervisor.planned())
         return
-    supervisor = Supervisor(settings)
     stopping = _install_stop_handler()
     try:
         supervisor.start()
@@ -217,7 +229,11 @@ def _print_up(settings: Settings, supervisor: Supervisor) -> None:
     }[settings.broker]
     console.print(f"[green]up[/green]: {broker} at {settings.kafka_bootstrap_servers}")
     for name, proc in supervisor.procs.items():
-        port = settings.metrics_port(name) if name not in NO_METRICS else None
+        port = (
+            settings.metrics_port(proc.service, proc.replica)
+            if proc.service not in NO_METRICS
+            else None
+        )
         metrics = f"http://127.0.0.1:{port}/metrics" if port else "off"
         console.print(f"  {name:<12} pid {proc.pid:<8} metrics {metrics:<34} log {proc.log_path}")
     console.print(f"  saga view   http://127.0.0.1:{settings.coordinator_http_port}/sagas")
@@ -236,7 +252,9 @@ def _print_up(settings: Settings, supervisor: Supervisor) -> None:
         console.print(line, markup=False, highlight=False)
 
 
-def _up_detached(settings: Settings, ready_timeout: float) -> None:
+def _up_detached(
+    settings: Settings, ready_timeout: float, replicas: str, services: list[str]
+) -> None:
     run_file = settings.data_dir / "run" / "up.json"
     if run_file.exists() and _pid_alive(json.loads(run_file.read_text())["supervisor_pid"]):
         raise _fail(f"already up (see {run_file}); `itinerant down` first")
@@ -251,6 +269,7 @@ def _up_detached(settings: Settings, ready_timeout: float) -> None:
                 "up",
                 "--ready-timeout",
                 str(ready_timeout),
+                *(["--replicas", replicas] if replicas else []),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -258,7 +277,6 @@ def _up_detached(settings: Settings, ready_timeout: float) -> None:
             start_new_session=True,
         )
     deadline = time.monotonic() + ready_timeout + 15
-    services = settings.worker_processes()  # the shared layout writes agents.ready
     while time.monotonic() < deadline:
         if child.poll() is not None:
             tail = (log_dir / "up.log").read_text()[-2000:]

@@ -28,8 +28,9 @@ from itinerant.lifeline import die_with_parent
 from itinerant.mesh import load_mesh
 from itinerant.observability.rotation import copy_truncate
 from itinerant.security import local as local_secrets
-from itinerant.settings import Settings
+from itinerant.settings import Settings, replica_name
 
+from .replicas import check_replicas
 from .restarts import RestartPolicy
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,9 @@ class ServiceGaveUp(NonRetryableError):
 class ServiceProcess:
     name: str
     log_path: Path
+    #: The service this process runs (``name`` is ``<service>-<r>`` for replica r > 1).
+    service: str
+    replica: int = 1
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     last_start: float = 0.0
@@ -82,10 +86,13 @@ class Supervisor:
     start_broker: bool | None = None
     warnings: list[str] = field(default_factory=list)
     security: BrokerSecurity | None = None
+    #: Processes per service beyond the default one (``up --replicas``; replicas.py).
+    replicas: dict[str, int] = field(default_factory=dict)
     _lock: int | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.settings = load_mesh(self.settings.app).bind(self.settings)
+        check_replicas(self.replicas, self.settings)
         if self.start_broker is None:
             self.start_broker = self.settings.embedded
         if not self.services:
@@ -97,6 +104,13 @@ class Supervisor:
             if self.settings.console_port:
                 self.services.append("console")
             self.services.extend(load_mesh(self.settings.app).side_servers())
+
+    def _instances(self) -> list[tuple[str, int]]:
+        return [(s, r) for s in self.services for r in range(1, self.replicas.get(s, 1) + 1)]
+
+    def planned(self) -> list[str]:
+        """The processes :meth:`start` runs: each service, then its other replicas."""
+        return [replica_name(s, r) for s, r in self._instances()]
 
     @property
     def run_dir(self) -> Path:
@@ -129,12 +143,15 @@ class Supervisor:
         self.settings = local_secrets.prepare(self.settings, self.services)
         for ready in self.run_dir.glob("*.ready"):
             ready.unlink()
-        for name in self.services:
+        for service, replica in self._instances():
+            name = replica_name(service, replica)
             policy = RestartPolicy(
                 healthy_after_s=self.settings.restart_healthy_after_s,
                 give_up_after=self.settings.restart_give_up_after,
             )
-            proc = ServiceProcess(name, self.log_dir / f"{name}.log", policy=policy)
+            proc = ServiceProcess(
+                name, self.log_dir / f"{name}.log", service, replica, policy=policy
+            )
             self.procs[name] = proc
             self._spawn(proc)
         self.write_run_file()
@@ -172,13 +189,14 @@ class Supervisor:
 
     def _spawn(self, proc: ServiceProcess) -> None:
         env = {**os.environ, **self.settings.to_env(), **self.extra_env}
+        env[Settings.env_name("replica")] = str(proc.replica)
         if self.security is not None:  # this service's own broker login, not the admin's
             # the console acts for operators: it connects as ITINERANT_OPERATOR
-            login = self.settings.operator if proc.name == "console" else proc.name
+            login = self.settings.operator if proc.service == "console" else proc.service
             env.update(self.security.login_env(service_principal(login)))
         with proc.log_path.open("ab") as out:
             proc.process = subprocess.Popen(
-                [sys.executable, "-m", "itinerant.cli.main", "worker", proc.name],
+                [sys.executable, "-m", "itinerant.cli.main", "worker", proc.service],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -196,7 +214,9 @@ class Supervisor:
             "broker_pid": self.broker.pid if self.broker else None,
             "services": {n: p.pid for n, p in self.procs.items()},
             "metrics": {
-                n: self.settings.metrics_port(n) for n in self.procs if n not in NO_METRICS
+                n: self.settings.metrics_port(p.service, p.replica)
+                for n, p in self.procs.items()
+                if p.service not in NO_METRICS
             },
             "logs": str(self.log_dir),
         }

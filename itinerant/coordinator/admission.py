@@ -8,7 +8,6 @@ of its first step; refused, the original goes to the dead-letter topic and the c
 from __future__ import annotations
 
 import logging
-import sqlite3
 from datetime import datetime, timedelta
 
 from itinerant.errors import ItinerantError
@@ -16,7 +15,7 @@ from itinerant.mesh import Mesh
 from itinerant.observability import metrics, tracing
 from itinerant.runtime.dlq import dead_letter
 from itinerant.runtime.outcome import Processed
-from itinerant.runtime.store import Store
+from itinerant.runtime.store import Database, StateStore
 from itinerant.settings import Settings
 from itinerant.wire.budget import Budget
 from itinerant.wire.envelope import InRecord, OutMessage, now_utc
@@ -35,7 +34,7 @@ log = logging.getLogger(__name__)
 class Admission:
     """Starts the sagas of accepted requests and answers refused ones."""
 
-    def __init__(self, settings: Settings, store: Store, mesh: Mesh) -> None:
+    def __init__(self, settings: Settings, store: StateStore, mesh: Mesh) -> None:
         self.settings = settings
         self.store = store
         self.mesh = mesh
@@ -172,7 +171,7 @@ class Admission:
             ),
         )
 
-    def _free_id(self, conn: sqlite3.Connection, record: InRecord, wanted: str) -> str | None:
+    def _free_id(self, conn: Database, record: InRecord, wanted: str) -> str | None:
         """``wanted`` if no saga has it, else the id of the record's position if free, else
         None (then the refusal is only dead-lettered)."""
         if repository.load(conn, wanted) is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from itinerant.mesh import Mesh
-from itinerant.runtime.store import Store
+from itinerant.runtime.state import open_store
 from itinerant.runtime.worker import Subscription, Timer, Worker
 from itinerant.security.tokens import operators as operator_tokens
 from itinerant.security.tokens import view_table
@@ -19,11 +19,11 @@ log = logging.getLogger(__name__)
 
 def coordinator_worker(settings: Settings, mesh: Mesh) -> Worker:
     tokens = view_table(settings)  # docs/security-gateway.md#the-coordinators-view
-    store = Store(settings.data_dir / "state" / f"{SERVICE}.db", (repository.SAGAS,))
+    store = open_store(settings, SERVICE, (repository.SAGAS,))
     coordinator = Coordinator(settings, store, mesh)
 
     async def start_http_view() -> None:
-        if settings.coordinator_http_port:
+        if settings.coordinator_http_port and settings.replica == 1:  # the others share its store
             if not operator_tokens(settings):
                 log.warning("saga HTTP view has no operator token: it refuses every request")
             try:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from itinerant.runtime.store import Store
+from itinerant.runtime.store import StateStore
 from itinerant.security.tokens import TokenTable
 
 from . import repository
@@ -69,7 +69,7 @@ def read_limit(raw: str | None) -> int:
     return int(raw)
 
 
-def make_app(store: Store, tokens: TokenTable) -> web.Application:
+def make_app(store: StateStore, tokens: TokenTable) -> web.Application:
     async def one(request: web.Request) -> web.Response:
         saga = repository.load(store.connection, request.match_info["saga_id"])
         if saga is None:
@@ -98,7 +98,7 @@ def make_app(store: Store, tokens: TokenTable) -> web.Application:
     return app
 
 
-async def serve(store: Store, host: str, port: int, tokens: TokenTable) -> web.AppRunner:
+async def serve(store: StateStore, host: str, port: int, tokens: TokenTable) -> web.AppRunner:
     runner = web.AppRunner(make_app(store, tokens), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

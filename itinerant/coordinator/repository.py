@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
+
+from itinerant.runtime.store import Database
 
 from .saga import TERMINAL, Saga, SagaState
 
@@ -11,10 +12,10 @@ SAGAS = """
 CREATE TABLE IF NOT EXISTS sagas (
     saga_id       TEXT PRIMARY KEY,
     state         TEXT NOT NULL,
-    deadline      REAL NOT NULL,
-    step_deadline REAL,
-    created_at    REAL NOT NULL,
-    updated_at    REAL NOT NULL,
+    deadline      DOUBLE PRECISION NOT NULL,
+    step_deadline DOUBLE PRECISION,
+    created_at    DOUBLE PRECISION NOT NULL,
+    updated_at    DOUBLE PRECISION NOT NULL,
     doc           TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sagas_by_state ON sagas(state);
@@ -23,12 +24,12 @@ CREATE INDEX IF NOT EXISTS sagas_by_state ON sagas(state);
 _ACTIVE = tuple(s.value for s in SagaState if s not in TERMINAL)
 
 
-def load(conn: sqlite3.Connection, saga_id: str) -> Saga | None:
+def load(conn: Database, saga_id: str) -> Saga | None:
     row = conn.execute("SELECT doc FROM sagas WHERE saga_id = ?", (saga_id,)).fetchone()
     return Saga.model_validate_json(row[0]) if row else None
 
 
-def save(conn: sqlite3.Connection, saga: Saga) -> None:
+def save(conn: Database, saga: Saga) -> None:
     conn.execute(
         "INSERT INTO sagas(saga_id, state, deadline, step_deadline, created_at, updated_at, doc) "
         "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(saga_id) DO UPDATE SET state=excluded.state, "
@@ -46,7 +47,7 @@ def save(conn: sqlite3.Connection, saga: Saga) -> None:
     )
 
 
-def due(conn: sqlite3.Connection, now: datetime, limit: int = 500) -> list[str]:
+def due(conn: Database, now: datetime, limit: int = 500) -> list[str]:
     """Ids of active sagas whose deadline or step deadline has passed."""
     marks = ",".join("?" * len(_ACTIVE))
     rows = conn.execute(
@@ -57,12 +58,12 @@ def due(conn: sqlite3.Connection, now: datetime, limit: int = 500) -> list[str]:
     return [r[0] for r in rows]
 
 
-def counts_by_state(conn: sqlite3.Connection) -> dict[str, int]:
+def counts_by_state(conn: Database) -> dict[str, int]:
     rows = conn.execute("SELECT state, COUNT(*) FROM sagas GROUP BY state").fetchall()
     return {r[0]: int(r[1]) for r in rows}
 
 
-def recent(conn: sqlite3.Connection, state: str | None = None, limit: int = 50) -> list[Saga]:
+def recent(conn: Database, state: str | None = None, limit: int = 50) -> list[Saga]:
     if state:
         rows = conn.execute(
             "SELECT doc FROM sagas WHERE state = ? ORDER BY updated_at DESC LIMIT ?",

@@ -10,7 +10,6 @@ reading and applying events in :mod:`.control_events`, building messages in :mod
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from dataclasses import replace
 
@@ -19,7 +18,7 @@ from itinerant.mesh import Mesh
 from itinerant.observability import logs, metrics, tracing
 from itinerant.runtime.dlq import dead_letter
 from itinerant.runtime.outcome import Processed
-from itinerant.runtime.store import Store
+from itinerant.runtime.store import Database, StateStore
 from itinerant.security.signing import mesh_keys, require_signing_key
 from itinerant.settings import Settings
 from itinerant.wire.bounds import InputBounds
@@ -54,7 +53,7 @@ log = logging.getLogger(__name__)
 
 
 class Coordinator:
-    def __init__(self, settings: Settings, store: Store, mesh: Mesh) -> None:
+    def __init__(self, settings: Settings, store: StateStore, mesh: Mesh) -> None:
         self.mesh = mesh
         self.settings = mesh.bind(settings)
         self.store = store
@@ -194,7 +193,7 @@ class Coordinator:
     # -- commands ------------------------------------------------------------------------------
 
     def _execute(
-        self, conn: sqlite3.Connection, saga: Saga, commands: list[Command], cause: str
+        self, conn: Database, saga: Saga, commands: list[Command], cause: str
     ) -> list[OutMessage]:
         """The commands' messages, and the saga saved, in the caller's transaction."""
         outputs: list[OutMessage] = []

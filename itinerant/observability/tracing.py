@@ -136,16 +136,23 @@ def traces_file(data_dir: Path, service: str) -> Path:
     return data_dir / "traces" / f"{service}.jsonl"
 
 
-def configure(service: str, data_dir: Path, max_bytes: int = 0, keep: int = 0) -> TracerProvider:
-    """Install the tracer provider of ``service``: the traces file (rotated past ``max_bytes``,
-    ``keep`` old copies), plus OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set. Spans are
-    written within ~``EXPORT_DELAY_MS``."""
+def configure(
+    service: str,
+    data_dir: Path,
+    max_bytes: int = 0,
+    keep: int = 0,
+    file_stem: str | None = None,
+) -> TracerProvider:
+    """Install the tracer provider of ``service``: the traces file (``file_stem``, default the
+    service's name: a replica writes its own; rotated past ``max_bytes``, ``keep`` old copies),
+    plus OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set. Spans are written within
+    ~``EXPORT_DELAY_MS``."""
     provider = TracerProvider(
         resource=Resource.create({"service.name": f"itinerant-{service}"}),
         shutdown_on_exit=True,  # atexit flush, in case the worker dies without our finally
     )
     exporters: list[SpanExporter] = [
-        JsonLinesExporter(traces_file(data_dir, service), max_bytes, keep)
+        JsonLinesExporter(traces_file(data_dir, file_stem or service), max_bytes, keep)
     ]
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"

@@ -53,6 +53,15 @@ class Failures:
         step: int | None = None,
         branch: int | None = None,
     ) -> Processed:
+        believed = env is not None and exc.reason != "unauthenticated"
+        inbox_key = dead_letter_key(env) if env is not None and believed else None
+        if inbox_key is not None:
+            recorded = self.store.recorded_outputs(inbox_key)
+            if recorded is not None:
+                # Another copy of a message already dead-lettered (a producer's retry, an
+                # outbox resent): its letter is sent again as recorded, never a second one.
+                log.info("%s was already dead-lettered; not a second time", inbox_key)
+                return Processed("duplicate", recorded)
         metrics.DLQ_MESSAGES.labels(self.service, exc.reason).inc()
         log.error(
             "dead-lettering %s[%d]@%d: %s: %s",
@@ -105,8 +114,15 @@ class Failures:
             with contextlib.suppress(ItinerantError):
                 outputs.append(self.outputs.event(env, event))
         with self.store.transaction() as conn:
-            seqs = self.store.record(conn, None, outputs)
+            seqs = self.store.record(conn, inbox_key, outputs)
         return Processed("dead_lettered", outputs, seqs, exc)
+
+
+def dead_letter_key(env: Envelope) -> str:
+    """What a dead letter is recorded under: the message and how often it was replayed, so
+    copies of one delivery are dead-lettered once while each replay is handled anew
+    (docs/architecture.md#the-dead-letter-topic)."""
+    return f"{env.inbox_key}#dead-lettered-{env.replay_count}"
 
 
 def _header_text(record: InRecord, name: str) -> str | None:

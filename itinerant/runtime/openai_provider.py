@@ -79,11 +79,9 @@ class OpenAIProvider:
             request["max_tokens"] = max_tokens
         return request
 
-    async def generate(
-        self, task: str, prompt: str, output: type[T], *, max_tokens: int | None = None
-    ) -> Completion[T]:
-        tracer = trace.get_tracer("itinerant.llm")
-        with tracer.start_as_current_span(
+    def _chat_span(self, task: str, max_tokens: int | None) -> Any:
+        """The client span of one chat call, with the GenAI request attributes."""
+        return trace.get_tracer("itinerant.llm").start_as_current_span(
             f"chat {self.model}",
             kind=trace.SpanKind.CLIENT,
             attributes={
@@ -93,7 +91,12 @@ class OpenAIProvider:
                 "itinerant.llm.task": task,
                 **({"gen_ai.request.max_tokens": max_tokens} if max_tokens else {}),
             },
-        ) as span:
+        )
+
+    async def generate(
+        self, task: str, prompt: str, output: type[T], *, max_tokens: int | None = None
+    ) -> Completion[T]:
+        with self._chat_span(task, max_tokens) as span:
             try:
                 return await self._generate(span, task, prompt, output, max_tokens)
             except Exception as exc:
@@ -124,18 +127,7 @@ class OpenAIProvider:
         """One round of function calling (docs/mcp.md#function-calling): ``messages`` so far
         (the first is the prompt, as :meth:`request` builds it), ``tools`` offered in the
         Chat Completions ``tools`` format; the model's tool calls, or its typed answer."""
-        tracer = trace.get_tracer("itinerant.llm")
-        with tracer.start_as_current_span(
-            f"chat {self.model}",
-            kind=trace.SpanKind.CLIENT,
-            attributes={
-                "gen_ai.operation.name": "chat",
-                "gen_ai.system": "openai",
-                "gen_ai.request.model": self.model,
-                "itinerant.llm.task": task,
-                **({"gen_ai.request.max_tokens": max_tokens} if max_tokens else {}),
-            },
-        ) as span:
+        with self._chat_span(task, max_tokens) as span:
             request = self.request(task, "", output, max_tokens)
             request["messages"] = messages
             request["tools"] = tools

@@ -10,7 +10,8 @@ from itinerant.settings import Settings
 
 
 def open_store(settings: Settings, service: str, migrations: Sequence[str] = ()) -> StateStore:
-    """The state store of ``service`` (an agent), its tables made by ``migrations``."""
+    """The state store of ``service`` (an agent or the coordinator), its tables made by
+    ``migrations``."""
     if settings.state_url is not None:
         from itinerant.runtime.store_postgres import PostgresStore  # psycopg only when used
 

@@ -105,7 +105,8 @@ class StateStore(Protocol):
 
 
 class Store:
-    """A service's SQLite database. One writer (the service), any number of readers."""
+    """A service's SQLite database: one writer at a time (``BEGIN IMMEDIATE``; its replicas on this
+    machine share the file), any number of readers."""
 
     def __init__(self, path: Path, migrations: Sequence[str] = ()) -> None:
         self.path = path

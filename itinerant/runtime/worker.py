@@ -26,7 +26,7 @@ from itinerant.runtime.housekeeping import HOUSEKEEPING_INTERVAL_S, Housekeeping
 from itinerant.runtime.processor import Processed
 from itinerant.runtime.producer import AsyncProducer
 from itinerant.runtime.store import STORE_ERRORS, StateStore
-from itinerant.settings import Settings
+from itinerant.settings import Settings, replica_name
 from itinerant.wire.envelope import InRecord, OutMessage
 
 log = logging.getLogger(__name__)
@@ -100,10 +100,17 @@ class Worker:
 
         await deliver_until_done(once, batch, service=self.service, settings=self.settings)
 
-    async def flush_outbox(self) -> None:
-        """Send what a crash left in the outbox (outputs recorded but not acknowledged)."""
-        for store in self.stores:
-            unsent = store.unsent()
+    def outbox_leftovers(self) -> list[tuple[StateStore, list[tuple[int, OutMessage]]]]:
+        """What the last run left unsent, read before this run consumes anything."""
+        return [(store, store.unsent()) for store in self.stores]
+
+    async def flush_outbox(
+        self, leftovers: list[tuple[StateStore, list[tuple[int, OutMessage]]]]
+    ) -> None:
+        """Send what a crash left in the outbox (outputs recorded but not acknowledged). Only
+        those: an output this run recorded is its flusher's to send, and sending it here too,
+        before that flusher marks it sent, would put a second copy on the topic."""
+        for store, unsent in leftovers:
             if unsent:
                 log.info("resending %d output(s) left unsent by the last run", len(unsent))
                 batch = [Processed("recovered", [m], [seq]) for seq, m in unsent]
@@ -170,12 +177,14 @@ class Worker:
         keeping = Housekeeping(self.service, self.stores, settings)
         self._add_timer(app, Timer(HOUSEKEEPING_INTERVAL_S, keeping.tick), f"{self.service}.keep")
 
+        leftovers = self.outbox_leftovers()
+
         @app.task  # type: ignore[untyped-decorator]
         async def _recover() -> None:
             await asyncio.to_thread(self.producer.warm, settings.broker_timeout_s)
             for hook in self.startup:
                 await hook()
-            await self.flush_outbox()
+            await self.flush_outbox(leftovers)
 
         @app.on_rebalance_complete.connect  # type: ignore[untyped-decorator]
         async def _ready(sender: Any, **_: Any) -> None:
@@ -184,7 +193,8 @@ class Worker:
         return app
 
     def ready_file(self) -> Path:
-        path = self.settings.data_dir / "run" / f"{self.service}.ready"
+        instance = replica_name(self.service, self.settings.replica)
+        path = self.settings.data_dir / "run" / f"{instance}.ready"
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -236,6 +246,7 @@ class Worker:
             self.settings.data_dir,
             self.settings.log_max_bytes,
             self.settings.log_keep,
+            file_stem=replica_name(self.service, self.settings.replica),
         )
         metrics.serve(self.settings.metrics_port(self.service), self.settings.metrics_host)
         metrics.SERVICE_UP.labels(self.service).set(1)

@@ -219,22 +219,25 @@ def app_env(overrides: dict[str, Any]) -> dict[str, str]:
 
 def start_system(broker: Broker, data_dir: Path, **overrides: Any) -> System:
     """Every service of the mesh as its own process on ``broker``; ``overrides`` are Settings
-    fields or the travel mesh's own settings (services/settings.py)."""
+    fields or the travel mesh's own settings (services/settings.py), or ``replicas`` (processes
+    per service, as `itinerant up --replicas`)."""
     extra_env = app_env(overrides)
+    replicas: dict[str, int] = overrides.pop("replicas", {})
     settings = Settings(
         kafka_bootstrap_servers=broker.bootstrap,
         broker=broker.kind,
         topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
         data_dir=data_dir,
-        partitions=2,
-        metrics_port_base=free_port_block(100),
+        partitions=overrides.pop("partitions", 2),
+        # replica r of a service is (r - 1) * 100 ports above the first (REPLICA_PORT_STRIDE)
+        metrics_port_base=free_port_block(100 * max([1, *replicas.values()])),
         coordinator_http_port=free_port(),
         gateway_port=free_port(),
         # the console only where a test asks for it (console_port=free_port()): one process less
         console_port=overrides.pop("console_port", 0),
         **overrides,
     )
-    supervisor = Supervisor(settings, start_broker=False, extra_env=extra_env)
+    supervisor = Supervisor(settings, start_broker=False, extra_env=extra_env, replicas=replicas)
     try:
         supervisor.start()
         supervisor.wait_ready(90)

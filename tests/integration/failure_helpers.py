@@ -205,7 +205,19 @@ def trip_requests(
     return out
 
 
-def readonly_db(settings: Settings, service: str) -> sqlite3.Connection:
+def readonly_db(settings: Settings, service: str) -> Any:
+    """A service's state, read only: its schema in PostgreSQL with ITINERANT_STATE_URL, else
+    its SQLite file. Both answer ``execute(sql)`` with rows to iterate, and ``close()``."""
+    if settings.state_url is not None:
+        import psycopg
+
+        from itinerant.runtime.store_postgres import schema_name
+
+        return psycopg.connect(
+            settings.state_url.get_secret_value(),
+            autocommit=True,
+            options=f"-c search_path={schema_name(service)} -c default_transaction_read_only=on",
+        )
     path = settings.data_dir / "state" / f"{service}.db"
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
 

@@ -135,6 +135,8 @@ class ChaosPlan:
     freeze_s: float = FREEZE_S
     settle_timeout_s: float = SETTLE_TIMEOUT_S
     seed: int = SEED
+    #: The processes the kills choose from (test_replicas adds the replicas).
+    victims: tuple[str, ...] = FLOW
 
 
 def run_chaos(
@@ -192,7 +194,7 @@ def run_chaos(
                 thawed = True
                 frozen = False
             if not frozen and now >= next_kill and elapsed < plan.publish_s:
-                victim = chaos.choice(FLOW)
+                victim = chaos.choice(plan.victims)
                 if supervisor.kill(victim) is not None:
                     kills.append((round(elapsed, 1), victim))
                 next_kill = now + plan.kill_every_s

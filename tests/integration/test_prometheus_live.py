@@ -24,10 +24,12 @@ from .conftest import System, poll_until
 pytestmark = pytest.mark.integration
 
 DASHBOARDS = Path(__file__).parents[2] / "deploy" / "grafana" / "dashboards"
-# Metrics that only move on special events (an LLM call, a budget stop, an approval, a replay,
-# an open circuit): their panels must evaluate, but ordinary traffic leaves them empty.
+# Metrics that only move on special events (an LLM call, an MCP tool call, which this mesh makes
+# only with its inventory MCP server on, a budget stop, an approval, a replay, an open circuit):
+# their panels must evaluate, but ordinary traffic leaves them empty.
 EVENT_DRIVEN = (
     "itinerant_llm_",
+    "itinerant_tool_call",
     "itinerant_budget_exceeded_total",
     "itinerant_approvals_total",
     "itinerant_dlq_replays_total",

@@ -118,6 +118,7 @@ def record(
     spend: Budget | None = None,
     offset: int = 11,
     message_id: str = "msg-1",
+    replay_count: int = 0,
 ) -> InRecord:
     env = Envelope(
         id=message_id,
@@ -127,6 +128,7 @@ def record(
         data=Ask(mode=mode).model_dump_json().encode(),
         slip=slip or Slip(steps=[Step(agent=NAME), Step(agent="other")]),
         budget=spend or budget(),
+        replay_count=replay_count,
     )
     message = signed(SIGNING, env.to_message(f"itinerant.agent.{NAME}"))
     return InRecord(message.topic, 2, offset, message.key, message.value, message.headers)
@@ -184,6 +186,26 @@ async def test_handler_bug_is_dead_lettered_once(processor: Processor) -> None:
     assert event.step == 0
     # nothing was recorded in the inbox: a replay after the fix runs the handler again
     assert processor.store.recorded_outputs("msg-1") is None
+
+
+async def test_a_second_copy_of_a_dead_lettered_message_is_not_dead_lettered_again(
+    processor: Processor,
+) -> None:
+    first = await processor.process(record("bug", offset=11))
+    # The same message again at a later offset (a producer's retry, an outbox sent again).
+    copy = await processor.process(record("bug", offset=12))
+    assert copy.outcome == "duplicate"
+    # The copy is found out when it fails too (no lookup on the path of every message), so
+    # the handler ran again; what it failed to do was never applied.
+    assert CALLS == ["bug", "bug"]
+    # the letter is sent again as recorded: the same origin, so the same entry for operators
+    assert [m.headers for m in copy.outputs] == [m.headers for m in first.outputs]
+    assert dead_letter(copy).header(dlq.ORIGIN_OFFSET) == b"11"
+    # A replay (one more x-replay-count) is handled anew, and dead-lettered anew.
+    replayed = await processor.process(record("bug", offset=13, replay_count=1))
+    assert replayed.outcome == "dead_lettered"
+    assert CALLS == ["bug", "bug", "bug"]
+    assert dead_letter(replayed).header(dlq.ORIGIN_OFFSET) == b"13"
 
 
 async def test_wrong_return_type_is_a_handler_error(processor: Processor) -> None:
