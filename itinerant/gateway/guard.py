@@ -100,7 +100,7 @@ class Guard:
                 send,
                 STREAM_RETRY_S,
                 f"principal {principal.name!r} has {self.config.max_streams} open streams, the "
-                "limit (ITINERANT_GATEWAY_MAX_STREAMS); close one, or poll tasks/get",
+                "limit (ITINERANT_GATEWAY_MAX_STREAMS); close one, or poll GetTask",
             )
             return
         delivered = False
