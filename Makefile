@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 KAFKA_HOME  := .kafka
 KAFKA_STAMP := $(KAFKA_HOME)/.installed
 
-.PHONY: install kafka demo test unit integration lint typecheck bench bench-quick clean tools postgres
+.PHONY: install kafka demo test unit integration lint typecheck bench bench-quick soak clean tools postgres
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11+ or run make PYTHON=python3"; exit 1; }
@@ -51,6 +51,9 @@ unit: install postgres
 
 integration: install tools postgres
 	$(BIN)/pytest -q tests/integration
+
+soak: install tools postgres ## the long run: 500 sagas on the cluster while replicas are added and a broker is killed (about 5 minutes)
+	ITINERANT_SOAK=1 $(BIN)/pytest -q -s tests/integration/test_soak.py
 
 lint: install
 	$(BIN)/ruff check itinerant services tests bench docs

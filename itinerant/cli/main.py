@@ -27,13 +27,14 @@ from itinerant.security.tokens import usage_lines as token_usage
 from itinerant.settings import Settings
 
 from . import demo as demo_module
+from . import scaling
 from .approvals import approvals_app
 from .context import cli_mesh, cli_settings, fail
 from .deploy import deploy_app
 from .dlq import dlq_app
 from .kafka_io import publish_request, wait_for_results
 from .render import saga_tables
-from .replicas import parse_replicas
+from .replicas import BadReplicas, check_replicas, parse_replicas
 from .requests import RequestError, load_request, read_source, request_from_fields
 from .secrets import secrets_app
 from .supervisor import NO_METRICS, Supervisor
@@ -315,6 +316,45 @@ def down(timeout: Annotated[float, typer.Option(help="seconds to wait")] = 30.0)
     if _pid_alive(pid):
         raise _fail(f"supervisor {pid} did not stop within {timeout:.0f}s")
     console.print("[green]down[/green]")
+
+
+@app.command()
+def scale(
+    replicas: Annotated[
+        str, typer.Argument(help="NAME=COUNT[,NAME=COUNT...], e.g. search=3,coordinator=2")
+    ],
+    timeout: Annotated[float, typer.Option(help="seconds to wait for new replicas")] = 90.0,
+    app_spec: AppOption = None,
+) -> None:
+    """Change how many replicas of a service the running `itinerant up` runs."""
+    _use_app(app_spec)
+    settings = _settings()
+    run_dir = settings.data_dir / "run"
+    try:
+        counts = parse_replicas(replicas)
+        if not counts:
+            raise BadReplicas("name at least one NAME=COUNT")
+        check_replicas(counts, load_mesh(settings.app).bind(settings))
+        run_file = run_dir / "up.json"
+        if not run_file.exists() or not _pid_alive(
+            int(json.loads(run_file.read_text())["supervisor_pid"])
+        ):
+            raise scaling.NothingUp(f"no `itinerant up` runs on {settings.data_dir}")
+        request = scaling.ScaleRequest(counts)
+        since = time.time()
+        scaling.write_request(run_dir, request)
+        result = scaling.wait_for_result(run_dir, request, timeout_s=30.0)
+        if result.error:
+            raise BadReplicas(result.error)
+        scaling.wait_ready(run_dir, result.started, since, timeout)
+    except ItinerantError as exc:
+        raise _fail(exc.describe(), 2) from exc
+    if not result.started and not result.stopped:
+        console.print("nothing to change: already running that many")
+    for name in result.started:
+        console.print(f"[green]started[/green] {name} (ready)")
+    for name in result.stopped:
+        console.print(f"[yellow]stopped[/yellow] {name}")
 
 
 def _pid_alive(pid: int) -> bool:

@@ -30,7 +30,8 @@ from itinerant.observability.rotation import copy_truncate
 from itinerant.security import local as local_secrets
 from itinerant.settings import Settings, replica_name
 
-from .replicas import check_replicas
+from . import scaling
+from .replicas import BadReplicas, check_replicas
 from .restarts import RestartPolicy
 
 log = logging.getLogger(__name__)
@@ -144,17 +145,66 @@ class Supervisor:
         for ready in self.run_dir.glob("*.ready"):
             ready.unlink()
         for service, replica in self._instances():
-            name = replica_name(service, replica)
-            policy = RestartPolicy(
-                healthy_after_s=self.settings.restart_healthy_after_s,
-                give_up_after=self.settings.restart_give_up_after,
-            )
-            proc = ServiceProcess(
-                name, self.log_dir / f"{name}.log", service, replica, policy=policy
-            )
-            self.procs[name] = proc
-            self._spawn(proc)
+            self._add(service, replica)
         self.write_run_file()
+
+    def _add(self, service: str, replica: int) -> str:
+        name = replica_name(service, replica)
+        policy = RestartPolicy(
+            healthy_after_s=self.settings.restart_healthy_after_s,
+            give_up_after=self.settings.restart_give_up_after,
+        )
+        proc = ServiceProcess(name, self.log_dir / f"{name}.log", service, replica, policy=policy)
+        self.procs[name] = proc
+        self._spawn(proc)
+        return name
+
+    def scale(self, counts: dict[str, int], grace_s: float = 10.0) -> scaling.ScaleResult:
+        """Run ``counts[service]`` processes of each named service from now on: start the
+        missing replicas, stop (SIGTERM, then SIGKILL after ``grace_s``) the highest ones beyond
+        it. Kafka rebalances the group each time; a stopped replica's unacknowledged records
+        go to the others, which handle them once (the shared inbox). Raises ``BadReplicas``."""
+        wanted = {**self.replicas, **counts}
+        check_replicas(wanted, self.settings)
+        unknown = sorted(set(counts) - set(self.services))
+        if unknown:
+            raise BadReplicas(f"{', '.join(unknown)} is not running under this `itinerant up`")
+        started: list[str] = []
+        stopped: list[ServiceProcess] = []
+        for service, count in counts.items():
+            have = self.replicas.get(service, 1)
+            started += [self._add(service, r) for r in range(have + 1, count + 1)]
+            surplus = range(count + 1, have + 1)
+            stopped += [self.procs.pop(replica_name(service, r)) for r in surplus]
+            self.replicas[service] = count
+        self.replicas = {s: n for s, n in self.replicas.items() if n > 1}
+        _terminate(stopped, grace_s)
+        for proc in stopped:
+            (self.run_dir / f"{proc.name}.ready").unlink(missing_ok=True)
+        self.write_run_file()
+        if started or stopped:
+            log.warning(
+                "replicas now %s: started %s, stopped %s",
+                self.replicas or "one per service",
+                started or "none",
+                [p.name for p in stopped] or "none",
+            )
+        return scaling.ScaleResult("", started, [p.name for p in stopped])
+
+    def apply_scale_request(self) -> scaling.ScaleResult | None:
+        """The request `itinerant scale` left in the run directory, applied and answered."""
+        request = scaling.take_request(self.run_dir)
+        if request is None:
+            return None
+        try:
+            if not request.replicas:
+                raise BadReplicas("the scale request names no NAME=COUNT")
+            done = self.scale(request.replicas)
+            result = scaling.ScaleResult(request.id, done.started, done.stopped)
+        except BadReplicas as exc:
+            result = scaling.ScaleResult(request.id, error=exc.describe())
+        scaling.write_result(self.run_dir, result)
+        return result
 
     def _take_data_dir(self) -> None:
         """Hold ``run/up.lock`` (an exclusive lock the kernel drops when this process dies, even
@@ -213,6 +263,7 @@ class Supervisor:
             "bootstrap": self.settings.kafka_bootstrap_servers,
             "broker_pid": self.broker.pid if self.broker else None,
             "services": {n: p.pid for n, p in self.procs.items()},
+            "replicas": self.replicas,
             "metrics": {
                 n: self.settings.metrics_port(p.service, p.replica)
                 for n, p in self.procs.items()
@@ -243,6 +294,7 @@ class Supervisor:
         """Restart any service that died, after its backoff (restarts.py); returns the names
         restarted. A service that failed too often right after starting is left stopped and
         reported by :meth:`given_up`."""
+        self.apply_scale_request()
         restarted = []
         now = time.monotonic()
         for proc in self.procs.values():
@@ -312,18 +364,7 @@ class Supervisor:
 
     def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM every service, wait, SIGKILL stragglers; then the broker."""
-        for proc in self.procs.values():
-            if proc.alive() and proc.process:
-                signal_group(proc.process, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        for proc in self.procs.values():
-            if proc.process is None:
-                continue
-            try:
-                proc.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                signal_group(proc.process, signal.SIGKILL)
-                proc.process.wait(timeout=5)
+        _terminate(list(self.procs.values()), grace_s)
         if self.broker is not None:
             self.broker.stop()
         if self._lock is not None:  # the run file is ours only while we hold the data dir
@@ -341,6 +382,22 @@ class Supervisor:
         proc.process.wait(timeout=5)
         proc.exited_at = time.monotonic()  # a kill we asked for, not a failure of the service
         return pid
+
+
+def _terminate(procs: list[ServiceProcess], grace_s: float) -> None:
+    """SIGTERM each process, wait up to ``grace_s`` in all, SIGKILL stragglers."""
+    for proc in procs:
+        if proc.alive() and proc.process:
+            signal_group(proc.process, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        if proc.process is None:
+            continue
+        try:
+            proc.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            signal_group(proc.process, signal.SIGKILL)
+            proc.process.wait(timeout=5)
 
 
 def _tail(path: Path, lines: int = 8) -> str:

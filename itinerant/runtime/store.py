@@ -9,16 +9,15 @@ change, the record that its message was processed, and the messages it must send
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 from itinerant.errors import StoreUnavailable
+from itinerant.runtime import bookkeeping
 from itinerant.wire.envelope import OutMessage
 
 _SCHEMA = """
@@ -119,7 +118,9 @@ class Store:
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA busy_timeout=5000")
         self._lock = threading.RLock()
-        self._pending_marks: list[int] = []
+        self._pending_marks = bookkeeping.PendingMarks(
+            self.mark_sent, lambda: self._conn.in_transaction, (sqlite3.Error,)
+        )
         self._conn.executescript(_SCHEMA)
         for ddl in migrations:
             self._conn.executescript(ddl)
@@ -146,40 +147,20 @@ class Store:
                 raise
             self._conn.execute("COMMIT")
 
-    # -- inbox ---------------------------------------------------------------------------------
+    # -- inbox and outbox (runtime/bookkeeping.py) --------------------------------------------
 
     def recorded_outputs(self, message_id: str) -> list[OutMessage] | None:
         """The outputs recorded for an already-processed message, or ``None`` if it is new."""
-        row = self._conn.execute(
-            "SELECT outputs FROM inbox WHERE message_id = ?", (message_id,)
-        ).fetchone()
-        if row is None:
-            return None
-        return [OutMessage.from_json(item) for item in json.loads(row["outputs"])]
+        return bookkeeping.recorded_outputs(self._conn, message_id)
 
     def record(
         self, conn: sqlite3.Connection, message_id: str | None, outputs: Sequence[OutMessage]
     ) -> list[int]:
         """Inside a transaction: mark ``message_id`` processed and queue ``outputs``."""
-        encoded = [m.to_json() for m in outputs]
-        if message_id is not None:
-            conn.execute(
-                "INSERT INTO inbox(message_id, processed_at, outputs) VALUES (?, ?, ?)",
-                (message_id, time.time(), json.dumps(encoded)),
-            )
-        seqs = []
-        for item in encoded:
-            cursor = conn.execute("INSERT INTO outbox(message) VALUES (?)", (item,))
-            seqs.append(int(cursor.lastrowid or 0))
-        return seqs
-
-    # -- outbox --------------------------------------------------------------------------------
+        return bookkeeping.record(conn, message_id, outputs)
 
     def unsent(self, limit: int = 1000) -> list[tuple[int, OutMessage]]:
-        rows = self._conn.execute(
-            "SELECT seq, message FROM outbox WHERE sent = 0 ORDER BY seq LIMIT ?", (limit,)
-        ).fetchall()
-        return [(int(r["seq"]), OutMessage.from_json(r["message"])) for r in rows]
+        return bookkeeping.unsent(self._conn, limit)
 
     def mark_sent(self, seqs: Sequence[int]) -> None:
         if not seqs:
@@ -188,28 +169,13 @@ class Store:
             self._conn.executemany("UPDATE outbox SET sent = 1 WHERE seq = ?", [(s,) for s in seqs])
 
     def mark_sent_soon(self, seqs: Sequence[int]) -> None:
-        """Mark outputs sent now, or, while a handler's transaction is open on this connection
-        (deliveries run beside the next handler), as soon as it closes. Until then they count as
-        unsent: at worst a restart sends them again, with the same ids."""
-        self._pending_marks.extend(seqs)
-        if not self._conn.in_transaction:
-            self.mark_sent_pending()
+        """Mark outputs sent now, or as soon as the handler's open transaction closes."""
+        self._pending_marks.add(seqs)
 
     def mark_sent_pending(self) -> None:
-        """Apply the marks waiting for a transaction to close; kept for later if the database
-        refuses them now (locked, full): unmarked outputs are only sent again, never lost."""
-        if self._pending_marks and not self._conn.in_transaction:
-            seqs, self._pending_marks = self._pending_marks, []
-            try:
-                self.mark_sent(seqs)
-            except sqlite3.Error:
-                self._pending_marks = seqs + self._pending_marks
-                raise
+        self._pending_marks.apply()
 
     def prune(self, older_than_s: float) -> int:
         """Forget processed ids and sent outputs older than ``older_than_s`` seconds."""
-        cutoff = time.time() - older_than_s
         with self.transaction() as conn:
-            removed = conn.execute("DELETE FROM inbox WHERE processed_at < ?", (cutoff,)).rowcount
-            conn.execute("DELETE FROM outbox WHERE sent = 1")
-        return int(removed)
+            return bookkeeping.prune(conn, older_than_s)

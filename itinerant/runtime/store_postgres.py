@@ -16,10 +16,8 @@ every replica of the service.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
-import time
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -30,6 +28,7 @@ import psycopg
 from psycopg import pq
 
 from itinerant.errors import StoreUnavailable
+from itinerant.runtime import bookkeeping
 from itinerant.wire.envelope import OutMessage
 
 _SCHEMA = """
@@ -143,7 +142,9 @@ class PostgresStore:
         self.schema = schema_name(service)
         self._lock_key = zlib.crc32(self.schema.encode())
         self._lock = threading.RLock()
-        self._pending_marks: list[int] = []
+        self._pending_marks = bookkeeping.PendingMarks(
+            self.mark_sent, lambda: self._db.in_transaction, (StoreUnavailable,)
+        )
         self._conn = self._connect()
         self._db = PgDatabase(self._conn, url)
         with self._lock, self._conn.transaction():
@@ -197,46 +198,23 @@ class PostgresStore:
             except psycopg.OperationalError as exc:
                 raise StoreUnavailable(f"PostgreSQL at {redacted(self.url)}: {exc}") from exc
 
-    # -- inbox ---------------------------------------------------------------------------------
+    # -- inbox and outbox (runtime/bookkeeping.py) --------------------------------------------
 
     def recorded_outputs(self, message_id: str) -> list[OutMessage] | None:
         with self._lock:
             self._reconnect_if_closed()
-            row = self._db.execute(
-                "SELECT outputs FROM inbox WHERE message_id = ?", (message_id,)
-            ).fetchone()
-        if row is None:
-            return None
-        return [OutMessage.from_json(item) for item in json.loads(row["outputs"])]
+            return bookkeeping.recorded_outputs(self._db, message_id)
 
     def record(
         self, conn: PgDatabase, message_id: str | None, outputs: Sequence[OutMessage]
     ) -> list[int]:
         """Inside a transaction: mark ``message_id`` processed and queue ``outputs``."""
-        encoded = [m.to_json() for m in outputs]
-        if message_id is not None:
-            conn.execute(
-                "INSERT INTO inbox(message_id, processed_at, outputs) VALUES (?, ?, ?)",
-                (message_id, time.time(), json.dumps(encoded)),
-            )
-        return [
-            int(
-                conn.execute(
-                    "INSERT INTO outbox(message) VALUES (?) RETURNING seq", (item,)
-                ).fetchone()[0]
-            )
-            for item in encoded
-        ]
-
-    # -- outbox --------------------------------------------------------------------------------
+        return bookkeeping.record(conn, message_id, outputs)
 
     def unsent(self, limit: int = 1000) -> list[tuple[int, OutMessage]]:
         with self._lock:
             self._reconnect_if_closed()
-            rows = self._db.execute(
-                "SELECT seq, message FROM outbox WHERE sent = 0 ORDER BY seq LIMIT ?", (limit,)
-            ).fetchall()
-        return [(int(r["seq"]), OutMessage.from_json(r["message"])) for r in rows]
+            return bookkeeping.unsent(self._db, limit)
 
     def mark_sent(self, seqs: Sequence[int]) -> None:
         if not seqs:
@@ -250,22 +228,11 @@ class PostgresStore:
 
     def mark_sent_soon(self, seqs: Sequence[int]) -> None:
         """As the SQLite store's: now, or once the handler's open transaction closes."""
-        self._pending_marks.extend(seqs)
-        if not self._db.in_transaction:
-            self.mark_sent_pending()
+        self._pending_marks.add(seqs)
 
     def mark_sent_pending(self) -> None:
-        if self._pending_marks and not self._db.in_transaction:
-            seqs, self._pending_marks = self._pending_marks, []
-            try:
-                self.mark_sent(seqs)
-            except StoreUnavailable:
-                self._pending_marks = seqs + self._pending_marks
-                raise
+        self._pending_marks.apply()
 
     def prune(self, older_than_s: float) -> int:
-        cutoff = time.time() - older_than_s
         with self.transaction() as conn:
-            removed = conn.execute("DELETE FROM inbox WHERE processed_at < ?", (cutoff,)).rowcount
-            conn.execute("DELETE FROM outbox WHERE sent = 1")
-        return int(removed)
+            return bookkeeping.prune(conn, older_than_s)

@@ -230,7 +230,8 @@ def start_system(broker: Broker, data_dir: Path, **overrides: Any) -> System:
         data_dir=data_dir,
         partitions=overrides.pop("partitions", 2),
         # replica r of a service is (r - 1) * 100 ports above the first (REPLICA_PORT_STRIDE)
-        metrics_port_base=free_port_block(100 * max([1, *replicas.values()])),
+        metrics_port_base=overrides.pop("metrics_port_base", None)
+        or free_port_block(100 * max([1, *replicas.values()])),
         coordinator_http_port=free_port(),
         gateway_port=free_port(),
         # the console only where a test asks for it (console_port=free_port()): one process less

@@ -135,8 +135,11 @@ class ChaosPlan:
     freeze_s: float = FREEZE_S
     settle_timeout_s: float = SETTLE_TIMEOUT_S
     seed: int = SEED
-    #: The processes the kills choose from (test_replicas adds the replicas).
+    #: The processes the kills choose from (test_replicas adds the replicas); one not running
+    #: at the time (a replica not yet started) is passed over.
     victims: tuple[str, ...] = FLOW
+    #: More to do at given seconds into the run (test_soak scales replicas up).
+    events: tuple[tuple[float, Callable[[], object]], ...] = ()
 
 
 def run_chaos(
@@ -163,6 +166,7 @@ def run_chaos(
     started = time.monotonic()
     next_kill = started + plan.kill_every_s
     sent = 0
+    pending_events = sorted(plan.events, key=lambda event: event[0])
     try:
         while True:
             now = time.monotonic()
@@ -193,9 +197,11 @@ def run_chaos(
                 thaw()
                 thawed = True
                 frozen = False
+            while pending_events and elapsed >= pending_events[0][0]:
+                pending_events.pop(0)[1]()
             if not frozen and now >= next_kill and elapsed < plan.publish_s:
                 victim = chaos.choice(plan.victims)
-                if supervisor.kill(victim) is not None:
+                if victim in supervisor.procs and supervisor.kill(victim) is not None:
                     kills.append((round(elapsed, 1), victim))
                 next_kill = now + plan.kill_every_s
             supervisor.supervise_once()

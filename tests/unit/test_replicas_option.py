@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from itinerant.cli import scaling
 from itinerant.cli.replicas import BadReplicas, check_replicas, parse_replicas
 from itinerant.cli.supervisor import Supervisor
 from itinerant.errors import Disposition
@@ -74,3 +75,50 @@ def test_each_replica_has_its_own_metrics_port(tmp_path: Path) -> None:
     assert as_replica_3.metrics_port("flights") == first + 2 * REPLICA_PORT_STRIDE
     assert replica_name("flights", 1) == "flights"
     assert replica_name("flights", 3) == "flights-3"
+
+
+# --- `itinerant scale`: the request and the answer, through the run directory -----------------
+
+
+def test_a_scale_request_is_taken_once(tmp_path: Path) -> None:
+    request = scaling.ScaleRequest({"flights": 3})
+    scaling.write_request(tmp_path, request)
+    taken = scaling.take_request(tmp_path)
+    assert taken == request
+    assert scaling.take_request(tmp_path) is None  # removed: applied once
+
+
+def test_a_garbled_scale_request_is_taken_as_naming_nothing(tmp_path: Path) -> None:
+    (tmp_path / scaling.REQUEST_FILE).write_text('{"id": "x", "replicas": {"flights": "3"}}')
+    assert scaling.take_request(tmp_path) == scaling.ScaleRequest({}, "x")
+    (tmp_path / scaling.REQUEST_FILE).write_text("not json")
+    assert scaling.take_request(tmp_path) == scaling.ScaleRequest({}, "unknown")
+
+
+@pytest.mark.parametrize(
+    ("asked", "said"),
+    [
+        ({"gateway": 2}, "gateway cannot run as replicas"),
+        ({"flights": 9}, "between 1 and 2"),
+        ({}, "names no NAME=COUNT"),
+    ],
+)
+def test_the_supervisor_answers_a_refused_request_and_starts_nothing(
+    tmp_path: Path, asked: dict[str, int], said: str
+) -> None:
+    supervisor = Supervisor(Settings(data_dir=tmp_path, partitions=2))
+    supervisor.run_dir.mkdir(parents=True)
+    request = scaling.ScaleRequest(asked)
+    scaling.write_request(supervisor.run_dir, request)
+    supervisor.apply_scale_request()
+    result = scaling.read_result(supervisor.run_dir, request.id)
+    assert result is not None and result.error is not None and said in result.error, result
+    assert result.started == [] and supervisor.procs == {}
+    assert scaling.read_result(supervisor.run_dir, "another request") is None
+
+
+def test_waiting_for_an_answer_that_never_comes_times_out_saying_where_to_look(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(scaling.ScaleTimedOut, match="did not take the request"):
+        scaling.wait_for_result(tmp_path, scaling.ScaleRequest({"flights": 2}), timeout_s=0.3)

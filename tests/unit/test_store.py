@@ -129,3 +129,17 @@ def test_prune_forgets_old_ids_and_sent_outputs_only(store: StateStore) -> None:
     assert store.prune(older_than_s=-10) == 1
     assert store.recorded_outputs("m-old") is None
     assert [m for _, m in store.unsent()] == [out(2)]
+
+
+def test_marks_made_during_a_transaction_wait_until_it_closes(store: StateStore) -> None:
+    with store.transaction() as conn:
+        first = store.record(conn, "m-1", [out(1)])
+    with store.transaction() as conn:
+        # A delivery finishing while the next handler's transaction is open.
+        store.mark_sent_soon(first)
+        second = store.record(conn, "m-2", [out(2)])
+        assert [s for s, _ in store.unsent()] == first + second  # not yet marked
+    store.mark_sent_pending()
+    assert [s for s, _ in store.unsent()] == second
+    store.mark_sent_soon(second)  # no transaction open: marked at once
+    assert store.unsent() == []

@@ -1,0 +1,89 @@
+"""The inbox and outbox rows every state store keeps, in the portable SQL of ``Database``, so
+the SQLite store and the PostgreSQL store (`store.py`, `store_postgres.py`) keep them the same
+way (docs/architecture.md#delivery-guarantees). Each store adds its own locking, transactions
+and reconnection around these.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from itinerant.wire.envelope import OutMessage
+
+if TYPE_CHECKING:
+    from itinerant.runtime.store import Database
+
+
+def recorded_outputs(db: Database, message_id: str) -> list[OutMessage] | None:
+    """The outputs recorded for an already-processed message, or ``None`` if it is new."""
+    row = db.execute("SELECT outputs FROM inbox WHERE message_id = ?", (message_id,)).fetchone()
+    if row is None:
+        return None
+    return [OutMessage.from_json(item) for item in json.loads(row["outputs"])]
+
+
+def record(db: Database, message_id: str | None, outputs: Sequence[OutMessage]) -> list[int]:
+    """Inside a transaction: mark ``message_id`` processed and queue ``outputs``; their outbox
+    sequence numbers."""
+    encoded = [m.to_json() for m in outputs]
+    if message_id is not None:
+        db.execute(
+            "INSERT INTO inbox(message_id, processed_at, outputs) VALUES (?, ?, ?)",
+            (message_id, time.time(), json.dumps(encoded)),
+        )
+    insert = "INSERT INTO outbox(message) VALUES (?) RETURNING seq"
+    return [int(db.execute(insert, (item,)).fetchone()[0]) for item in encoded]
+
+
+def unsent(db: Database, limit: int) -> list[tuple[int, OutMessage]]:
+    """The oldest ``limit`` outputs not yet marked sent."""
+    rows = db.execute(
+        "SELECT seq, message FROM outbox WHERE sent = 0 ORDER BY seq LIMIT ?", (limit,)
+    ).fetchall()
+    return [(int(r["seq"]), OutMessage.from_json(r["message"])) for r in rows]
+
+
+def prune(db: Database, older_than_s: float) -> int:
+    """Inside a transaction: forget processed ids older than ``older_than_s`` seconds and sent
+    outputs; how many ids were forgotten."""
+    cutoff = time.time() - older_than_s
+    removed = db.execute("DELETE FROM inbox WHERE processed_at < ?", (cutoff,)).rowcount
+    db.execute("DELETE FROM outbox WHERE sent = 1")
+    return int(removed)
+
+
+class PendingMarks:
+    """Outputs delivered while a handler's transaction was open on the store's connection
+    (deliveries run beside the next handler): marked sent as soon as it closes. Until then they
+    count as unsent: at worst a restart sends them again, with the same ids."""
+
+    def __init__(
+        self,
+        mark_sent: Callable[[Sequence[int]], None],
+        in_transaction: Callable[[], bool],
+        refused: tuple[type[Exception], ...],
+    ) -> None:
+        self._mark_sent = mark_sent
+        self._in_transaction = in_transaction
+        self._refused = refused
+        self._seqs: list[int] = []
+
+    def add(self, seqs: Sequence[int]) -> None:
+        """Mark ``seqs`` sent now, or once the open transaction closes."""
+        self._seqs.extend(seqs)
+        if not self._in_transaction():
+            self.apply()
+
+    def apply(self) -> None:
+        """Apply the waiting marks; kept for later if the database refuses them now (locked,
+        full, unreachable): unmarked outputs are only sent again, never lost."""
+        if self._seqs and not self._in_transaction():
+            seqs, self._seqs = self._seqs, []
+            try:
+                self._mark_sent(seqs)
+            except self._refused:
+                self._seqs = seqs + self._seqs
+                raise
