@@ -1,4 +1,5 @@
-"""The gateway process: an A2A JSON-RPC server (a2a-sdk on Starlette, served by uvicorn).
+"""The gateway process: an A2A 1.0 JSON-RPC server, serving A2A 0.3 clients too (a2a-sdk's
+dispatcher and card routes on Starlette, served by uvicorn).
 
 Entry points: ``main(settings)`` (``itinerant worker gateway``) and ``python -m itinerant.gateway``.
 """
@@ -14,36 +15,46 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
-from a2a.server.apps.jsonrpc.starlette_app import A2AStarletteApplication
-from a2a.types import (
-    InvalidRequestError,
-    JSONParseError,
-    MethodNotFoundError,
+from a2a.server.routes import create_agent_card_routes
+from a2a.server.routes.jsonrpc_dispatcher import JsonRpcDispatcher
+from a2a.types import AgentCard
+from a2a.utils.constants import (
+    AGENT_CARD_WELL_KNOWN_PATH,
+    PROTOCOL_VERSION_0_3,
+    PROTOCOL_VERSION_1_0,
+    VERSION_HEADER,
 )
+from packaging.version import InvalidVersion, Version
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
 from itinerant.brokers.client_security import client_security
 from itinerant.brokers.connection import require_broker
 from itinerant.mesh import Mesh, load_mesh
 from itinerant.observability import tracing
 from itinerant.security.signing import require_signing_key
+from itinerant.security.tokens import Principal
 from itinerant.settings import Settings
 
-from .card import agent_card
+from .card import agent_card, agent_cards, agent_path, extended_card
+from .card_signing import CardSigner, card_signer
 from .config import SERVICE, GatewayConfig, gateway_config
 from .feed import MeshFeed
-from .guard import Guard, PrincipalContextBuilder
+from .guard import JWKS_PATH, PREV_AGENT_CARD_WELL_KNOWN_PATH, Guard, PrincipalContextBuilder
 from .handler import GatewayHandler
 from .mesh import Publisher, SagaView
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_METHODS = (
+METHODS_1_0 = tuple(JsonRpcDispatcher.METHOD_TO_MODEL)
+#: A2A 0.3's names, served through the SDK's compat layer (docs/security-gateway.md).
+METHODS_0_3 = (
     "message/send",
     "message/stream",
     "tasks/get",
@@ -53,51 +64,112 @@ SUPPORTED_METHODS = (
     "tasks/pushNotificationConfig/get",
     "tasks/pushNotificationConfig/list",
     "tasks/pushNotificationConfig/delete",
+    "agent/getAuthenticatedExtendedCard",
+)
+PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, VERSION_NOT_SUPPORTED = (
+    -32700,
+    -32600,
+    -32601,
+    -32009,
 )
 
 
-class GatewayApplication(A2AStarletteApplication):
-    """The SDK's JSON-RPC application, with clearer answers to bodies that are not A2A."""
+def _major(version: str) -> int | None:
+    try:
+        return Version(version).major
+    except InvalidVersion:
+        return None
 
-    async def _handle_requests(self, request: Request) -> Response:
-        raw = await request.body()  # cached: the SDK's handler reads it again
+
+class Endpoint:
+    """The JSON-RPC endpoint: the SDK's dispatcher (A2A 1.0, and 0.3 through its compat layer),
+    with clearer answers to bodies that are not A2A and to a missing or unknown ``A2A-Version``,
+    and the version served in the ``A2A-Version`` response header."""
+
+    def __init__(self, handler: GatewayHandler) -> None:
+        self.dispatcher = JsonRpcDispatcher(
+            request_handler=handler,
+            context_builder=PrincipalContextBuilder(),
+            enable_v0_3_compat=True,
+        )
+
+    async def handle(self, request: Request) -> Response:
+        raw = await request.body()  # cached: the SDK's dispatcher reads it again
         try:
             body = json.loads(raw)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             return _error(
                 None,
-                JSONParseError(
-                    message=f"the body is not JSON ({exc}); send a JSON-RPC 2.0 request object"
-                ),
+                PARSE_ERROR,
+                f"the body is not JSON ({exc}); send a JSON-RPC 2.0 request object",
             )
         if not isinstance(body, dict):
             return _error(
                 None,
-                InvalidRequestError(
-                    message=f"the body must be a JSON-RPC 2.0 request object, not "
-                    f"{type(body).__name__} (batches are not supported)"
-                ),
+                INVALID_REQUEST,
+                f"the body must be a JSON-RPC 2.0 request object, not {type(body).__name__} "
+                "(batches are not supported)",
             )
         request_id = body.get("id")
         request_id = request_id if isinstance(request_id, str | int) else None
         method = body.get("method")
-        if isinstance(method, str) and method not in self.METHOD_TO_MODEL:
+        asked = request.headers.get(VERSION_HEADER, "").strip()
+        if isinstance(method, str) and method in METHODS_0_3:
+            served = PROTOCOL_VERSION_0_3
+        elif isinstance(method, str) and method in METHODS_1_0:
+            served = PROTOCOL_VERSION_1_0
+            if _major(asked) != 1:
+                return _error(
+                    request_id,
+                    VERSION_NOT_SUPPORTED,
+                    f"{method} is an A2A 1.0 method: send the header '{VERSION_HEADER}: "
+                    f"{PROTOCOL_VERSION_1_0}'"
+                    + (f" (not {asked!r})" if asked else "")
+                    + f"; A2A 0.3 clients use the 0.3 method names ({', '.join(METHODS_0_3)})",
+                )
+        elif isinstance(method, str):
             return _error(
                 request_id,
-                MethodNotFoundError(
-                    message=f"unknown method {method!r}; this agent speaks "
-                    f"{', '.join(SUPPORTED_METHODS)}"
-                ),
+                METHOD_NOT_FOUND,
+                f"unknown method {method!r}; this agent speaks A2A 1.0 ({', '.join(METHODS_1_0)})"
+                f" and A2A 0.3 ({', '.join(METHODS_0_3)})",
             )
-        return await super()._handle_requests(request)
+        else:
+            served = PROTOCOL_VERSION_1_0
+        response = await self.dispatcher.handle_requests(request)
+        response.headers[VERSION_HEADER] = served
+        return response
 
 
-def _error(
-    request_id: str | int | None, error: JSONParseError | InvalidRequestError | MethodNotFoundError
-) -> JSONResponse:
+def _error(request_id: str | int | None, code: int, message: str) -> JSONResponse:
     return JSONResponse(
-        {"jsonrpc": "2.0", "id": request_id, "error": error.model_dump(exclude_none=True)}
+        {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}},
+        headers={VERSION_HEADER: PROTOCOL_VERSION_1_0},
     )
+
+
+def card_routes(config: GatewayConfig, mesh: Mesh, signer: CardSigner | None) -> list[BaseRoute]:
+    """The mesh's card (also at A2A 0.3's old path), a card per agent, and the JWKS of the key
+    that signs them (when the gateway has one)."""
+
+    def signed(card: AgentCard) -> AgentCard:
+        return signer.sign(card) if signer is not None else card
+
+    mesh_card = signed(agent_card(config, mesh))
+    routes: list[BaseRoute] = [
+        *create_agent_card_routes(mesh_card, card_url=AGENT_CARD_WELL_KNOWN_PATH),
+        *create_agent_card_routes(mesh_card, card_url=PREV_AGENT_CARD_WELL_KNOWN_PATH),
+    ]
+    for name, card in agent_cards(config, mesh).items():
+        routes.extend(create_agent_card_routes(signed(card), card_url=agent_path(name)))
+    if signer is not None:
+        jwks = signer.jwks()
+
+        async def keys(_request: Request) -> Response:
+            return JSONResponse(jwks)
+
+        routes.append(Route(JWKS_PATH, keys, methods=["GET"]))
+    return routes
 
 
 @dataclass
@@ -137,7 +209,13 @@ def build(
     publisher = publisher or Publisher(settings)
     view = view or SagaView(config)
     feed = feed or MeshFeed(settings)
-    handler = GatewayHandler(settings, config, mesh, publisher, view, feed)
+    signer = card_signer(settings, config.public_url)
+
+    async def extended(principal: Principal) -> AgentCard:
+        card = extended_card(config, mesh, principal)
+        return signer.sign(card) if signer is not None else card
+
+    handler = GatewayHandler(settings, config, mesh, publisher, view, feed, extended)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -150,13 +228,11 @@ def build(
             await view.close()
             await asyncio.to_thread(publisher.close)
 
-    a2a = GatewayApplication(
-        agent_card=agent_card(config, mesh),
-        http_handler=handler,
-        context_builder=PrincipalContextBuilder(),
-        max_content_length=config.max_body_bytes,
-    )
-    app = a2a.build(lifespan=lifespan, middleware=[Middleware(Guard, config=config)])
+    routes = [
+        Route(urlsplit(config.rpc_url).path or "/", Endpoint(handler).handle, methods=["POST"]),
+        *card_routes(config, mesh, signer),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(Guard, config=config)])
     return Gateway(settings, config, mesh, publisher, view, feed, app, handler)
 
 

@@ -17,6 +17,7 @@ from rich.table import Table
 from itinerant.settings import Settings
 
 from .config import gateway_config
+from .proto import to_json
 
 
 async def fetch_card(url: str, timeout_s: float = 5.0) -> AgentCard:
@@ -41,13 +42,18 @@ def agents(
         )
         raise typer.Exit(1) from exc
     if as_json:
-        print(json.dumps(card.model_dump(mode="json", by_alias=True, exclude_none=True), indent=2))
+        print(json.dumps(to_json(card), indent=2))
         return
     console = Console()
-    auth = ", ".join(card.security_schemes or {}) or "none"
-    console.print(f"[bold]{card.name}[/bold] {card.version} (A2A {card.protocol_version})")
-    console.print(f"url: {card.url}   streaming: {card.capabilities.streaming}   auth: {auth}")
-    console.print(f"modes: in {card.default_input_modes}, out {card.default_output_modes}")
+    auth = ", ".join(card.security_schemes) or "none"
+    versions = ", ".join(i.protocol_version for i in card.supported_interfaces)
+    url = card.supported_interfaces[0].url if card.supported_interfaces else "-"
+    signed = "signed" if card.signatures else "unsigned"
+    console.print(f"[bold]{card.name}[/bold] {card.version} (A2A {versions}; {signed})")
+    console.print(f"url: {url}   streaming: {card.capabilities.streaming}   auth: {auth}")
+    console.print(
+        f"modes: in {list(card.default_input_modes)}, out {list(card.default_output_modes)}"
+    )
     table = Table("skill", "name", "description")
     for skill in card.skills:
         table.add_row(skill.id, skill.name, skill.description)

@@ -8,9 +8,9 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from a2a.server.apps.jsonrpc.jsonrpc_app import DefaultCallContextBuilder
 from a2a.server.context import ServerCallContext
-from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH, PREV_AGENT_CARD_WELL_KNOWN_PATH
+from a2a.server.routes.common import DefaultServerCallContextBuilder
+from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
 from starlette.requests import Request
 
 from itinerant.security.tokens import DEFAULT_PRINCIPAL, Principal
@@ -24,8 +24,15 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-PUBLIC_PATHS = frozenset({AGENT_CARD_WELL_KNOWN_PATH, PREV_AGENT_CARD_WELL_KNOWN_PATH})
-STREAMING_METHODS = frozenset({"message/stream", "tasks/resubscribe"})
+#: Where A2A 0.3's first clients looked for the card (served there too).
+PREV_AGENT_CARD_WELL_KNOWN_PATH = "/.well-known/agent.json"
+JWKS_PATH = "/.well-known/jwks.json"
+PUBLIC_PATHS = frozenset({AGENT_CARD_WELL_KNOWN_PATH, PREV_AGENT_CARD_WELL_KNOWN_PATH, JWKS_PATH})
+#: The per-agent cards, ``/agents/<name>/.well-known/agent-card.json``, are public too.
+AGENTS_PREFIX = "/agents/"
+STREAMING_METHODS = frozenset(
+    {"SendStreamingMessage", "SubscribeToTask", "message/stream", "tasks/resubscribe"}
+)
 #: Where the guard leaves the caller's principal in the ASGI scope (and the call context).
 PRINCIPAL_KEY = "itinerant.principal"
 STREAM_RETRY_S = 5.0
@@ -33,6 +40,13 @@ UNAUTHORIZED = (
     "unauthorized: send 'Authorization: Bearer <token>' (the agent card's 'bearer' security "
     "scheme); `itinerant up` prints where a local mesh's token is"
 )
+
+
+def public(path: str) -> bool:
+    """Whether ``path`` is served without a token (the cards and the key that signs them)."""
+    return path in PUBLIC_PATHS or (
+        path.startswith(AGENTS_PREFIX) and path.endswith(AGENT_CARD_WELL_KNOWN_PATH)
+    )
 
 
 def rpc_error(code: int, message: str, request_id: str | int | None = None) -> dict[str, Any]:
@@ -52,7 +66,7 @@ class Guard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or (
-            scope["method"] in ("GET", "HEAD") and scope["path"] in PUBLIC_PATHS
+            scope["method"] in ("GET", "HEAD") and public(scope["path"])
         ):
             await self.app(scope, receive, send)
             return
@@ -86,7 +100,7 @@ class Guard:
                 send,
                 STREAM_RETRY_S,
                 f"principal {principal.name!r} has {self.config.max_streams} open streams, the "
-                "limit (ITINERANT_GATEWAY_MAX_STREAMS); close one, or poll tasks/get",
+                "limit (ITINERANT_GATEWAY_MAX_STREAMS); close one, or poll GetTask",
             )
             return
         delivered = False
@@ -140,7 +154,7 @@ def _method(body: bytes) -> str | None:
     return method if isinstance(method, str) else None
 
 
-class PrincipalContextBuilder(DefaultCallContextBuilder):
+class PrincipalContextBuilder(DefaultServerCallContextBuilder):
     """The SDK's call context, with the principal the guard identified in its state."""
 
     def build(self, request: Request) -> ServerCallContext:

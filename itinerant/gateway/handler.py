@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -19,23 +19,33 @@ from a2a.server.context import ServerCallContext
 from a2a.server.events.event_queue import Event
 from a2a.server.request_handlers.request_handler import RequestHandler
 from a2a.types import (
-    DeleteTaskPushNotificationConfigParams,
-    GetTaskPushNotificationConfigParams,
-    InternalError,
-    InvalidParamsError,
-    ListTaskPushNotificationConfigParams,
+    AgentCard,
+    CancelTaskRequest,
+    DeleteTaskPushNotificationConfigRequest,
+    GetExtendedAgentCardRequest,
+    GetTaskPushNotificationConfigRequest,
+    GetTaskRequest,
+    ListTaskPushNotificationConfigsRequest,
+    ListTaskPushNotificationConfigsResponse,
+    ListTasksRequest,
+    ListTasksResponse,
     Message,
-    MessageSendParams,
-    PushNotificationConfig,
+    SendMessageRequest,
+    SubscribeToTaskRequest,
     Task,
-    TaskIdParams,
-    TaskNotCancelableError,
-    TaskNotFoundError,
     TaskPushNotificationConfig,
-    TaskQueryParams,
     TaskStatusUpdateEvent,
 )
-from a2a.utils.errors import ServerError
+from a2a.utils.errors import (
+    A2AError,
+    InternalError,
+    InvalidParamsError,
+    TaskNotCancelableError,
+    TaskNotFoundError,
+    UnsupportedOperationError,
+)
+from a2a.utils.proto_utils import validate_proto_required_fields
+from google.protobuf.message import Message as ProtoMessage
 
 from itinerant.errors import BrokerUnavailable
 from itinerant.mesh import Mesh
@@ -43,12 +53,13 @@ from itinerant.security.tokens import DEFAULT_PRINCIPAL, Principal
 from itinerant.settings import Settings
 from itinerant.wire.ids import new_id
 
-from . import inbound, tasks
+from . import inbound, listing, tasks
 from .config import GatewayConfig
 from .feed import RESULT, MeshFeed, Subscription
 from .guard import PRINCIPAL_KEY
 from .mesh import CoordinatorUnavailable, Publisher, SagaView
 from .owners import Owners, may_see, task_id_for
+from .proto import to_json
 from .push import InvalidWebhook, PushConfigs, PushSender, PushTarget
 
 log = logging.getLogger(__name__)
@@ -63,30 +74,39 @@ STREAM_SLACK_S = 30.0
 CATCH_UP_S = (0.0, 0.05, 0.2, 0.5, 1.0)
 LAGGING_S = (2.0, 4.0, 8.0)
 LAGGING_FOR_S = 60.0
-FINISHED = frozenset({"completed", "failed", "canceled", "rejected"})
 VIEW_DOWN = "the mesh's saga state is unavailable right now; retry shortly"
 INTERNAL = "internal error in the gateway; retry, and if it persists tell the operator"
 
 
-def _fail(error: Any) -> NoReturn:
-    raise ServerError(error=error)
-
-
 def _not_found() -> NoReturn:
     """The one answer for a task that does not exist and for another caller's."""
-    _fail(TaskNotFoundError())
+    raise TaskNotFoundError()
+
+
+def _check(params: ProtoMessage) -> None:
+    """The fields A2A 1.0 requires are there; else invalid params naming each one."""
+    try:
+        validate_proto_required_fields(params)
+    except InvalidParamsError as exc:
+        found = (exc.data or {}).get("errors") or []
+        problems = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in found)
+        raise InvalidParamsError(
+            message=f"invalid params: {problems or exc.message}", data=exc.data
+        ) from exc
 
 
 @contextlib.contextmanager
-def _hidden(method: str) -> Iterator[None]:
-    """Unexpected failures become a JSON-RPC internal error without their text (logged)."""
+def _hidden(method: str, params: ProtoMessage) -> Iterator[None]:
+    """The request's required fields are checked; unexpected failures become a JSON-RPC
+    internal error without their text (logged)."""
     try:
+        _check(params)
         yield
-    except ServerError:
+    except A2AError:
         raise
-    except Exception:
+    except Exception as exc:
         log.exception("%s failed", method)
-        _fail(InternalError(message=INTERNAL))
+        raise InternalError(message=INTERNAL) from exc
 
 
 def principal_of(context: ServerCallContext | None) -> Principal:
@@ -103,8 +123,10 @@ class GatewayHandler(RequestHandler):
         publisher: Publisher,
         view: SagaView,
         feed: MeshFeed,
+        extended_card: Callable[[Principal], Awaitable[AgentCard]] | None = None,
     ) -> None:
         self.settings = settings
+        self.extended_card = extended_card
         self.mesh = mesh
         self.config = config
         self.publisher = publisher
@@ -131,7 +153,7 @@ class GatewayHandler(RequestHandler):
             return await self.view.get(saga_id)
         except CoordinatorUnavailable as exc:
             log.warning("saga view: %s", exc)
-            _fail(InternalError(message=VIEW_DOWN))
+            raise InternalError(message=VIEW_DOWN) from exc
 
     async def _task(self, saga_id: str, principal: Principal) -> Task | None:
         """The task as the coordinator and the results topic say it is now; None when it does
@@ -158,7 +180,7 @@ class GatewayHandler(RequestHandler):
         return {str(k).lower(): str(v) for k, v in dict(headers).items()}
 
     async def _start(
-        self, params: MessageSendParams, context: ServerCallContext | None
+        self, params: SendMessageRequest, context: ServerCallContext | None
     ) -> tuple[Task, bool]:
         """Validate and publish for the caller; returns the task and whether it was new."""
         principal = principal_of(context)
@@ -167,28 +189,24 @@ class GatewayHandler(RequestHandler):
             known = await self._task(message.task_id, principal)
             if known is None:
                 _not_found()
-            _fail(
-                InvalidParamsError(
-                    message=f"task {message.task_id} does not take further messages (it is "
-                    f"{known.status.state.value}); send a new message without taskId to start "
-                    "another task"
-                )
+            raise InvalidParamsError(
+                message=f"task {message.task_id} does not take further messages (it is "
+                f"{tasks.state_name(known.status.state)}); send a new message without taskId "
+                "to start another task"
             )
         try:
             request = inbound.read_request(params, self.mesh)
         except inbound.InvalidInput as exc:
-            _fail(InvalidParamsError(message=str(exc)))
+            raise InvalidParamsError(message=str(exc)) from exc
         if request.request_id is not None:
             saga_id = task_id_for(principal.name, request.request_id)
             existing = await self._task(saga_id, principal)
             if existing is not None:  # the client's request id: the same request, the same task
                 return existing, False
             if await self._saga(saga_id) is not None:  # taken by a message from elsewhere
-                _fail(
-                    InvalidParamsError(
-                        message=f"request_id {request.request_id!r} cannot be used; send "
-                        "another (or none)"
-                    )
+                raise InvalidParamsError(
+                    message=f"request_id {request.request_id!r} cannot be used; send "
+                    "another (or none)"
                 )
         else:
             saga_id = new_id()
@@ -198,44 +216,52 @@ class GatewayHandler(RequestHandler):
             await self.publisher.publish_request(request, saga_id, principal.name, parent, state)
         except BrokerUnavailable as exc:
             log.warning("request %s not published: %s", saga_id, exc)
-            _fail(InternalError(message="the request was not published; retry shortly"))
+            raise InternalError(message="the request was not published; retry shortly") from exc
         self.owners.remember(saga_id, principal.name, context_id)
-        echoed = message.model_copy(update={"task_id": saga_id, "context_id": context_id})
+        echoed = Message()
+        echoed.CopyFrom(message)
+        echoed.task_id, echoed.context_id = saga_id, context_id
         return tasks.submitted_task(saga_id, context_id, history=[echoed]), True
 
     # -- A2A methods ----------------------------------------------------------------------------
 
     async def on_message_send(
-        self, params: MessageSendParams, context: ServerCallContext | None = None
+        self, params: SendMessageRequest, context: ServerCallContext
     ) -> Task | Message:
-        """Publish the request and return its task at once (``configuration.blocking`` is not
-        honoured: a saga may run up to its deadline; poll tasks/get or use message/stream)."""
-        with _hidden("message/send"):
+        """Publish the request and return its task at once (the task is returned immediately
+        whatever ``configuration.return_immediately`` says: a saga may run up to its deadline;
+        poll GetTask, subscribe, or use SendStreamingMessage)."""
+        with _hidden("SendMessage", params):
             task, _new = await self._start(params, context)
-            config = params.configuration.push_notification_config if params.configuration else None
-            if config is not None:
+            if params.configuration.HasField("task_push_notification_config"):
+                config = params.configuration.task_push_notification_config
                 self._set_push(task.id, config, principal_of(context))
             return task
 
     async def on_message_send_stream(
-        self, params: MessageSendParams, context: ServerCallContext | None = None
+        self, params: SendMessageRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event]:
-        with _hidden("message/stream"):
+        with _hidden("SendStreamingMessage", params):
             task, _new = await self._start(params, context)
             yield task
             async for event in self._follow(task.id):
                 yield event
 
-    async def on_resubscribe_to_task(
-        self, params: TaskIdParams, context: ServerCallContext | None = None
+    async def on_subscribe_to_task(
+        self, params: SubscribeToTaskRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event]:
-        with _hidden("tasks/resubscribe"):
+        """The task, then its updates until it ends; a finished task is refused (as A2A 1.0
+        says) with a message pointing at GetTask."""
+        with _hidden("SubscribeToTask", params):
             task = await self._task(params.id, principal_of(context))
             if task is None:
                 _not_found()
+            if task.status.state in tasks.FINAL_STATES:
+                raise UnsupportedOperationError(
+                    message=f"task {params.id} has already finished "
+                    f"({tasks.state_name(task.status.state)}); GetTask returns it"
+                )
             yield task
-            if task.status.state.value in FINISHED:
-                return
             async for event in self._follow(params.id):
                 yield event
 
@@ -300,17 +326,43 @@ class GatewayHandler(RequestHandler):
                 return saga
         return saga
 
-    async def on_get_task(
-        self, params: TaskQueryParams, context: ServerCallContext | None = None
-    ) -> Task | None:
-        with _hidden("tasks/get"):
+    async def on_get_task(self, params: GetTaskRequest, context: ServerCallContext) -> Task | None:
+        with _hidden("GetTask", params):
             return await self._task(params.id, principal_of(context))
 
+    async def on_list_tasks(
+        self, params: ListTasksRequest, context: ServerCallContext
+    ) -> ListTasksResponse:
+        """The caller's tasks (every task for an operator), newest first, among the sagas the
+        coordinator's view lists and those this gateway published that it has not taken yet."""
+        with _hidden("ListTasks", params):
+            principal = principal_of(context)
+            query = listing.read_query(params)
+            try:
+                sagas = await self.view.recent(None, listing.SCANNED)
+            except CoordinatorUnavailable as exc:
+                log.warning("saga view: %s", exc)
+                raise InternalError(message=VIEW_DOWN) from exc
+            found: list[Task] = []
+            listed = set()
+            for saga in sagas:
+                saga_id = str(saga.get("saga_id"))
+                listed.add(saga_id)
+                result = self.feed.get(saga_id)
+                if may_see(principal, self.owners, saga_id, saga, result):
+                    found.append(tasks.task(saga, result, self.owners.context_id(saga_id)))
+            for saga_id in self.owners.newest():
+                if saga_id not in listed and may_see(principal, self.owners, saga_id, None, None):
+                    task = await self._task(saga_id, principal)
+                    if task is not None:
+                        found.append(task)
+            return listing.page(found, query)
+
     async def on_cancel_task(
-        self, params: TaskIdParams, context: ServerCallContext | None = None
+        self, params: CancelTaskRequest, context: ServerCallContext
     ) -> Task | None:
         """Cancel = compensate: ask the coordinator to discard the saga, for the caller."""
-        with _hidden("tasks/cancel"):
+        with _hidden("CancelTask", params):
             return await self._cancel(params.id, principal_of(context), context)
 
     async def _cancel(
@@ -329,13 +381,12 @@ class GatewayHandler(RequestHandler):
                     saga = await self._saga(saga_id)
         if saga is None:
             if self.feed.get(saga_id) is not None:
-                _fail(TaskNotCancelableError(message=f"task {saga_id} has already finished"))
+                raise TaskNotCancelableError(message=f"task {saga_id} has already finished")
             return None
         if tasks.terminal(saga):
-            _fail(
-                TaskNotCancelableError(
-                    message=f"task {saga_id} has already finished ({tasks.task_state(saga).value})"
-                )
+            raise TaskNotCancelableError(
+                message=f"task {saga_id} has already finished "
+                f"({tasks.state_name(tasks.task_state(saga))})"
             )
         parent, _state = inbound.traceparent(self._headers(context))
         try:
@@ -344,14 +395,16 @@ class GatewayHandler(RequestHandler):
             )
         except BrokerUnavailable as exc:
             log.warning("cancel of %s not published: %s", saga_id, exc)
-            _fail(InternalError(message="the cancel was not published; retry shortly"))
+            raise InternalError(message="the cancel was not published; retry shortly") from exc
         task = tasks.task(saga, None, self.owners.context_id(saga_id))
-        task.status.message = tasks.agent_message(
-            saga_id,
-            task.context_id,
-            "cancel requested: the coordinator compensates the saga (undoes its completed "
-            "steps); the task ends canceled",
-            f"cancel:{len(saga.get('timeline') or [])}",
+        task.status.message.CopyFrom(
+            tasks.agent_message(
+                saga_id,
+                task.context_id,
+                "cancel requested: the coordinator compensates the saga (undoes its completed "
+                "steps); the task ends canceled",
+                f"cancel:{len(saga.get('timeline') or [])}",
+            )
         )
         return task
 
@@ -365,31 +418,38 @@ class GatewayHandler(RequestHandler):
         return principal
 
     def _set_push(
-        self, task_id: str, config: PushNotificationConfig, principal: Principal
+        self, task_id: str, config: TaskPushNotificationConfig, principal: Principal
     ) -> TaskPushNotificationConfig:
-        stored = config.model_copy(update={"id": config.id or new_id()})
+        auth = config.authentication
+        authorization = (
+            f"{auth.scheme} {auth.credentials}"
+            if config.HasField("authentication") and auth.scheme and auth.credentials
+            else None
+        )
+        target = PushTarget(config.id or new_id(), config.url, config.token or None, authorization)
         try:
-            self.push.set(task_id, PushTarget(str(stored.id), stored.url, stored.token))
+            self.push.set(task_id, target)
         except InvalidWebhook as exc:
-            _fail(InvalidParamsError(message=str(exc)))
+            raise InvalidParamsError(message=str(exc)) from exc
         if task_id not in self._watchers:
             watcher = asyncio.create_task(self._watch(task_id, principal))
             self._watchers[task_id] = watcher
             watcher.add_done_callback(lambda _t: self._watchers.pop(task_id, None))
-        return TaskPushNotificationConfig(task_id=task_id, push_notification_config=stored)
+        return self._push_config(task_id, target)
 
     async def _watch(self, task_id: str, principal: Principal) -> None:
-        """POST the task to its webhooks each time its state changes, until it ends."""
+        """POST the task to its webhooks each time its state changes, until it ends (the body
+        is an A2A 1.0 StreamResponse: ``{"task": ...}``)."""
         try:
             async for event in self._follow(task_id):
                 if not isinstance(event, Task | TaskStatusUpdateEvent):
                     continue
-                if not self.push.changed(task_id, event.status.state.value):
+                if not self.push.changed(task_id, tasks.state_name(event.status.state)):
                     continue
                 task = await self._task(task_id, principal)
                 if task is None:
                     return
-                payload = task.model_dump(mode="json", by_alias=True, exclude_none=True)
+                payload = {"task": to_json(task)}
                 for target in self.push.targets(task_id):
                     await self.sender.send(target, payload)
         except asyncio.CancelledError:
@@ -398,60 +458,64 @@ class GatewayHandler(RequestHandler):
             log.exception("push notifications of %s stopped", task_id)
 
     def _push_config(self, task_id: str, target: PushTarget) -> TaskPushNotificationConfig:
+        """The config as the caller gave it (its authentication credentials are not echoed)."""
         return TaskPushNotificationConfig(
-            task_id=task_id,
-            push_notification_config=PushNotificationConfig(
-                id=target.config_id, url=target.url, token=target.token
-            ),
+            task_id=task_id, id=target.config_id, url=target.url, token=target.token or ""
         )
 
-    async def on_set_task_push_notification_config(
-        self, params: TaskPushNotificationConfig, context: ServerCallContext | None = None
+    async def on_create_task_push_notification_config(
+        self, params: TaskPushNotificationConfig, context: ServerCallContext
     ) -> TaskPushNotificationConfig:
-        with _hidden("tasks/pushNotificationConfig/set"):
+        with _hidden("CreateTaskPushNotificationConfig", params):
             principal = await self._own(params.task_id, context)
-            return self._set_push(params.task_id, params.push_notification_config, principal)
+            return self._set_push(params.task_id, params, principal)
 
     async def on_get_task_push_notification_config(
-        self,
-        params: TaskIdParams | GetTaskPushNotificationConfigParams,
-        context: ServerCallContext | None = None,
+        self, params: GetTaskPushNotificationConfigRequest, context: ServerCallContext
     ) -> TaskPushNotificationConfig:
-        with _hidden("tasks/pushNotificationConfig/get"):
-            await self._own(params.id, context)
-            config_id = getattr(params, "push_notification_config_id", None)
-            targets = self.push.targets(params.id)
-            found = next((t for t in targets if config_id in (None, t.config_id)), None)
+        with _hidden("GetTaskPushNotificationConfig", params):
+            await self._own(params.task_id, context)
+            targets = self.push.targets(params.task_id)
+            found = next((t for t in targets if params.id in ("", t.config_id)), None)
             if found is None:
-                _fail(
-                    InvalidParamsError(
-                        message=f"task {params.id} has no push config"
-                        + (f" {config_id!r}" if config_id else "")
-                    )
+                raise InvalidParamsError(
+                    message=f"task {params.task_id} has no push config"
+                    + (f" {params.id!r}" if params.id else "")
                 )
-            return self._push_config(params.id, found)
+            return self._push_config(params.task_id, found)
 
-    async def on_list_task_push_notification_config(
-        self, params: ListTaskPushNotificationConfigParams, context: ServerCallContext | None = None
-    ) -> list[TaskPushNotificationConfig]:
-        with _hidden("tasks/pushNotificationConfig/list"):
-            await self._own(params.id, context)
-            return [self._push_config(params.id, t) for t in self.push.targets(params.id)]
+    async def on_list_task_push_notification_configs(
+        self, params: ListTaskPushNotificationConfigsRequest, context: ServerCallContext
+    ) -> ListTaskPushNotificationConfigsResponse:
+        """Every config of the task in one page (at most ``PushConfigs.per_task`` of them)."""
+        with _hidden("ListTaskPushNotificationConfigs", params):
+            await self._own(params.task_id, context)
+            return ListTaskPushNotificationConfigsResponse(
+                configs=[
+                    self._push_config(params.task_id, t) for t in self.push.targets(params.task_id)
+                ]
+            )
 
     async def on_delete_task_push_notification_config(
-        self,
-        params: DeleteTaskPushNotificationConfigParams,
-        context: ServerCallContext | None = None,
+        self, params: DeleteTaskPushNotificationConfigRequest, context: ServerCallContext
     ) -> None:
-        with _hidden("tasks/pushNotificationConfig/delete"):
-            await self._own(params.id, context)
-            if not self.push.delete(params.id, params.push_notification_config_id):
-                _fail(
-                    InvalidParamsError(
-                        message=f"task {params.id} has no push config "
-                        f"{params.push_notification_config_id!r}"
-                    )
+        with _hidden("DeleteTaskPushNotificationConfig", params):
+            await self._own(params.task_id, context)
+            if not self.push.delete(params.task_id, params.id):
+                raise InvalidParamsError(
+                    message=f"task {params.task_id} has no push config {params.id!r}"
                 )
+
+    # -- the extended card ----------------------------------------------------------------------
+
+    async def on_get_extended_agent_card(
+        self, params: GetExtendedAgentCardRequest, context: ServerCallContext
+    ) -> AgentCard:
+        """The card for the authenticated caller (the guard let only such callers through)."""
+        with _hidden("GetExtendedAgentCard", params):
+            if self.extended_card is None:
+                raise UnsupportedOperationError(message="this gateway has no extended card")
+            return await self.extended_card(principal_of(context))
 
 
 def _changed(before: dict[str, Any] | None, after: dict[str, Any] | None) -> bool:

@@ -23,7 +23,7 @@ import math
 import re
 from typing import Any
 
-from a2a.types import DataPart, FilePart, Message, MessageSendParams, TextPart
+from a2a.types import Message, SendMessageRequest
 from pydantic import BaseModel, ValidationError
 
 from itinerant.errors import validation_problems
@@ -31,6 +31,7 @@ from itinerant.mesh import Mesh
 from itinerant.wire.request import Request
 
 from .config import METADATA_KEY
+from .proto import from_struct, from_value
 
 BUDGET_FIELDS = ("max_hops", "deadline_s")
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$")
@@ -60,7 +61,7 @@ def limits(model: type[Request] = Request) -> tuple[int, float]:
 MAX_HOPS, MAX_DEADLINE_S = limits()  # itinerant.Request: max_hops le=100, deadline_s le=3600
 
 
-def read_request(params: MessageSendParams, mesh: Mesh) -> Request:
+def read_request(params: SendMessageRequest, mesh: Mesh) -> Request:
     """The mesh's request in ``params.message``; raises :class:`InvalidInput`."""
     options = _options(params, mesh)
     raw = _payload(params.message, options, mesh)
@@ -81,11 +82,11 @@ def read_request(params: MessageSendParams, mesh: Mesh) -> Request:
         ) from exc
 
 
-def _options(params: MessageSendParams, mesh: Mesh) -> dict[str, Any]:
+def _options(params: SendMessageRequest, mesh: Mesh) -> dict[str, Any]:
     """``metadata.itinerant`` of the request, then of the message (the message wins)."""
     merged: dict[str, Any] = {}
-    for metadata in (params.metadata, params.message.metadata):
-        if not metadata or METADATA_KEY not in metadata:
+    for metadata in (from_struct(params.metadata), from_struct(params.message.metadata)):
+        if METADATA_KEY not in metadata:
             continue
         value = metadata[METADATA_KEY]
         if not isinstance(value, dict):
@@ -101,9 +102,12 @@ def _options(params: MessageSendParams, mesh: Mesh) -> dict[str, Any]:
 
 
 def _payload(message: Message, options: dict[str, Any], mesh: Mesh) -> dict[str, Any]:
-    data = [p.root for p in message.parts if isinstance(p.root, DataPart)]
-    texts = [p.root.text for p in message.parts if isinstance(p.root, TextPart)]
-    if any(isinstance(p.root, FilePart) for p in message.parts):
+    kinds = [p.WhichOneof("content") for p in message.parts]
+    data = [
+        from_value(p.data) for p, kind in zip(message.parts, kinds, strict=True) if kind == "data"
+    ]
+    texts = [p.text for p, kind in zip(message.parts, kinds, strict=True) if kind == "text"]
+    if any(kind in ("raw", "url") for kind in kinds):
         raise InvalidInput(
             "file parts are not accepted; send a data part (an itinerant.request.v1 object) "
             "or a text part"
@@ -111,7 +115,12 @@ def _payload(message: Message, options: dict[str, Any], mesh: Mesh) -> dict[str,
     if len(data) > 1:
         raise InvalidInput("send one data part (one request per task), not several")
     if data:
-        return dict(data[0].data)
+        if not isinstance(data[0], dict):
+            raise InvalidInput(
+                "the data part must hold an object (an itinerant.request.v1 request), not "
+                f"{type(data[0]).__name__}"
+            )
+        return dict(data[0])
     text = "\n".join(t.strip() for t in texts if t.strip())
     if not text:
         raise InvalidInput(

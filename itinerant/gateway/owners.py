@@ -47,6 +47,10 @@ class Owners:
         found = self._tasks.get(task_id)
         return found[0] if found else None
 
+    def newest(self) -> list[str]:
+        """The tasks published, newest first."""
+        return list(reversed(self._tasks))
+
     def context_id(self, task_id: str) -> str:
         found = self._tasks.get(task_id)
         return found[1] if found else task_id

@@ -41,6 +41,8 @@ class PushTarget:
     config_id: str
     url: str
     token: str | None = None
+    #: The ``Authorization`` header the webhook asked for (the config's authentication).
+    authorization: str | None = None
 
 
 def check_url(url: str) -> str:
@@ -131,6 +133,8 @@ class PushSender:
         headers = {"Content-Type": "application/json"}
         if target.token:
             headers[TOKEN_HEADER] = target.token
+        if target.authorization:
+            headers["Authorization"] = target.authorization
         attempts = (0.0, *self.delays)
         for attempt, delay in enumerate(attempts, start=1):
             if delay:

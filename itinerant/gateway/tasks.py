@@ -19,7 +19,6 @@ from typing import Any
 
 from a2a.types import (
     Artifact,
-    DataPart,
     Message,
     Part,
     Role,
@@ -28,24 +27,33 @@ from a2a.types import (
     TaskState,
     TaskStatus,
     TaskStatusUpdateEvent,
-    TextPart,
 )
 
 from .config import METADATA_KEY
+from .proto import struct, timestamp, value
 
 CANCEL_WHY = "cancelled by A2A client"
 CANCEL_REASONS = frozenset({"cancelled", "canceled"})
 TERMINAL_SAGA = frozenset({"completed", "compensated", "failed", "rejected"})
-_STATES = {
-    "running": TaskState.working,
-    "parked": TaskState.working,
-    "compensating": TaskState.working,
-    "awaiting_approval": TaskState.input_required,
-    "completed": TaskState.completed,
-    "compensated": TaskState.failed,
-    "failed": TaskState.failed,
-    "rejected": TaskState.rejected,
+_STATES: dict[str, TaskState] = {
+    "running": TaskState.TASK_STATE_WORKING,
+    "parked": TaskState.TASK_STATE_WORKING,
+    "compensating": TaskState.TASK_STATE_WORKING,
+    "awaiting_approval": TaskState.TASK_STATE_INPUT_REQUIRED,
+    "completed": TaskState.TASK_STATE_COMPLETED,
+    "compensated": TaskState.TASK_STATE_FAILED,
+    "failed": TaskState.TASK_STATE_FAILED,
+    "rejected": TaskState.TASK_STATE_REJECTED,
 }
+#: The states after which a task changes no more.
+FINAL_STATES = frozenset(
+    {
+        TaskState.TASK_STATE_COMPLETED,
+        TaskState.TASK_STATE_FAILED,
+        TaskState.TASK_STATE_CANCELED,
+        TaskState.TASK_STATE_REJECTED,
+    }
+)
 #: Where the saga view (and the result) keeps a completed saga's final payload.
 OUTPUT_FIELD = "output"
 ARTIFACT_NAME = "output"
@@ -55,8 +63,14 @@ _MESSAGE_NS = uuid.UUID("6f1d3c8e-2b7a-4e59-9c41-a2a0a2a0a2a0")
 def task_state(saga: dict[str, Any]) -> TaskState:
     state = str(saga.get("state", ""))
     if state == "compensated" and cancelled(saga):
-        return TaskState.canceled
-    return _STATES.get(state, TaskState.unknown)
+        return TaskState.TASK_STATE_CANCELED
+    return _STATES.get(state, TaskState.TASK_STATE_UNSPECIFIED)
+
+
+def state_name(state: TaskState) -> str:
+    """``TASK_STATE_INPUT_REQUIRED`` -> ``input-required`` (the words A2A 0.3 used)."""
+    name: str = TaskState.Name(state)
+    return name.removeprefix("TASK_STATE_").lower().replace("_", "-")
 
 
 def cancelled(saga: dict[str, Any]) -> bool:
@@ -132,17 +146,16 @@ def result_text(result: dict[str, Any] | None) -> str | None:
 
 def agent_message(saga_id: str, context_id: str, text: str, key: str) -> Message:
     return Message(
-        role=Role.agent,
-        parts=[Part(root=TextPart(text=text))],
+        role=Role.ROLE_AGENT,
+        parts=[Part(text=text)],
         message_id=str(uuid.uuid5(_MESSAGE_NS, f"{saga_id}:{key}")),
         task_id=saga_id,
         context_id=context_id,
     )
 
 
-def _timestamp(saga: dict[str, Any]) -> str:
-    value = saga.get("updated_at")
-    return str(value) if value else datetime.now(UTC).isoformat()
+def _timestamp(saga: dict[str, Any]) -> datetime:
+    return timestamp(saga.get("updated_at"))
 
 
 def task_status(saga: dict[str, Any], result: dict[str, Any] | None, context_id: str) -> TaskStatus:
@@ -161,10 +174,10 @@ def artifacts(saga: dict[str, Any], result: dict[str, Any] | None) -> list[Artif
     payload = final_payload(saga, result)
     if payload is None:
         return []
-    parts = [Part(root=DataPart(data=dict(payload)))]
+    parts = [Part(data=value(payload), media_type="application/json")]
     summary = result_text(result)
     if summary:
-        parts.append(Part(root=TextPart(text=summary)))
+        parts.append(Part(text=summary, media_type="text/plain"))
     return [
         Artifact(
             artifact_id=f"{saga['saga_id']}:{ARTIFACT_NAME}",
@@ -197,8 +210,8 @@ def task(saga: dict[str, Any], result: dict[str, Any] | None, context_id: str) -
         id=str(saga["saga_id"]),
         context_id=context_id,
         status=task_status(saga, result, context_id),
-        artifacts=found or None,
-        metadata=task_metadata(saga, result),
+        artifacts=found,
+        metadata=struct(task_metadata(saga, result)),
     )
 
 
@@ -227,14 +240,14 @@ def submitted_task(saga_id: str, context_id: str, history: list[Message] | None 
         id=saga_id,
         context_id=context_id,
         status=TaskStatus(
-            state=TaskState.submitted,
+            state=TaskState.TASK_STATE_SUBMITTED,
             message=agent_message(
                 saga_id, context_id, "submitted: published, waiting for the coordinator", "sub"
             ),
-            timestamp=datetime.now(UTC).isoformat(),
+            timestamp=datetime.now(UTC),
         ),
-        history=history,
-        metadata={METADATA_KEY: {"saga_state": None}},
+        history=history or [],
+        metadata=struct({METADATA_KEY: {"saga_state": None}}),
     )
 
 
@@ -245,7 +258,11 @@ def progress_events(
     saga_id = str(saga["saga_id"])
     timeline = list(saga.get("timeline") or [])
     state = task_state(saga)
-    live = state if state in (TaskState.working, TaskState.input_required) else TaskState.working
+    live = (
+        state
+        if state in (TaskState.TASK_STATE_WORKING, TaskState.TASK_STATE_INPUT_REQUIRED)
+        else TaskState.TASK_STATE_WORKING
+    )
     events = []
     for index, entry in enumerate(timeline[seen:], start=seen):
         text = entry_text(entry)
@@ -255,13 +272,12 @@ def progress_events(
             TaskStatusUpdateEvent(
                 task_id=saga_id,
                 context_id=context_id,
-                final=False,
                 status=TaskStatus(
                     state=live,
                     message=agent_message(saga_id, context_id, text, f"timeline:{index}"),
-                    timestamp=str(entry.get("at") or _timestamp(saga)),
+                    timestamp=timestamp(entry.get("at") or saga.get("updated_at")),
                 ),
-                metadata={METADATA_KEY: {"event": entry.get("event"), "index": index}},
+                metadata=struct({METADATA_KEY: {"event": entry.get("event"), "index": index}}),
             )
         )
     return events
@@ -270,7 +286,8 @@ def progress_events(
 def final_events(
     saga: dict[str, Any], result: dict[str, Any] | None, context_id: str
 ) -> list[TaskArtifactUpdateEvent | TaskStatusUpdateEvent]:
-    """The artifact (when completed) and the final status of a finished saga."""
+    """The artifact (when completed) and the final status of a finished saga (A2A 1.0 has no
+    ``final`` flag: a stream ends after a status in a final state)."""
     saga_id = str(saga["saga_id"])
     out: list[TaskArtifactUpdateEvent | TaskStatusUpdateEvent] = [
         TaskArtifactUpdateEvent(
@@ -282,9 +299,8 @@ def final_events(
         TaskStatusUpdateEvent(
             task_id=saga_id,
             context_id=context_id,
-            final=True,
             status=task_status(saga, result, context_id),
-            metadata=task_metadata(saga, result),
+            metadata=struct(task_metadata(saga, result)),
         )
     )
     return out

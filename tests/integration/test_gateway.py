@@ -17,36 +17,44 @@ from typing import Any
 
 import httpx
 import pytest
-from a2a.client import A2ACardResolver, Client, ClientConfig, ClientFactory
-from a2a.client.errors import A2AClientHTTPError, A2AClientJSONRPCError
+from a2a.client import A2ACardResolver, A2AClientError, Client, ClientConfig, ClientFactory
 from a2a.types import (
     AgentCard,
-    DataPart,
+    CancelTaskRequest,
+    GetExtendedAgentCardRequest,
+    GetTaskRequest,
     Message,
     Part,
-    PushNotificationConfig,
     Role,
+    SendMessageRequest,
+    StreamResponse,
     Task,
-    TaskArtifactUpdateEvent,
-    TaskIdParams,
+    TaskNotCancelableError,
     TaskPushNotificationConfig,
-    TaskQueryParams,
     TaskState,
-    TaskStatusUpdateEvent,
-    TextPart,
 )
+from a2a.utils.signing import SignatureVerificationError
 from aiohttp import web
 
 from itinerant.cli.kafka_io import Seen, follow
-from itinerant.security.keys import keys_dir
+from itinerant.gateway.card_signing import jwk, verifier
+from itinerant.gateway.proto import from_struct, from_value, struct, value
+from itinerant.security.keys import KeyRing, keys_dir
 
 from .conftest import EXAMPLES, System, free_port
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "gateway-test-token"
+V1 = {"A2A-Version": "1.0"}
+COMPLETED = "TASK_STATE_COMPLETED"
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-FINAL = {TaskState.completed, TaskState.failed, TaskState.canceled, TaskState.rejected}
+FINAL = {
+    TaskState.TASK_STATE_COMPLETED,
+    TaskState.TASK_STATE_FAILED,
+    TaskState.TASK_STATE_CANCELED,
+    TaskState.TASK_STATE_REJECTED,
+}
 
 
 @dataclass
@@ -104,13 +112,15 @@ def trip() -> dict[str, Any]:
     return raw
 
 
-def user_message(*parts: Any, metadata: dict[str, Any] | None = None) -> Message:
-    return Message(
-        role=Role.user,
-        message_id=str(uuid.uuid4()),
-        parts=[Part(root=p) for p in parts],
-        metadata=metadata,
-    )
+def data_part(data: dict[str, Any]) -> Part:
+    return Part(data=value(data), media_type="application/json")
+
+
+def user_message(*parts: Part, metadata: dict[str, Any] | None = None) -> Message:
+    message = Message(role=Role.ROLE_USER, message_id=str(uuid.uuid4()), parts=parts)
+    if metadata is not None:
+        message.metadata.CopyFrom(struct(metadata))
+    return message
 
 
 @pytest.fixture
@@ -130,16 +140,20 @@ async def a2a_client(
 
 
 async def send(client: Client, message: Message) -> Task:
-    async for event in client.send_message(message):
-        assert isinstance(event, tuple), f"expected a task, got {event}"
-        return event[0]
-    raise AssertionError("message/send returned nothing")
+    async for event in client.send_message(SendMessageRequest(message=message)):
+        assert event.HasField("task"), f"expected a task, got {event}"
+        return event.task
+    raise AssertionError("SendMessage returned nothing")
+
+
+async def get(client: Client, task_id: str) -> Task:
+    return await client.get_task(GetTaskRequest(id=task_id))
 
 
 async def poll_task(client: Client, task_id: str, timeout_s: float = 60) -> Task:
     deadline = time.monotonic() + timeout_s
     while True:
-        task = await client.get_task(TaskQueryParams(id=task_id))
+        task = await get(client, task_id)
         if task.status.state in FINAL:
             return task
         if time.monotonic() > deadline:
@@ -147,10 +161,14 @@ async def poll_task(client: Client, task_id: str, timeout_s: float = 60) -> Task
         await asyncio.sleep(0.1)
 
 
-def text_of(message: Message | None) -> str:
-    if message is None:
-        return ""
-    return " ".join(p.root.text for p in message.parts if isinstance(p.root, TextPart))
+def text_of(message: Message) -> str:
+    return " ".join(p.text for p in message.parts if p.WhichOneof("content") == "text")
+
+
+def copy(event: StreamResponse) -> StreamResponse:
+    kept = StreamResponse()
+    kept.CopyFrom(event)
+    return kept
 
 
 def records(system: System, topic: str, saga_id: str, count: int, timeout_s: float) -> list[Seen]:
@@ -169,12 +187,14 @@ def records(system: System, topic: str, saga_id: str, count: int, timeout_s: flo
 async def test_card_discovery(gateway: Gateway, http: httpx.AsyncClient) -> None:
     card, _client = await a2a_client(http, gateway.url, streaming=False)
     assert card.name == "travel"  # the mesh ITINERANT_APP names (services.mesh:mesh)
-    assert card.url == gateway.url
-    assert card.capabilities.streaming is True
-    assert card.protocol_version == "0.3.0"
+    assert [(i.url, i.protocol_version) for i in card.supported_interfaces] == [
+        (gateway.url, "1.0"),
+        (gateway.url, "0.3"),
+    ]
+    assert card.capabilities.streaming and card.capabilities.extended_agent_card
     assert {s.id for s in card.skills} == {"plan-trip", "book-trip", "refund"}
-    assert card.default_input_modes == ["application/json", "text/plain"]
-    assert card.security_schemes is not None and "bearer" in card.security_schemes
+    assert list(card.default_input_modes) == ["application/json", "text/plain"]
+    assert "bearer" in card.security_schemes
 
 
 async def test_send_then_poll_to_completion(
@@ -183,17 +203,17 @@ async def test_send_then_poll_to_completion(
     _card, client = await a2a_client(http, gateway.url, streaming=False)
     task = await send(
         client,
-        user_message(DataPart(data=trip()), metadata={"itinerant": {"max_hops": 500}}),
+        user_message(data_part(trip()), metadata={"itinerant": {"max_hops": 500}}),
     )
-    assert task.status.state == TaskState.submitted
+    assert task.status.state == TaskState.TASK_STATE_SUBMITTED
     done = await poll_task(client, task.id)
-    assert done.status.state == TaskState.completed, text_of(done.status.message)
+    assert done.status.state == TaskState.TASK_STATE_COMPLETED, text_of(done.status.message)
     assert done.artifacts, "a completed task carries the saga's final payload"
     assert done.artifacts[0].name == "output"
-    parts = [p.root for p in done.artifacts[0].parts]
-    itinerary = next(p.data for p in parts if isinstance(p, DataPart))
+    parts = list(done.artifacts[0].parts)
+    itinerary = next(from_value(p.data) for p in parts if p.WhichOneof("content") == "data")
     assert itinerary["flight"]["outbound"]["origin"] == "MAD"
-    assert any(isinstance(p, TextPart) and p.text for p in parts)
+    assert any(p.text for p in parts)
     # the task id is the saga id: the coordinator and the results topic know it by that key
     [request] = records(system, system.settings.requests_topic, task.id, 1, 10)
     assert request.headers["ce_source"] == "/itinerant/gateway"
@@ -207,49 +227,49 @@ async def test_free_text(gateway: Gateway, http: httpx.AsyncClient) -> None:
     _card, client = await a2a_client(http, gateway.url, streaming=False)
     text = json.loads((EXAMPLES / "free-text.json").read_text())["text"]
     task = await send(
-        client, user_message(TextPart(text=text), metadata={"itinerant": {"traveller": "Alan"}})
+        client, user_message(Part(text=text), metadata={"itinerant": {"traveller": "Alan"}})
     )
     done = await poll_task(client, task.id)
-    assert done.status.state == TaskState.completed, text_of(done.status.message)
+    assert done.status.state == TaskState.TASK_STATE_COMPLETED, text_of(done.status.message)
 
 
 async def test_streaming_updates_in_order(gateway: Gateway, http: httpx.AsyncClient) -> None:
     _card, client = await a2a_client(http, gateway.url, streaming=True)
-    updates: list[Task | TaskStatusUpdateEvent | TaskArtifactUpdateEvent] = []
+    updates: list[StreamResponse] = []
 
     async def collect() -> None:
-        async for event in client.send_message(user_message(DataPart(data=trip()))):
-            assert isinstance(event, tuple)
-            task, update = event  # the client updates ``task`` in place: keep a copy
-            updates.append(update if update is not None else task.model_copy(deep=True))
+        request = SendMessageRequest(message=user_message(data_part(trip())))
+        async for event in client.send_message(request):
+            updates.append(copy(event))
 
     await asyncio.wait_for(collect(), timeout=60)
-    assert isinstance(updates[0], Task) and updates[0].status.state == TaskState.submitted
-    statuses = [u for u in updates if isinstance(u, TaskStatusUpdateEvent)]
+    assert updates[0].HasField("task")
+    assert updates[0].task.status.state == TaskState.TASK_STATE_SUBMITTED
+    statuses = [u.status_update for u in updates if u.HasField("status_update")]
     indexes = [
-        u.metadata["itinerant"]["index"]
+        from_struct(u.metadata)["itinerant"]["index"]
         for u in statuses
-        if u.metadata and "index" in u.metadata["itinerant"]
+        if "index" in from_struct(u.metadata)["itinerant"]
     ]
     assert indexes == list(range(len(indexes))), "every timeline entry once, in order"
-    events = [u.metadata["itinerant"]["event"] for u in statuses[:-1] if u.metadata]
+    events = [from_struct(u.metadata)["itinerant"]["event"] for u in statuses[:-1]]
     assert events[0] == "started" and events.count("step_completed") >= 4
-    assert all(u.status.state == TaskState.working and not u.final for u in statuses[:-1])
-    assert isinstance(updates[-2], TaskArtifactUpdateEvent)
+    assert all(u.status.state == TaskState.TASK_STATE_WORKING for u in statuses[:-1])
+    assert updates[-2].HasField("artifact_update")
     last = updates[-1]
-    assert isinstance(last, TaskStatusUpdateEvent) and last.final
-    assert last.status.state == TaskState.completed
+    assert last.HasField("status_update")
+    assert last.status_update.status.state == TaskState.TASK_STATE_COMPLETED
 
 
 async def test_cancel_mid_saga(system: System, gateway: Gateway, http: httpx.AsyncClient) -> None:
     _card, client = await a2a_client(http, gateway.url, streaming=False)
     for _attempt in range(5):  # a saga may finish before the cancel reaches it: try again
-        task = await send(client, user_message(DataPart(data=trip())))
+        task = await send(client, user_message(data_part(trip())))
         try:
-            cancelled = await client.cancel_task(TaskIdParams(id=task.id))
+            cancelled = await client.cancel_task(CancelTaskRequest(id=task.id))
             break
-        except A2AClientJSONRPCError as exc:
-            assert exc.error.code == -32002, exc  # TaskNotCancelableError: already finished
+        except TaskNotCancelableError:  # already finished
+            continue
     else:
         pytest.fail("every saga finished before its cancel was taken")
     assert cancelled.id == task.id
@@ -269,11 +289,12 @@ async def test_cancel_mid_saga(system: System, gateway: Gateway, http: httpx.Asy
     done = await poll_task(client, task.id)
     # canceled when the discard reached the saga before it finished (the usual case); a saga
     # that completed first cannot be undone by a cancel that came too late
-    assert done.status.state in (TaskState.canceled, TaskState.completed), text_of(
-        done.status.message
-    )
-    if done.status.state == TaskState.canceled:
-        assert done.artifacts is None
+    assert done.status.state in (
+        TaskState.TASK_STATE_CANCELED,
+        TaskState.TASK_STATE_COMPLETED,
+    ), text_of(done.status.message)
+    if done.status.state == TaskState.TASK_STATE_CANCELED:
+        assert not done.artifacts
 
 
 def _events_until_discard(system: System, saga_id: str) -> list[Seen]:
@@ -291,8 +312,8 @@ def _events_until_discard(system: System, saga_id: str) -> list[Seen]:
 async def test_cancel_of_a_finished_or_unknown_task(
     gateway: Gateway, http: httpx.AsyncClient
 ) -> None:
-    body = {"jsonrpc": "2.0", "id": 1, "method": "tasks/cancel", "params": {"id": "no-such"}}
-    reply = (await http.post(gateway.url, json=body)).json()
+    body = {"jsonrpc": "2.0", "id": 1, "method": "CancelTask", "params": {"id": "no-such"}}
+    reply = (await http.post(gateway.url, json=body, headers=V1)).json()
     assert reply["error"]["code"] == -32001  # TaskNotFoundError
 
 
@@ -301,7 +322,8 @@ async def test_bad_input(system: System, gateway: Gateway, http: httpx.AsyncClie
 
     async def rpc(body: Any) -> dict[str, Any]:
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        response = await http.post(url, content=raw, headers={"content-type": "application/json"})
+        headers = {"content-type": "application/json", **V1}
+        response = await http.post(url, content=raw, headers=headers)
         assert response.status_code == 200, response.text
         reply: dict[str, Any] = response.json()
         return reply
@@ -316,17 +338,12 @@ async def test_bad_input(system: System, gateway: Gateway, http: httpx.AsyncClie
         {
             "jsonrpc": "2.0",
             "id": 8,
-            "method": "message/send",
+            "method": "SendMessage",
             "params": {
                 "message": {
-                    "role": "user",
+                    "role": "ROLE_USER",
                     "messageId": "m",
-                    "parts": [
-                        {
-                            "kind": "data",
-                            "data": {**trip(), "request_id": request_id, "origin": "Madrid"},
-                        }
-                    ],
+                    "parts": [{"data": {**trip(), "request_id": request_id, "origin": "Madrid"}}],
                 }
             },
         }
@@ -338,7 +355,7 @@ async def test_bad_input(system: System, gateway: Gateway, http: httpx.AsyncClie
     assert "65536" in too_big.json()["error"]["message"]
     # nothing was published for the invalid request: a valid one sent after it arrives alone
     _card, client = await a2a_client(http, url, streaming=False)
-    later = await send(client, user_message(DataPart(data=trip())))
+    later = await send(client, user_message(data_part(trip())))
     seen = system.collect(
         [system.settings.requests_topic],
         lambda got: any(s.key == later.id for s in got),
@@ -352,13 +369,17 @@ async def test_token_is_checked(gateway: Gateway) -> None:
     async with httpx.AsyncClient(timeout=10) as anonymous:
         card = await A2ACardResolver(anonymous, gateway.url).get_agent_card()  # public
         client = ClientFactory(ClientConfig(streaming=False, httpx_client=anonymous)).create(card)
-        with pytest.raises(A2AClientHTTPError) as raised:
-            await client.get_task(TaskQueryParams(id="any"))
-        assert raised.value.status_code == 401
+        for call in (
+            client.get_task(GetTaskRequest(id="any")),
+            client.get_extended_agent_card(GetExtendedAgentCardRequest()),  # only for callers
+        ):
+            with pytest.raises(A2AClientError) as raised:
+                await call
+            assert "401" in str(raised.value)
         wrong = await anonymous.post(
             gateway.url,
-            json={"jsonrpc": "2.0", "id": 1, "method": "tasks/get", "params": {"id": "x"}},
-            headers={"Authorization": "Bearer wrong"},
+            json={"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": "x"}},
+            headers={"Authorization": "Bearer wrong", **V1},
         )
         assert wrong.status_code == 401 and "Bearer" in wrong.json()["error"]["message"]
 
@@ -374,6 +395,7 @@ def test_agents_command_shows_the_card(gateway: Gateway) -> None:
     shown = CliRunner().invoke(app, ["--url", gateway.url])
     assert shown.exit_code == 0, shown.output
     assert "book-trip" in shown.output and "bearer" in shown.output
+    assert "A2A 1.0, 0.3; signed" in shown.output
     as_json = CliRunner().invoke(app, ["--url", gateway.url, "--json"])
     assert json.loads(as_json.output)["capabilities"]["streaming"] is True
     missing = CliRunner().invoke(app, ["--url", f"http://127.0.0.1:{free_port()}/"])
@@ -399,22 +421,94 @@ async def test_push_notification_reaches_a_real_webhook(
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         _card, client = await a2a_client(http, gateway.url, streaming=False)
-        task = await send(client, user_message(DataPart(data=trip())))
-        webhook = PushNotificationConfig(
-            id="hook", url=f"http://127.0.0.1:{port}/hook", token="hook-token"
+        task = await send(client, user_message(data_part(trip())))
+        webhook = TaskPushNotificationConfig(
+            task_id=task.id, id="hook", url=f"http://127.0.0.1:{port}/hook", token="hook-token"
         )
-        stored = await client.set_task_callback(
-            TaskPushNotificationConfig(task_id=task.id, push_notification_config=webhook)
-        )
-        assert stored.push_notification_config.url == webhook.url
+        stored = await client.create_task_push_notification_config(webhook)
+        assert stored.url == webhook.url and stored.id == "hook"
         deadline = time.monotonic() + 60
-        while not any(t["status"]["state"] == "completed" for t, _tok in received):
+        while not any(t["task"]["status"]["state"] == COMPLETED for t, _tok in received):
             assert time.monotonic() < deadline, f"no completed task at the webhook: {received}"
             await asyncio.sleep(0.05)
     finally:
         await runner.cleanup()
     done, token = received[-1]
-    assert token == "hook-token" and done["id"] == task.id
-    assert done["artifacts"][0]["name"] == "output"
-    states = [t["status"]["state"] for t, _tok in received]
+    assert token == "hook-token" and done["task"]["id"] == task.id  # a StreamResponse
+    assert done["task"]["artifacts"][0]["name"] == "output"
+    states = [t["task"]["status"]["state"] for t, _tok in received]
     assert len(states) == len(set(states)), f"each state once: {states}"
+
+
+async def test_the_version_header_and_a_0_3_client(
+    gateway: Gateway, http: httpx.AsyncClient
+) -> None:
+    """A2A 1.0 methods need ``A2A-Version: 1.0`` (and are answered with it); an A2A 0.3 client
+    (0.3 method names and shapes, no header) is served through the SDK's compat layer."""
+    body = {"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": "no-such"}}
+    bare = await http.post(gateway.url, json=body)
+    assert bare.json()["error"]["code"] == -32009  # VersionNotSupportedError
+    assert "A2A-Version: 1.0" in bare.json()["error"]["message"]
+    later = await http.post(gateway.url, json=body, headers={"A2A-Version": "2.0"})
+    assert later.json()["error"]["code"] == -32009 and "'2.0'" in later.json()["error"]["message"]
+    served = await http.post(gateway.url, json=body, headers=V1)
+    assert served.headers["A2A-Version"] == "1.0" and served.json()["error"]["code"] == -32001
+    old = {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "message/send",
+        "params": {
+            "message": {
+                "role": "user",
+                "messageId": str(uuid.uuid4()),
+                "kind": "message",
+                "parts": [{"kind": "data", "data": trip()}],
+            }
+        },
+    }
+    sent = await http.post(gateway.url, json=old)
+    assert sent.headers["A2A-Version"] == "0.3"
+    task = sent.json()["result"]
+    assert task["kind"] == "task" and task["status"]["state"] == "submitted"
+    deadline = time.monotonic() + 60
+    while True:
+        poll = {"jsonrpc": "2.0", "id": 3, "method": "tasks/get", "params": {"id": task["id"]}}
+        got = (await http.post(gateway.url, json=poll)).json()["result"]
+        if got["status"]["state"] == "completed":
+            break
+        assert time.monotonic() < deadline, got["status"]
+        await asyncio.sleep(0.1)
+    assert got["artifacts"][0]["parts"][0]["kind"] == "data"  # in 0.3's shape
+    card = (await http.get(gateway.url + ".well-known/agent-card.json")).json()
+    assert card["protocolVersion"] == "0.3" and card["url"] == gateway.url  # 0.3's fields
+
+
+async def test_the_cards_are_signed_and_the_extended_card_is_the_callers(
+    system: System, gateway: Gateway, http: httpx.AsyncClient
+) -> None:
+    """The mesh's card, each agent's card and the extended card verify against the gateway's
+    public key (the mesh's key ring); a card changed after signing does not."""
+    public = KeyRing(system.settings).public("gateway")
+    assert public is not None
+    check = verifier(public)
+    resolver = A2ACardResolver(http, gateway.url)
+    card = await resolver.get_agent_card(signature_verifier=check)
+    [signature] = card.signatures
+    jwks = (await http.get(gateway.url + ".well-known/jwks.json")).json()
+    assert jwks == {"keys": [jwk(public)]}  # the key the signature's jku points at
+    forged = AgentCard()
+    forged.CopyFrom(card)
+    forged.supported_interfaces[0].url = "http://attacker.example/"
+    with pytest.raises(SignatureVerificationError):
+        check(forged)
+    flights = await resolver.get_agent_card(
+        "agents/flights/.well-known/agent-card.json", signature_verifier=check
+    )
+    assert flights.name == "travel/flights" and "flights.book" in {s.id for s in flights.skills}
+    assert flights.signatures[0].signature != signature.signature
+    client = ClientFactory(ClientConfig(streaming=False, httpx_client=http)).create(card)
+    extended = await client.get_extended_agent_card(
+        GetExtendedAgentCardRequest(), signature_verifier=check
+    )
+    assert {"book-trip", "flights.book", "hotels.book"} <= {s.id for s in extended.skills}
+    assert "'default'" in extended.description  # ITINERANT_GATEWAY_TOKEN's principal

@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
-from a2a.types import DataPart, TaskQueryParams, TaskState
+from a2a.types import GetTaskRequest, TaskState
 
 from .conftest import Broker, System, start_system
-from .test_gateway import send, trip, user_message
+from .test_gateway import data_part, send, trip, user_message
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +44,7 @@ async def http(system: System) -> AsyncIterator[httpx.AsyncClient]:
 async def wait_state(client: object, task_id: str, wanted: TaskState, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
-        task = await client.get_task(TaskQueryParams(id=task_id))  # type: ignore[attr-defined]
+        task = await client.get_task(GetTaskRequest(id=task_id))  # type: ignore[attr-defined]
         if task.status.state == wanted:
             return
         if time.monotonic() > deadline:
@@ -59,8 +59,8 @@ async def test_approval_round_trip_over_a2a(system: System, http: httpx.AsyncCli
         card
     )
     request = {**trip(), "request_id": str(uuid.uuid4())}
-    task = await send(client, user_message(DataPart(data=request)))
-    await wait_state(client, task.id, TaskState.input_required, 60)
+    task = await send(client, user_message(data_part(request)))
+    await wait_state(client, task.id, TaskState.TASK_STATE_INPUT_REQUIRED, 60)
     rows = (
         system.db("flights")
         .execute("SELECT COUNT(*) FROM flight_bookings WHERE saga_id = ?", (task.id,))
@@ -86,6 +86,6 @@ async def test_approval_round_trip_over_a2a(system: System, http: httpx.AsyncCli
         env={**system.settings.to_env(), "PATH": "/usr/bin:/bin"},
     )
     assert approve.returncode == 0, approve.stderr
-    await wait_state(client, task.id, TaskState.completed, 60)
-    done = await client.get_task(TaskQueryParams(id=task.id))
+    await wait_state(client, task.id, TaskState.TASK_STATE_COMPLETED, 60)
+    done = await client.get_task(GetTaskRequest(id=task.id))
     assert done.artifacts, "a completed task carries the itinerary"

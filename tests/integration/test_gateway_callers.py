@@ -24,20 +24,32 @@ import httpx
 import pytest
 from a2a.client import Client
 from a2a.types import (
-    DataPart,
+    CancelTaskRequest,
+    ListTasksRequest,
+    SendMessageRequest,
+    StreamResponse,
+    SubscribeToTaskRequest,
     Task,
-    TaskArtifactUpdateEvent,
-    TaskIdParams,
-    TaskQueryParams,
+    TaskNotFoundError,
     TaskState,
-    TaskStatusUpdateEvent,
 )
 
 from itinerant.coordinator import repository
 from itinerant.security.keys import keys_dir
 
 from .conftest import Broker, System, free_port, start_system
-from .test_gateway import a2a_client, poll_task, send, text_of, trip, user_message
+from .test_gateway import (
+    V1,
+    a2a_client,
+    copy,
+    data_part,
+    get,
+    poll_task,
+    send,
+    text_of,
+    trip,
+    user_message,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -163,7 +175,7 @@ async def bob() -> AsyncIterator[httpx.AsyncClient]:
 
 async def rpc(http: httpx.AsyncClient, url: str, method: str, task_id: str) -> dict[str, Any]:
     body = {"jsonrpc": "2.0", "id": 9, "method": method, "params": {"id": task_id}}
-    reply = await http.post(url, json=body)
+    reply = await http.post(url, json=body, headers=V1)
     assert reply.status_code == 200, reply.text
     loaded: dict[str, Any] = reply.json()
     return loaded
@@ -172,7 +184,7 @@ async def rpc(http: httpx.AsyncClient, url: str, method: str, task_id: str) -> d
 async def wait_state(client: Client, task_id: str, wanted: TaskState, timeout_s: float) -> Task:
     deadline = time.monotonic() + timeout_s
     while True:
-        task = await client.get_task(TaskQueryParams(id=task_id))
+        task = await get(client, task_id)
         if task.status.state == wanted:
             return task
         if time.monotonic() > deadline:
@@ -209,27 +221,59 @@ async def test_a_caller_cannot_get_or_cancel_another_callers_task(
     bob: httpx.AsyncClient,
 ) -> None:
     _card, alices = await a2a_client(alice, gateway.url, streaming=False)
-    task = await send(alices, user_message(DataPart(data=trip())))
-    await wait_state(alices, task.id, TaskState.input_required, 60)
-    unknown = await rpc(bob, gateway.url, "tasks/get", "no-such-task")
+    _card, bobs = await a2a_client(bob, gateway.url, streaming=False)
+    _card, bobs_streams = await a2a_client(bob, gateway.url, streaming=True)
+    task = await send(alices, user_message(data_part(trip())))
+    await wait_state(alices, task.id, TaskState.TASK_STATE_INPUT_REQUIRED, 60)
+    unknown = await rpc(bob, gateway.url, "GetTask", "no-such-task")
     assert unknown["error"]["code"] == -32001
-    for method in ("tasks/get", "tasks/cancel", "tasks/get"):
+    for method in ("GetTask", "CancelTask", "GetTask"):
         assert await rpc(bob, gateway.url, method, task.id) == unknown  # word for word
-    still = await alices.get_task(TaskQueryParams(id=task.id))  # untouched by bob's cancel
-    assert still.status.state == TaskState.input_required
-    assert still.id == task.id and still.artifacts is None
+    with pytest.raises(TaskNotFoundError):
+        async for _event in bobs_streams.subscribe(SubscribeToTaskRequest(id=task.id)):
+            pass
+    still = await get(alices, task.id)  # untouched by bob's cancel
+    assert still.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+    assert still.id == task.id and not still.artifacts
+    # ListTasks: each caller's own tasks only
+    bobs_task = await send(bobs, user_message(data_part(trip())))
+    listed = await alices.list_tasks(ListTasksRequest())
+    ids = [t.id for t in listed.tasks]
+    assert task.id in ids and bobs_task.id not in ids
+    waiting = await alices.list_tasks(
+        ListTasksRequest(status=TaskState.TASK_STATE_INPUT_REQUIRED, page_size=1)
+    )
+    assert len(waiting.tasks) == 1 and waiting.page_size == 1
+    assert all(t.status.state == TaskState.TASK_STATE_INPUT_REQUIRED for t in waiting.tasks)
+    bobs_ids = [t.id for t in (await bobs.list_tasks(ListTasksRequest())).tasks]
+    assert bobs_task.id in bobs_ids and task.id not in bobs_ids
 
 
 async def test_the_owners_cancel_is_taken_and_names_the_owner(
     system: System, gateway: Gateway, alice: httpx.AsyncClient
 ) -> None:
     _card, alices = await a2a_client(alice, gateway.url, streaming=False)
-    task = await send(alices, user_message(DataPart(data=trip())))
-    await wait_state(alices, task.id, TaskState.input_required, 60)
-    cancelled = await alices.cancel_task(TaskIdParams(id=task.id))
+    _card, alices_streams = await a2a_client(alice, gateway.url, streaming=True)
+    task = await send(alices, user_message(data_part(trip())))
+    await wait_state(alices, task.id, TaskState.TASK_STATE_INPUT_REQUIRED, 60)
+    followed: list[StreamResponse] = []
+
+    async def subscribe() -> None:
+        async for event in alices_streams.subscribe(SubscribeToTaskRequest(id=task.id)):
+            followed.append(copy(event))
+
+    subscribed = asyncio.create_task(subscribe())
+    deadline = time.monotonic() + 15
+    while not followed:  # SubscribeToTask answers with the task first
+        assert not subscribed.done() and time.monotonic() < deadline, "no task from subscribe"
+        await asyncio.sleep(0.05)
+    assert followed[0].task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+    cancelled = await alices.cancel_task(CancelTaskRequest(id=task.id))
     assert "cancel requested" in text_of(cancelled.status.message)
     done = await poll_task(alices, task.id, timeout_s=20)
-    assert done.status.state == TaskState.canceled, text_of(done.status.message)
+    assert done.status.state == TaskState.TASK_STATE_CANCELED, text_of(done.status.message)
+    await asyncio.wait_for(subscribed, 20)  # the subscription ends with the task
+    assert followed[-1].status_update.status.state == TaskState.TASK_STATE_CANCELED
     with system.db("coordinator") as conn:
         saga = repository.load(conn, task.id)
     assert saga is not None and saga.customer == "alice"
@@ -241,25 +285,23 @@ async def test_a_stream_is_fed_by_the_topics_not_by_polling_the_view(
     system: System, gateway: Gateway, alice: httpx.AsyncClient
 ) -> None:
     _card, client = await a2a_client(alice, gateway.url, streaming=True)
-    updates: list[Task | TaskStatusUpdateEvent | TaskArtifactUpdateEvent] = []
+    updates: list[StreamResponse] = []
 
     async def collect() -> None:
-        async for event in client.send_message(user_message(DataPart(data=trip()))):
-            assert isinstance(event, tuple)
-            task, update = event
-            updates.append(update if update is not None else task.model_copy(deep=True))
+        request = SendMessageRequest(message=user_message(data_part(trip())))
+        async for event in client.send_message(request):
+            updates.append(copy(event))
 
     streaming = asyncio.create_task(collect())
     deadline = time.monotonic() + 60
     while not any(
-        isinstance(u, TaskStatusUpdateEvent) and u.status.state == TaskState.input_required
-        for u in updates
+        u.status_update.status.state == TaskState.TASK_STATE_INPUT_REQUIRED for u in updates
     ):
         assert not streaming.done(), f"the stream ended early: {updates}"
         assert time.monotonic() < deadline, "the stream never showed the approval wait"
         await asyncio.sleep(0.05)
-    assert isinstance(updates[0], Task)
-    saga_id = updates[0].id
+    assert updates[0].HasField("task")
+    saga_id = updates[0].task.id
     # The saga waits for its approval: once the records that brought it there are read, nothing
     # happens on the mesh, so the open stream reads nothing. (A poller reads the view several
     # times a second and would never fall quiet.)
@@ -268,9 +310,7 @@ async def test_a_stream_is_fed_by_the_topics_not_by_polling_the_view(
     assert gateway.proxy.count(saga_id) == at_gate
     approve(system, saga_id)
     await asyncio.wait_for(streaming, 60)
-    last = updates[-1]
-    assert isinstance(last, TaskStatusUpdateEvent) and last.final
-    assert last.status.state == TaskState.completed
-    statuses = [u for u in updates if isinstance(u, TaskStatusUpdateEvent)]
+    assert updates[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
+    statuses = [u for u in updates if u.HasField("status_update")]
     reads = gateway.proxy.count(saga_id)
     assert reads <= 2 * len(statuses) + 4, f"{reads} view reads for {len(statuses)} updates"

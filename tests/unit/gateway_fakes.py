@@ -26,8 +26,13 @@ CALLERS = {"alice": SecretStr(ALICE), "bob": SecretStr(BOB)}
 OPERATORS = {"operator": SecretStr(OPERATOR)}
 
 
+#: What an A2A 1.0 client sends with every call.
+V1 = {"A2A-Version": "1.0"}
+
+
 def bearer(token: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}"}
+    """The headers of an A2A 1.0 call by the caller with ``token``."""
+    return {"authorization": f"Bearer {token}", **V1}
 
 
 class FakePublisher(Publisher):
@@ -70,6 +75,13 @@ class FakeView(SagaView):
         if self.error is not None:
             raise self.error
         return self.sagas.get(saga_id)
+
+    async def recent(self, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        self.reads += 1
+        if self.error is not None:
+            raise self.error
+        found = [s for s in reversed(self.sagas.values()) if state in (None, s.get("state"))]
+        return found[:limit]
 
     async def close(self) -> None:
         pass
@@ -114,19 +126,39 @@ def trip() -> dict[str, Any]:
 
 
 def send_body(
-    data: dict[str, Any] | None = None, method: str = "message/send", **extra: Any
+    data: dict[str, Any] | None = None, method: str = "SendMessage", **extra: Any
 ) -> dict[str, Any]:
+    """An A2A 1.0 SendMessage (or SendStreamingMessage) of a data part."""
+    part = {"data": data or trip()}
+    return {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": method,
+        "params": {"message": {"role": "ROLE_USER", "messageId": "m1", "parts": [part], **extra}},
+    }
+
+
+def send_body_v03(
+    data: dict[str, Any] | None = None, method: str = "message/send"
+) -> dict[str, Any]:
+    """The same request as an A2A 0.3 client sends it."""
     part = {"kind": "data", "data": data or trip()}
     return {
         "jsonrpc": "2.0",
         "id": 1,
         "method": method,
-        "params": {"message": {"role": "user", "messageId": "m1", "parts": [part], **extra}},
+        "params": {"message": {"role": "user", "messageId": "m1", "parts": [part]}},
     }
 
 
 def rpc(method: str, task_id: str) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": 2, "method": method, "params": {"id": task_id}}
+
+
+def sent_task(reply: dict[str, Any]) -> dict[str, Any]:
+    """The task of a SendMessage reply (A2A 1.0: ``result.task``)."""
+    task: dict[str, Any] = reply["result"]["task"]
+    return task
 
 
 def saga(saga_id: str, customer: str, state: str = "running", **extra: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from itinerant.settings import Settings
 from services.mesh import mesh as travel
 from tests.unit.gateway_fakes import (
     ALICE,
+    V1,
     FakeFeed,
     FakePublisher,
     FakeView,
@@ -22,6 +23,7 @@ from tests.unit.gateway_fakes import (
     bearer,
     saga,
     send_body,
+    sent_task,
 )
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -39,8 +41,13 @@ def test_card(harness: tuple[Harness, TestClient]) -> None:
     card = client.get("/.well-known/agent-card.json").json()
     assert card["capabilities"]["streaming"] is True
     assert card["capabilities"]["pushNotifications"] is True
-    assert card["protocolVersion"] == "0.3.0"
-    assert card["url"] == "http://127.0.0.1:18480/"
+    assert card["capabilities"]["extendedAgentCard"] is True
+    assert [(i["protocolVersion"], i["url"]) for i in card["supportedInterfaces"]] == [
+        ("1.0", "http://127.0.0.1:18480/"),
+        ("0.3", "http://127.0.0.1:18480/"),
+    ]
+    # the fields an A2A 0.3 client reads, derived by the SDK from the 0.3 interface
+    assert card["protocolVersion"] == "0.3" and card["url"] == "http://127.0.0.1:18480/"
     assert card["name"] == "travel"
     assert {s["id"] for s in card["skills"]} == {"plan-trip", "book-trip", "refund"}
     assert card["description"].startswith(travel.description)
@@ -54,8 +61,8 @@ def test_send_publishes_with_trace_context_and_returns_the_saga_task(
 ) -> None:
     h, client = harness
     reply = client.post("/", json=send_body(), headers={"traceparent": TRACEPARENT}).json()
-    task = reply["result"]
-    assert task["kind"] == "task" and task["status"]["state"] == "submitted"
+    task = sent_task(reply)
+    assert task["status"]["state"] == "TASK_STATE_SUBMITTED"
     [(sent, customer)] = h.publisher.requests
     assert customer == "alice"  # published on behalf of the caller
     assert sent.saga_id == task["id"] and sent.source == "/itinerant/gateway"
@@ -66,9 +73,9 @@ def test_send_publishes_with_trace_context_and_returns_the_saga_task(
     assert json.loads(sent.data)["request_id"] == task["id"]
     # not yet in the coordinator's view: still submitted, not "not found"
     got = client.post(
-        "/", json={"jsonrpc": "2.0", "id": 2, "method": "tasks/get", "params": {"id": task["id"]}}
+        "/", json={"jsonrpc": "2.0", "id": 2, "method": "GetTask", "params": {"id": task["id"]}}
     ).json()
-    assert got["result"]["status"]["state"] == "submitted"
+    assert got["result"]["status"]["state"] == "TASK_STATE_SUBMITTED"
 
 
 def test_invalid_request_is_invalid_params_and_nothing_is_published(
@@ -87,8 +94,9 @@ def test_invalid_request_is_invalid_params_and_nothing_is_published(
         (b"{not json", -32700, "not JSON"),
         (b"[1, 2]", -32600, "request object"),
         (b'{"jsonrpc":"2.0","id":1,"method":"tasks/fly","params":{}}', -32601, "tasks/fly"),
-        (b'{"jsonrpc":"2.0","id":1,"method":"tasks/get"}', -32602, ""),
-        (b'{"jsonrpc":"1.0","id":1,"method":"tasks/get","params":{"id":"x"}}', -32600, ""),
+        (b'{"jsonrpc":"2.0","id":1,"method":"GetTask"}', -32602, ""),
+        (b'{"jsonrpc":"2.0","id":1,"method":"GetTask","params":{"id":""}}', -32602, ""),
+        (b'{"jsonrpc":"1.0","id":1,"method":"GetTask","params":{"id":"x"}}', -32600, ""),
     ],
 )
 def test_bad_json_rpc(
@@ -104,7 +112,7 @@ def test_bad_json_rpc(
 def test_unknown_task_and_push_notifications(harness: tuple[Harness, TestClient]) -> None:
     _h, client = harness
     got = client.post(
-        "/", json={"jsonrpc": "2.0", "id": 1, "method": "tasks/get", "params": {"id": "nope"}}
+        "/", json={"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": "nope"}}
     ).json()
     assert got["error"]["code"] == -32001
     push = client.post(
@@ -112,8 +120,8 @@ def test_unknown_task_and_push_notifications(harness: tuple[Harness, TestClient]
         json={
             "jsonrpc": "2.0",
             "id": 1,
-            "method": "tasks/pushNotificationConfig/get",
-            "params": {"id": "nope"},
+            "method": "GetTaskPushNotificationConfig",
+            "params": {"taskId": "nope", "id": "c1"},
         },
     ).json()
     assert push["error"]["code"] == -32001  # push configs of an unknown task: not found
@@ -139,7 +147,7 @@ def test_cancel_publishes_the_discard_request(harness: tuple[Harness, TestClient
     h, client = harness
     h.view.sagas["s1"] = saga("s1", "alice", traceparent=TRACEPARENT)
     reply = client.post(
-        "/", json={"jsonrpc": "2.0", "id": 1, "method": "tasks/cancel", "params": {"id": "s1"}}
+        "/", json={"jsonrpc": "2.0", "id": 1, "method": "CancelTask", "params": {"id": "s1"}}
     ).json()
     assert reply["result"]["id"] == "s1"
     [(cancel, customer)] = h.publisher.cancels
@@ -153,7 +161,7 @@ def test_cancel_publishes_the_discard_request(harness: tuple[Harness, TestClient
     }
     h.view.sagas["s1"]["state"] = "completed"
     again = client.post(
-        "/", json={"jsonrpc": "2.0", "id": 1, "method": "tasks/cancel", "params": {"id": "s1"}}
+        "/", json={"jsonrpc": "2.0", "id": 1, "method": "CancelTask", "params": {"id": "s1"}}
     ).json()
     assert again["error"]["code"] == -32002
 
@@ -171,7 +179,7 @@ def test_token(settings: Settings) -> None:
         assert wrong.status_code == 401
         assert built.publisher.requests == []
         ok = client.post("/", json=send_body(), headers=bearer(ALICE))
-        assert ok.status_code == 200 and ok.json()["result"]["kind"] == "task"
+        assert ok.status_code == 200 and "task" in ok.json()["result"]
 
 
 def test_config_from_environment(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
@@ -208,8 +216,8 @@ def test_a_mesh_without_from_text_refuses_plain_words_over_http(settings: Settin
         feed=FakeFeed(settings),
     )
     body = send_body()
-    body["params"]["message"]["parts"] = [{"kind": "text", "text": "Rome from London"}]
-    with TestClient(built.app) as client:
+    body["params"]["message"]["parts"] = [{"text": "Rome from London"}]
+    with TestClient(built.app, headers=V1) as client:
         reply = client.post("/", json=body).json()
     assert reply["error"]["code"] == -32602 and "plain words" in reply["error"]["message"]
     assert publisher.requests == []

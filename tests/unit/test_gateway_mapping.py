@@ -9,22 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from a2a.types import (
-    DataPart,
-    FilePart,
-    FileWithUri,
-    Message,
-    MessageSendParams,
-    Part,
-    Role,
-    TaskState,
-    TextPart,
-)
+from a2a.types import Message, Part, Role, SendMessageRequest, TaskState
 
 from itinerant.gateway import inbound, tasks
-from itinerant.gateway.card import agent_card
+from itinerant.gateway.card import agent_card, agent_cards, extended_card
 from itinerant.gateway.config import GatewayConfig
+from itinerant.gateway.proto import from_struct, from_value, struct, value
 from itinerant.mesh import Mesh, Skill
+from itinerant.security.tokens import Principal
 from itinerant.wire.request import Request
 from services.contracts.trip import TripRequest
 from services.mesh import mesh as travel
@@ -41,15 +33,19 @@ CONFIG = GatewayConfig(
 )
 
 
-def params(*parts: Any, metadata: dict[str, Any] | None = None) -> MessageSendParams:
-    return MessageSendParams(
-        message=Message(
-            role=Role.user,
-            message_id="m1",
-            parts=[Part(root=p) for p in parts],
-            metadata=metadata,
-        )
-    )
+def DataPart(data: Any) -> Part:
+    return Part(data=value(data))
+
+
+def TextPart(text: str) -> Part:
+    return Part(text=text)
+
+
+def params(*parts: Part, metadata: dict[str, Any] | None = None) -> SendMessageRequest:
+    message = Message(role=Role.ROLE_USER, message_id="m1", parts=parts)
+    if metadata is not None:
+        message.metadata.CopyFrom(struct(metadata))
+    return SendMessageRequest(message=message)
 
 
 def trip() -> dict[str, Any]:
@@ -57,7 +53,7 @@ def trip() -> dict[str, Any]:
     return raw
 
 
-def trip_request(message: MessageSendParams, mesh: Mesh = travel) -> TripRequest:
+def trip_request(message: SendMessageRequest, mesh: Mesh = travel) -> TripRequest:
     request = inbound.read_request(message, mesh)
     assert isinstance(request, TripRequest)
     return request
@@ -155,25 +151,28 @@ def test_budget_from_metadata_is_capped_and_never_raises_the_request() -> None:
         (params(DataPart(data={**trip(), "surprise": 1})), "surprise"),
         (params(TextPart(text="   ")), "no content"),
         (params(DataPart(data=trip()), DataPart(data=trip())), "one data part"),
-        (params(FilePart(file=FileWithUri(uri="https://x/y.json"))), "file parts"),
+        (params(Part(url="https://x/y.json")), "file parts"),
+        (params(Part(raw=b"{}")), "file parts"),
+        (params(DataPart(data=[1, 2])), "must hold an object"),
         (params(DataPart(data=trip()), metadata={"itinerant": {"max_hops": "x"}}), "max_hops"),
         (params(DataPart(data=trip()), metadata={"itinerant": {"deadline_s": 0}}), "deadline_s"),
         (params(DataPart(data=trip()), metadata={"itinerant": 3}), "must be an object"),
     ],
 )
-def test_invalid_messages_say_what_is_wrong(message: MessageSendParams, expected: str) -> None:
+def test_invalid_messages_say_what_is_wrong(message: SendMessageRequest, expected: str) -> None:
     with pytest.raises(inbound.InvalidInput, match=expected):
         inbound.read_request(message, travel)
 
 
 def test_the_card_is_the_mesh_s() -> None:
     card = agent_card(CONFIG, travel)
-    assert card.name == "travel" and card.protocol_version == "0.3.0"
+    assert card.name == "travel"
+    assert [i.protocol_version for i in card.supported_interfaces] == ["1.0", "0.3"]
     assert [s.id for s in card.skills] == ["plan-trip", "book-trip", "refund"]
     book = card.skills[1]
     assert book.tags == ["travel", "booking", "saga"] and book.examples
     assert book.input_modes == ["application/json", "text/plain"]
-    assert card.skills[2].examples is None
+    assert list(card.skills[2].examples) == []
     assert card.description.startswith(travel.description)
     assert travel.request_help in card.description
     assert "metadata.itinerant.max_hops (<= 100)" in card.description
@@ -181,7 +180,7 @@ def test_the_card_is_the_mesh_s() -> None:
         "deadline_s (<= 3600)" in card.description
         and "The task id is the saga id" in card.description
     )
-    assert card.security_schemes is None and card.capabilities.streaming is True
+    assert not card.security_schemes and card.capabilities.streaming is True
 
 
 def test_a_mesh_with_no_skills_or_help_still_has_a_card() -> None:
@@ -235,17 +234,25 @@ RESULT = {
 @pytest.mark.parametrize(
     ("state", "extra", "expected"),
     [
-        ("running", {}, TaskState.working),
-        ("parked", {"reason": "handler_error", "error": "boom"}, TaskState.working),
-        ("compensating", {"reason": "sold_out"}, TaskState.working),
-        ("awaiting_approval", {}, TaskState.input_required),
-        ("completed", {}, TaskState.completed),
-        ("compensated", {"reason": "sold_out"}, TaskState.failed),
-        ("compensated", {"reason": "discarded", "error": tasks.CANCEL_WHY}, TaskState.canceled),
-        ("compensated", {"reason": "discarded", "error": "by operator"}, TaskState.failed),
-        ("failed", {"error": "compensation failed"}, TaskState.failed),
-        ("rejected", {"reason": "invalid_request"}, TaskState.rejected),
-        ("something_new", {}, TaskState.unknown),
+        ("running", {}, TaskState.TASK_STATE_WORKING),
+        ("parked", {"reason": "handler_error", "error": "boom"}, TaskState.TASK_STATE_WORKING),
+        ("compensating", {"reason": "sold_out"}, TaskState.TASK_STATE_WORKING),
+        ("awaiting_approval", {}, TaskState.TASK_STATE_INPUT_REQUIRED),
+        ("completed", {}, TaskState.TASK_STATE_COMPLETED),
+        ("compensated", {"reason": "sold_out"}, TaskState.TASK_STATE_FAILED),
+        (
+            "compensated",
+            {"reason": "discarded", "error": tasks.CANCEL_WHY},
+            TaskState.TASK_STATE_CANCELED,
+        ),
+        (
+            "compensated",
+            {"reason": "discarded", "error": "by operator"},
+            TaskState.TASK_STATE_FAILED,
+        ),
+        ("failed", {"error": "compensation failed"}, TaskState.TASK_STATE_FAILED),
+        ("rejected", {"reason": "invalid_request"}, TaskState.TASK_STATE_REJECTED),
+        ("something_new", {}, TaskState.TASK_STATE_UNSPECIFIED),
     ],
 )
 def test_saga_states_map_to_task_states(
@@ -262,50 +269,67 @@ def test_parked_says_why_and_who_acts() -> None:
 def test_completed_task_carries_the_final_payload_and_a_line_from_its_result() -> None:
     task = tasks.task(saga("completed", output=OUTPUT), RESULT, "c1")
     assert task.id == "s1" and task.context_id == "c1"
-    assert task.status.state == TaskState.completed
-    assert task.artifacts is not None
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED
     [artifact] = task.artifacts
     assert artifact.artifact_id == "s1:output" and artifact.name == "output"
-    parts = [p.root for p in artifact.parts]
-    assert isinstance(parts[0], DataPart) and parts[0].data == OUTPUT
+    parts = list(artifact.parts)
+    assert parts[0].WhichOneof("content") == "data" and from_value(parts[0].data) == OUTPUT
     line = "2 steps completed in 12 ms (planner.plan, flights.book)"
-    assert isinstance(parts[1], TextPart) and parts[1].text == line
-    assert task.status.message is not None
-    status = task.status.message.parts[0].root
-    assert isinstance(status, TextPart) and status.text == f"completed: {line}"
+    assert parts[1].text == line
+    assert task.status.message.parts[0].text == f"completed: {line}"
 
 
 def test_the_payload_from_the_result_when_the_view_has_none() -> None:
     task = tasks.task(saga("completed"), RESULT, "c")
-    assert task.artifacts is not None
-    assert task.artifacts[0].parts[0].root == DataPart(data=OUTPUT)
+    assert from_value(task.artifacts[0].parts[0].data) == OUTPUT
     alone = tasks.result_only_task(RESULT, "c")
-    assert alone.status.state == TaskState.completed and alone.artifacts is not None
+    assert alone.status.state == TaskState.TASK_STATE_COMPLETED and alone.artifacts
     no_result = tasks.task(saga("completed", output=OUTPUT), None, "c")
-    assert no_result.artifacts is not None and len(no_result.artifacts[0].parts) == 1
+    assert no_result.artifacts and len(no_result.artifacts[0].parts) == 1
 
 
 def test_no_artifact_without_a_payload_or_when_not_completed() -> None:
-    assert tasks.task(saga("completed"), None, "c").artifacts is None
-    assert tasks.task(saga("completed"), {**RESULT, "output": None}, "c").artifacts is None
+    assert not tasks.task(saga("completed"), None, "c").artifacts
+    assert not tasks.task(saga("completed"), {**RESULT, "output": None}, "c").artifacts
     failed = saga("compensated", reason="sold_out", output=OUTPUT)
-    assert tasks.task(failed, RESULT, "c").artifacts is None
+    assert not tasks.task(failed, RESULT, "c").artifacts
     assert "completed steps undone: sold_out" in tasks.status_text(failed)
 
 
 def test_progress_events_follow_the_timeline_in_order_and_only_once() -> None:
     running = saga("running")
     first = tasks.progress_events(running, 0, "c")
-    assert [e.metadata["itinerant"]["index"] for e in first if e.metadata] == [0, 1]
-    assert all(e.status.state == TaskState.working and not e.final for e in first)
+    assert [from_struct(e.metadata)["itinerant"]["index"] for e in first] == [0, 1]
+    assert all(e.status.state == TaskState.TASK_STATE_WORKING for e in first)
     assert tasks.progress_events(running, 2, "c") == []
     done = tasks.final_events(saga("completed"), RESULT, "c")
     assert [type(e).__name__ for e in done] == ["TaskArtifactUpdateEvent", "TaskStatusUpdateEvent"]
-    last = done[-1]
-    assert getattr(last, "final", False) is True
+    assert done[-1].status.state in tasks.FINAL_STATES  # A2A 1.0: a final state ends a stream
 
 
 def test_result_only_task_for_a_refused_request() -> None:
     result = {"saga_id": "s9", "status": "rejected", "reason": "invalid_request", "steps": []}
     task = tasks.result_only_task(result, "s9")
-    assert task.status.state == TaskState.rejected
+    assert task.status.state == TaskState.TASK_STATE_REJECTED
+
+
+def test_numbers_read_back_from_protobuf_are_ints_when_integral() -> None:
+    """A2A 1.0 carries every number as a double; the mesh's models count in integers."""
+    request = trip_request(params(DataPart(data={**trip(), "travellers": 2})))
+    assert request.travellers == 2 and isinstance(request.travellers, int)
+    assert from_value(value({"a": [1, 2.5, {"b": 3}], "c": None})) == {
+        "a": [1, 2.5, {"b": 3}],
+        "c": None,
+    }
+
+
+def test_a_card_per_agent_and_the_extended_card() -> None:
+    cards = agent_cards(CONFIG, travel)
+    assert set(cards) == {a.name for a in (*travel.agents, *travel.optional_agents)}
+    flights = cards["flights"]
+    assert flights.name == "travel/flights" and "flights.book" in [s.id for s in flights.skills]
+    assert flights.supported_interfaces[0].url == "http://gw/"  # reached through the gateway
+    mine = extended_card(CONFIG, travel, Principal("alice"))
+    assert {"plan-trip", "flights.book", "hotels.book"} <= {s.id for s in mine.skills}
+    assert "'alice'" in mine.description and "only your own tasks" in mine.description
+    assert "operator" in extended_card(CONFIG, travel, Principal("ops", operator=True)).description

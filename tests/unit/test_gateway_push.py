@@ -20,7 +20,7 @@ from itinerant.gateway.push import (
     check_url,
 )
 from itinerant.settings import Settings
-from tests.unit.gateway_fakes import ALICE, BOB, Harness, bearer, saga, send_body
+from tests.unit.gateway_fakes import ALICE, BOB, Harness, bearer, saga, send_body, sent_task
 
 
 class Receiver:
@@ -160,44 +160,49 @@ async def test_webhook_hears_each_state_change_until_completed(
     asgi: tuple[Harness, httpx.AsyncClient], receiver: Receiver
 ) -> None:
     h, client = asgi
-    sent = (await client.post("/", json=send_body(), headers=bearer(ALICE))).json()["result"]
+    sent = sent_task((await client.post("/", json=send_body(), headers=bearer(ALICE))).json())
     task_id = sent["id"]
     h.view.sagas[task_id] = saga(task_id, "alice")
-    config = {"url": receiver.url, "token": "hook-secret", "id": "c1"}
-    params = {"taskId": task_id, "pushNotificationConfig": config}
+    params = {"taskId": task_id, "url": receiver.url, "token": "hook-secret", "id": "c1"}
     stored = await client.post(
-        "/", json=_rpc("tasks/pushNotificationConfig/set", params), headers=bearer(ALICE)
+        "/", json=_rpc("CreateTaskPushNotificationConfig", params), headers=bearer(ALICE)
     )
-    assert stored.json()["result"]["pushNotificationConfig"]["id"] == "c1"
+    assert stored.json()["result"]["id"] == "c1"
     await _within(lambda: len(receiver.received) == 1)
     working, token = receiver.received[0]
-    assert working["id"] == task_id and working["status"]["state"] == "working"
+    assert list(working) == ["task"]  # an A2A 1.0 StreamResponse
+    working = working["task"]
+    assert working["id"] == task_id and working["status"]["state"] == "TASK_STATE_WORKING"
     assert token == "hook-secret"
     # the saga ends: its record wakes the watcher, which posts the completed task once
     h.view.sagas[task_id] = saga(task_id, "alice", state="completed", output={"ok": True})
     result = {"saga_id": task_id, "status": "completed", "output": {"ok": True}}
     h.feed.publish(h.feed.settings.results_topic, task_id, result)
     await _within(lambda: len(receiver.received) == 2)
-    done, _token = receiver.received[1]
-    assert done["status"]["state"] == "completed"
+    done = receiver.received[1][0]["task"]
+    assert done["status"]["state"] == "TASK_STATE_COMPLETED"
     assert done["artifacts"][0]["parts"][0]["data"] == {"ok": True}
     await _within(lambda: not h.gateway.handler._watchers)  # the watcher ended with the task
     assert len(receiver.received) == 2
 
     listed = await client.post(
-        "/", json=_rpc("tasks/pushNotificationConfig/list", {"id": task_id}), headers=bearer(ALICE)
+        "/",
+        json=_rpc("ListTaskPushNotificationConfigs", {"taskId": task_id}),
+        headers=bearer(ALICE),
     )
-    assert [c["pushNotificationConfig"]["url"] for c in listed.json()["result"]] == [receiver.url]
+    assert [c["url"] for c in listed.json()["result"]["configs"]] == [receiver.url]
+    got = await client.post(
+        "/", json=_rpc("GetTaskPushNotificationConfig", {"taskId": task_id, "id": "c1"}),
+        headers=bearer(ALICE),
+    )  # fmt: skip
+    assert got.json()["result"]["token"] == "hook-secret"
     # another caller's task is, to that caller, a task that does not exist
-    for method in ("get", "list"):
+    for method in ("GetTaskPushNotificationConfig", "ListTaskPushNotificationConfigs"):
         theirs = await client.post(
-            "/", json=_rpc(f"tasks/pushNotificationConfig/{method}", {"id": task_id}),
-            headers=bearer(BOB),
-        )  # fmt: skip
+            "/", json=_rpc(method, {"taskId": task_id, "id": "c1"}), headers=bearer(BOB)
+        )
         assert theirs.json()["error"]["code"] == -32001
-    gone = _rpc(
-        "tasks/pushNotificationConfig/delete", {"id": task_id, "pushNotificationConfigId": "c1"}
-    )
+    gone = _rpc("DeleteTaskPushNotificationConfig", {"taskId": task_id, "id": "c1"})
     deleted = (await client.post("/", json=gone, headers=bearer(ALICE))).json()
     assert "error" not in deleted and deleted.get("result") is None, deleted
     again = await client.post("/", json=gone, headers=bearer(ALICE))
@@ -206,10 +211,10 @@ async def test_webhook_hears_each_state_change_until_completed(
 
 async def test_bad_webhook_is_invalid_params(asgi: tuple[Harness, httpx.AsyncClient]) -> None:
     h, client = asgi
-    sent = (await client.post("/", json=send_body(), headers=bearer(ALICE))).json()["result"]
-    params = {"taskId": sent["id"], "pushNotificationConfig": {"url": "file:///etc/passwd"}}
+    sent = sent_task((await client.post("/", json=send_body(), headers=bearer(ALICE))).json())
+    params = {"taskId": sent["id"], "url": "file:///etc/passwd"}
     reply = await client.post(
-        "/", json=_rpc("tasks/pushNotificationConfig/set", params), headers=bearer(ALICE)
+        "/", json=_rpc("CreateTaskPushNotificationConfig", params), headers=bearer(ALICE)
     )
     assert reply.json()["error"]["code"] == -32602
     assert "http" in reply.json()["error"]["message"]

@@ -36,6 +36,7 @@ from tests.unit.gateway_fakes import (
     rpc,
     saga,
     send_body,
+    sent_task,
     trip,
 )
 
@@ -51,7 +52,7 @@ def harness(settings: Settings) -> Iterator[tuple[Harness, TestClient]]:
 
 def start_task(client: TestClient, token: str, **data: Any) -> str:
     reply = client.post("/", json=send_body({**trip(), **data}), headers=bearer(token)).json()
-    task_id: str = reply["result"]["id"]
+    task_id: str = sent_task(reply)["id"]
     return task_id
 
 
@@ -102,13 +103,13 @@ def test_another_callers_task_is_not_found_exactly_like_an_unknown_one(
     h, client = harness
     task_id = start_task(client, ALICE)
     h.view.sagas[task_id] = saga(task_id, "alice")
-    unknown = client.post("/", json=rpc("tasks/get", "no-such-task"), headers=bearer(BOB)).json()
-    for method in ("tasks/get", "tasks/cancel"):
+    unknown = client.post("/", json=rpc("GetTask", "no-such-task"), headers=bearer(BOB)).json()
+    for method in ("GetTask", "CancelTask"):
         theirs = client.post("/", json=rpc(method, task_id), headers=bearer(BOB)).json()
         assert theirs == unknown  # the same answer, word for word: no oracle
     assert unknown["error"]["code"] == -32001
     assert h.publisher.cancels == []  # bob's cancel reached nothing
-    mine = client.post("/", json=rpc("tasks/get", task_id), headers=bearer(ALICE)).json()
+    mine = client.post("/", json=rpc("GetTask", task_id), headers=bearer(ALICE)).json()
     assert mine["result"]["id"] == task_id
 
 
@@ -119,7 +120,7 @@ def test_resubscribe_to_another_callers_task_is_not_found(
     task_id = start_task(client, ALICE)
     h.view.sagas[task_id] = saga(task_id, "alice", state="completed")
     with client.stream(
-        "POST", "/", json=rpc("tasks/resubscribe", task_id), headers=bearer(BOB)
+        "POST", "/", json=rpc("SubscribeToTask", task_id), headers=bearer(BOB)
     ) as reply:
         body = reply.read().decode()
     assert "-32001" in body and task_id not in body
@@ -132,9 +133,9 @@ def test_a_saga_this_gateway_did_not_publish_belongs_to_its_customer(
     h, client = harness
     h.view.sagas["s-bob"] = saga("s-bob", "bob")
     h.view.sagas["s-bare"] = saga("s-bare", "anonymous:s-bare")
-    assert "result" in client.post("/", json=rpc("tasks/get", "s-bob"), headers=bearer(BOB)).json()
+    assert "result" in client.post("/", json=rpc("GetTask", "s-bob"), headers=bearer(BOB)).json()
     for task_id, token in (("s-bob", ALICE), ("s-bare", ALICE), ("s-bare", BOB)):
-        reply = client.post("/", json=rpc("tasks/get", task_id), headers=bearer(token)).json()
+        reply = client.post("/", json=rpc("GetTask", task_id), headers=bearer(token)).json()
         assert reply["error"]["code"] == -32001
 
 
@@ -144,9 +145,9 @@ def test_an_operator_sees_and_cancels_every_task(harness: tuple[Harness, TestCli
     h.view.sagas[task_id] = saga(task_id, "alice")
     h.view.sagas["s-bare"] = saga("s-bare", "anonymous:s-bare")
     for seen in (task_id, "s-bare"):
-        got = client.post("/", json=rpc("tasks/get", seen), headers=bearer(OPERATOR)).json()
+        got = client.post("/", json=rpc("GetTask", seen), headers=bearer(OPERATOR)).json()
         assert got["result"]["id"] == seen
-    cancelled = client.post("/", json=rpc("tasks/cancel", task_id), headers=bearer(OPERATOR))
+    cancelled = client.post("/", json=rpc("CancelTask", task_id), headers=bearer(OPERATOR))
     assert cancelled.json()["result"]["id"] == task_id
     assert [customer for _env, customer in h.publisher.cancels] == ["operator"]
 
@@ -167,7 +168,7 @@ def test_a_request_id_is_the_callers_own(harness: tuple[Harness, TestClient]) ->
 def test_rate_limit_is_429_with_retry_after_per_principal(settings: Settings) -> None:
     h = Harness(settings, gateway_rate_per_s=0.5, gateway_rate_burst=2)
     with TestClient(h.gateway.app) as client:
-        body = rpc("tasks/get", "x")
+        body = rpc("GetTask", "x")
         assert [
             client.post("/", json=body, headers=bearer(ALICE)).status_code for _ in range(2)
         ] == [200, 200]
@@ -218,7 +219,7 @@ async def test_open_streams_are_capped_per_principal_and_fed_by_records(
     asgi: tuple[Harness, httpx.AsyncClient],
 ) -> None:
     h, client = asgi
-    stream_body = send_body(method="message/stream")
+    stream_body = send_body(method="SendStreamingMessage")
     first = asyncio.create_task(client.post("/", json=stream_body, headers=bearer(ALICE)))
     await wait_for(lambda: h.feed.subscribers() == 1)  # alice's stream is open, waiting
     [(envelope, _customer)] = h.publisher.requests
@@ -226,7 +227,7 @@ async def test_open_streams_are_capped_per_principal_and_fed_by_records(
     refused = await client.post("/", json=stream_body, headers=bearer(ALICE))
     assert refused.status_code == 429 and refused.headers["retry-after"]
     assert "ITINERANT_GATEWAY_MAX_STREAMS" in refused.json()["error"]["message"]
-    other = await client.post("/", json=rpc("tasks/get", saga_id), headers=bearer(ALICE))
+    other = await client.post("/", json=rpc("GetTask", saga_id), headers=bearer(ALICE))
     assert other.status_code == 200  # only streams are capped
     reads = h.view.reads
     await asyncio.sleep(0.5)
@@ -241,8 +242,7 @@ async def test_open_streams_are_capped_per_principal_and_fed_by_records(
         for line in reply.text.splitlines()
         if line.startswith("data:")
     ]
-    assert events[-1]["result"]["final"] is True
-    assert events[-1]["result"]["status"]["state"] == "completed"
+    assert events[-1]["result"]["statusUpdate"]["status"]["state"] == "TASK_STATE_COMPLETED"
     assert h.view.reads - reads <= 2, "woken once, read the view once or twice"
     await wait_for(lambda: h.feed.subscribers() == 0)
     again = asyncio.create_task(client.post("/", json=stream_body, headers=bearer(ALICE)))
@@ -304,9 +304,9 @@ def test_errors_name_no_internal_address(
         h.view.error = CoordinatorUnavailable(
             "the coordinator's saga view at http://10.1.2.3:8470 does not answer"
         )
-        got = client.post("/", json=rpc("tasks/get", "t1")).json()
+        got = client.post("/", json=rpc("GetTask", "t1")).json()
         h.view.error = RuntimeError("connect to 10.1.2.3:8470 refused")
-        internal = client.post("/", json=rpc("tasks/get", "t1")).json()
+        internal = client.post("/", json=rpc("GetTask", "t1")).json()
     for reply in (sent, got, internal):
         message = reply["error"]["message"]
         assert message and not any(a in message for a in INTERNAL_ADDRESSES), message
