@@ -44,7 +44,7 @@ demo: install ## run the whole system on the embedded broker with the sample req
 test: install tools postgres ## the whole suite: lint, types, unit and integration tests
 	$(BIN)/ruff check itinerant services tests bench docs
 	$(BIN)/mypy itinerant services
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 unit: install postgres
 	$(BIN)/pytest -q tests/unit

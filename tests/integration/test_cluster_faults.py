@@ -6,14 +6,11 @@ with every topic at replication factor 3 and min.insync.replicas 2:
    again;
 2. a power cut: every broker and every service SIGKILLed mid-run, everything started again on
    the same storage and data dir: the sagas in flight at the cut resume and finish;
-3. the chaos of test_chaos.py (random SIGKILLs of services, injected inventory faults, a frozen
-   broker) with one node of the cluster frozen (SIGSTOP) instead of the only broker, on two
-   replicas each of flights, hotels and the coordinator sharing their state in PostgreSQL.
+(The chaos of test_chaos.py on this cluster, with replicas, is in test_soak.py: `make soak`.)
 
 The measured figures (stalls, time to settle) are printed; run with ``-s`` to see them.
-The module starts its own cluster, shared by the three tests (each with its own topics, data dir
-and services). On the 2-core machine it took 170-215 s (cluster start 11-19 s), partly while
-a benchmark ran beside it.
+The module starts its own cluster, shared by the two tests (each with its own topics, data dir
+and services).
 """
 
 from __future__ import annotations
@@ -43,13 +40,9 @@ from .conftest import System, start_system
 from .failure_helpers import booking_problems, bookings_by_saga, trip_requests
 from .test_chaos import (
     CHAOS_TIMEOUTS,
-    FAULT_RATE,
-    FLOW,
-    ChaosPlan,
     all_sagas,
     check_results,
     reason_counts,
-    run_chaos,
     wait_settled,
 )
 
@@ -71,19 +64,6 @@ KILL_DOWN_S = 12.0
 CUT_SAGAS = 200
 CUT_SPREAD_S = 20.0
 CUT_AT_S = 10.0
-
-# 3. test_chaos on the cluster: 150 sagas over 40 s (test_chaos: 300 over 75 s), so the module
-# stays within its budget; the same kills every 4 s, fault rate, 10 s freeze and checks.
-# Two replicas of flights, hotels and the coordinator (one partition each), their state in
-# PostgreSQL; the kills choose among the replicas too.
-CHAOS_REPLICAS = {"flights": 2, "hotels": 2, "coordinator": 2}
-CLUSTER_CHAOS = ChaosPlan(
-    sagas=150,
-    publish_s=40.0,
-    freeze_at_s=15.0,
-    settle_timeout_s=150.0,
-    victims=(*FLOW, *(f"{service}-2" for service in CHAOS_REPLICAS)),
-)
 
 
 @pytest.fixture(scope="module")
@@ -309,27 +289,3 @@ def test_a_power_cut_of_every_broker_and_service_resumes_the_sagas_in_flight(
         assert set(outcomes) <= allowed, outcomes
         disagree = {s: (r.status, states[s]) for s, r in results.items() if r.status != states[s]}
         assert not disagree, disagree
-
-
-def test_chaos_with_a_frozen_node_of_the_cluster_loses_nothing_and_books_once(
-    cluster: ClusterHandle, tmp_path: Path, state_url: str
-) -> None:
-    with replicated_system(
-        cluster,
-        tmp_path / "system",
-        fault_inventory_rate=FAULT_RATE,
-        replicas=CHAOS_REPLICAS,
-        state_url=state_url,
-    ) as system:
-        prefix = system.settings.topic_prefix
-        node = cluster.kafka.nodes[cluster.busiest_node(prefix)]
-        led = cluster.leader_counts(prefix)[node.node_id]
-        run_chaos(
-            system,
-            freeze=lambda: node.signal(signal.SIGSTOP),
-            thaw=lambda: node.signal(signal.SIGCONT),
-            target=f"kafka node {node.node_id} of 3 (leader of {led} partitions)",
-            plan=CLUSTER_CHAOS,
-        )
-        # The thawed node rejoins every ISR.
-        cluster.wait_fully_replicated(prefix, 60)
