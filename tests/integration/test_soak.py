@@ -76,7 +76,11 @@ def test_500_sagas_while_replicas_are_added_and_a_broker_is_killed(
             node.kill()
 
         def restart_broker() -> None:
-            restarted.append(background.submit(cluster.kafka.restart, victim, cluster.log_dir))
+            # Two cores run three brokers and a dozen services here: a node's log recovery
+            # after a SIGKILL has taken over a minute.
+            restarted.append(
+                background.submit(cluster.kafka.restart, victim, cluster.log_dir, 180.0)
+            )
 
         plan = ChaosPlan(
             sagas=500,
