@@ -152,6 +152,10 @@ class Worker:
             topic_disable_leader=True,
             topic_allow_declare=False,
             topic_partitions=settings.partitions,
+            # No Faust tables here (state is in the store), so no standbys. With Faust's default
+            # of one, its sticky assignor only trims a member above ceil(P/N) partitions and a
+            # rejoined replica can stay idle (docs/operations.md, "Replicas").
+            table_standby_replicas=0,
             consumer_auto_offset_reset="earliest",
             broker_session_timeout=session_s,
             broker_heartbeat_interval=max(session_s / 6, 0.5),
