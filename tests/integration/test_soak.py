@@ -33,9 +33,9 @@ from itinerant.settings import replica_name
 
 from .cluster import ClusterHandle, kafka_cluster
 from .conftest import free_port_block
+from .failure_helpers import results_per_saga
 from .test_chaos import FAULT_RATE, FLOW, ChaosPlan, run_chaos
 from .test_cluster_faults import replicated_system
-from .test_exactly_once import results_per_saga
 from .test_replicas import group_shares
 
 pytestmark = [
