@@ -26,7 +26,7 @@ import threading
 import time
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bench.harness import BenchConfig, PhaseContext
 from bench.itinerant_noop import free_block
@@ -121,8 +121,10 @@ class ItinerantDemo:
         layout: str = "process-per-service",
         signing: str = "required",
         replicas: dict[str, int] | None = None,
+        guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once",
     ) -> None:
         self.layout = layout
+        self.guarantee = guarantee
         self.signing = signing
         self.replicas = dict(replicas or {})
         self.pair: str | None = None
@@ -144,6 +146,11 @@ class ItinerantDemo:
             self.title += ", " + ", ".join(
                 f"{c} {n} replicas" for n, c in sorted(self.replicas.items())
             )
+            self.slot = None
+            self.pair = None
+        if guarantee != "at_least_once":
+            self.name += f"_{guarantee}"
+            self.title += f", {guarantee.replace('_', '-')} (Kafka transactions)"
             self.slot = None
             self.pair = None
         self.quick = quick
@@ -208,6 +215,7 @@ class ItinerantDemo:
             layout=self.layout,
             gateway_port=0,
             message_signing=self.signing,
+            processing_guarantee=self.guarantee,
         )
         self.supervisor = Supervisor(self.settings, start_broker=False, replicas=self.replicas)
         self.supervisor.start()
@@ -296,4 +304,5 @@ def scenarios(quick: bool) -> list[Any]:
         ItinerantDemo(quick),
         ItinerantDemo(quick, layout="shared"),
         ItinerantDemo(quick, replicas=BUSIEST_X3),
+        ItinerantDemo(quick, guarantee="exactly_once"),
     ]

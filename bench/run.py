@@ -60,6 +60,7 @@ def itinerant_scenarios(quick: bool) -> list[Scenario]:
         ItinerantDemo(signing="off"),
         ItinerantDemo(layout="shared"),
         ItinerantDemo(replicas=BUSIEST_X3),  # 1 vs 3 replicas of the busiest process
+        ItinerantDemo(guarantee="exactly_once"),  # what Kafka transactions cost
     ]
 
 

@@ -145,6 +145,29 @@ class BrokerUnavailable(RetryableError):
     hint = "start it with `itinerant up` or point KAFKA_BOOTSTRAP_SERVERS at a running Kafka"
 
 
+class HandledElsewhere(NonRetryableError):
+    """Another process recorded this message while this one handled it (two replicas of a
+    service during a rebalance). This one's transaction is rolled back; the recorded outputs
+    are the message's."""
+
+    reason = "handled_elsewhere"
+
+
+class TransactionAborted(RetryableError):
+    """A Kafka transaction was aborted (a rebalance, a broker failing over, a timeout): nothing
+    of it is visible, and its records are handled again or sent again."""
+
+    reason = "transaction_aborted"
+
+
+class TransactionFenced(NonRetryableError):
+    """Another process took this transactional id (a newer start of the same replica): this one
+    must stop, since whatever it sends now would be refused."""
+
+    reason = "transaction_fenced"
+    hint = "two processes run as the same replica; stop one (`itinerant status` lists them)"
+
+
 class StoreUnavailable(RetryableError):
     """The state store cannot be reached or refused the work for now."""
 

@@ -155,6 +155,19 @@ class Settings(BaseSettings):
         "an embedded single broker, 10 s on an external Kafka (whose "
         "group.min.session.timeout.ms is 6 s unless changed) or with replicated topics.",
     )
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        default="at_least_once",
+        description="exactly_once: each batch of records commits its outputs and its input "
+        "offsets in one Kafka transaction and consumers read committed records only, so a saga's "
+        "result is on the results topic once (Apache Kafka only; docs/architecture.md"
+        "#exactly-once-results).",
+    )
+    transaction_timeout_s: float = Field(
+        default=20.0,
+        gt=0,
+        le=900,
+        description="Kafka aborts a transaction left open longer (a frozen or dead worker's).",
+    )
     batch_max: int = Field(
         default=100, ge=1, description="Records whose outputs may be in progress at once, at most."
     )
@@ -427,6 +440,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_broker_security(self) -> Settings:
         problems = broker_security_problems(self)
+        if self.transactional and self.broker == "tansu":
+            problems.append(
+                "ITINERANT_PROCESSING_GUARANTEE=exactly_once needs Kafka transactions, which "
+                "Tansu does not offer: use ITINERANT_BROKER=kafka (or external), or at_least_once"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -484,6 +502,10 @@ class Settings(BaseSettings):
         """``max.message.bytes`` of the topics we create: a record batch of one record of
         ``record_max_bytes``, with room for its framing (Kafka's own default at the least)."""
         return max(self.record_max_bytes + 48_588, 1_048_588)
+
+    @property
+    def transactional(self) -> bool:
+        return self.processing_guarantee == "exactly_once"
 
     @property
     def idempotent_producer(self) -> bool:

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 from itinerant.brokers.client_security import quiet_config
 from itinerant.errors import BrokerUnavailable
@@ -50,6 +57,9 @@ def _consumer(settings: Settings) -> Consumer:
             "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": settings.consumer_fetch_wait_ms,
             "allow.auto.create.topics": False,
+            # The end of a partition, as the consumer sees it: with transactions (exactly-once)
+            # the last offsets below the high watermark are commit markers, never delivered.
+            "enable.partition.eof": True,
         }
     )
 
@@ -58,9 +68,11 @@ def read_snapshot(settings: Settings, *, deadline_s: float | None = None) -> Sna
     """Every record of the dlq and actions topics, read from the start until caught up.
 
     No consumer group: all partitions are assigned from the beginning. Caught up means every
-    partition reached its high watermark and then a poll came back empty (the embedded broker's
-    watermark can point inside the last batch). Raises :class:`BrokerUnavailable` if Kafka does
-    not answer, or if the topics cannot be read to the end before the deadline.
+    partition reached its high watermark, or its end as the consumer reports it (a partition
+    written in transactions ends in commit markers), and then a poll came back empty (the
+    embedded broker's watermark can point inside the last batch). Raises
+    :class:`BrokerUnavailable` if Kafka does not answer, or if the topics cannot be read to the
+    end before the deadline.
     """
     deadline_s = deadline_s if deadline_s is not None else max(15.0, settings.broker_timeout_s * 4)
     dlq_topic, actions = settings.dlq_topic, actions_topic(settings)
@@ -101,7 +113,10 @@ def read_snapshot(settings: Settings, *, deadline_s: float | None = None) -> Sna
             if message is None:
                 if not remaining:
                     return Snapshot(entries, acts)
-            elif message.error() is None:
+            elif message.error() is not None:
+                if message.error().code() == KafkaError._PARTITION_EOF:
+                    remaining.pop((message.topic(), message.partition()), None)
+            else:
                 where = (message.topic(), message.partition())
                 if where in remaining and message.offset() + 1 >= remaining[where]:
                     del remaining[where]

@@ -41,6 +41,7 @@ from .supervisor import NO_METRICS, Supervisor
 from .terminal import emit_json, safe
 from .top import top_command
 from .trace import trace_command
+from .up_file import pid_alive, supervisor_pid, up_file
 
 app = typer.Typer(
     help="Itinerant: AI agents as ordinary, well-behaved Kafka microservices.",
@@ -256,8 +257,8 @@ def _print_up(settings: Settings, supervisor: Supervisor) -> None:
 def _up_detached(
     settings: Settings, ready_timeout: float, replicas: str, services: list[str]
 ) -> None:
-    run_file = settings.data_dir / "run" / "up.json"
-    if run_file.exists() and _pid_alive(json.loads(run_file.read_text())["supervisor_pid"]):
+    run_file = up_file(settings.data_dir)
+    if supervisor_pid(settings.data_dir) is not None:
         raise _fail(f"already up (see {run_file}); `itinerant down` first")
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -300,20 +301,20 @@ def _up_detached(
 def down(timeout: Annotated[float, typer.Option(help="seconds to wait")] = 30.0) -> None:
     """Stop what `itinerant up --detach` started."""
     settings = _settings()
-    run_file = settings.data_dir / "run" / "up.json"
+    run_file = up_file(settings.data_dir)
     if not run_file.exists():
         console.print(f"nothing is running (no run file at {run_file})")
         return
-    pid = int(json.loads(run_file.read_text())["supervisor_pid"])
-    if not _pid_alive(pid):
-        run_file.unlink()
+    pid = supervisor_pid(settings.data_dir)
+    if pid is None:
+        run_file.unlink(missing_ok=True)
         console.print("nothing is running (stale run file removed)")
         return
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _pid_alive(pid):
+    while time.monotonic() < deadline and pid_alive(pid):
         time.sleep(0.1)
-    if _pid_alive(pid):
+    if pid_alive(pid):
         raise _fail(f"supervisor {pid} did not stop within {timeout:.0f}s")
     console.print("[green]down[/green]")
 
@@ -335,10 +336,7 @@ def scale(
         if not counts:
             raise BadReplicas("name at least one NAME=COUNT")
         check_replicas(counts, load_mesh(settings.app).bind(settings))
-        run_file = run_dir / "up.json"
-        if not run_file.exists() or not _pid_alive(
-            int(json.loads(run_file.read_text())["supervisor_pid"])
-        ):
+        if supervisor_pid(settings.data_dir) is None:
             raise scaling.NothingUp(f"no `itinerant up` runs on {settings.data_dir}")
         request = scaling.ScaleRequest(counts)
         since = time.time()
@@ -355,20 +353,6 @@ def scale(
         console.print(f"[green]started[/green] {name} (ready)")
     for name in result.stopped:
         console.print(f"[yellow]stopped[/yellow] {name}")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child counts as gone
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split()[2] != "Z"
-    except OSError:
-        return True
 
 
 # --- topics ---------------------------------------------------------------------------------

@@ -52,6 +52,12 @@ DELIVERY_FAILURES = Counter(
     "Failed tries to deliver outputs to Kafka (each is tried again until delivered).",
     ["service"],
 )
+TRANSACTIONS = Counter(
+    "itinerant_transactions_total",
+    "Kafka transactions of handled records, by outcome (committed, aborted, dropped: its "
+    "records' partitions had moved to another member, which handles them again).",
+    ["service", "outcome"],
+)
 CIRCUIT_STATE = Gauge(
     "itinerant_circuit_breaker_state",
     "Circuit breaker state per dependency: 0 closed, 1 half-open, 2 open.",

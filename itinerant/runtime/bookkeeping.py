@@ -11,31 +11,51 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from itinerant.runtime import positions
 from itinerant.wire.envelope import OutMessage
 
 if TYPE_CHECKING:
     from itinerant.runtime.store import Database
 
 
+#: The inbox column added for exactly-once processing (runtime/positions.py); older stores get
+#: it when they open, and their rows, without it, keep the at-least-once answer.
+SOURCE_COLUMN = "source"
+
+
 def recorded_outputs(db: Database, message_id: str) -> list[OutMessage] | None:
-    """The outputs recorded for an already-processed message, or ``None`` if it is new."""
-    row = db.execute("SELECT outputs FROM inbox WHERE message_id = ?", (message_id,)).fetchone()
+    """The outputs recorded for an already-processed message, or ``None`` if it is new.
+
+    Handled transactionally, a copy at another position than the one recorded gets none: the
+    first copy's outputs were committed with its offset, or that record comes again first."""
+    row = db.execute(
+        "SELECT outputs, source FROM inbox WHERE message_id = ?", (message_id,)
+    ).fetchone()
     if row is None:
         return None
+    here = positions.CURRENT.get()
+    if here is not None and here.transactional and row["source"] not in (None, here.key()):
+        return []
     return [OutMessage.from_json(item) for item in json.loads(row["outputs"])]
 
 
 def record(db: Database, message_id: str | None, outputs: Sequence[OutMessage]) -> list[int]:
     """Inside a transaction: mark ``message_id`` processed and queue ``outputs``; their outbox
-    sequence numbers."""
+    sequence numbers.
+
+    Outputs of a record handled transactionally are queued already sent: its Kafka transaction
+    delivers them with its offset, and if that transaction fails the record comes again. Only
+    outputs without such a record (timers, operators) wait in the outbox for a later run."""
+    here = positions.CURRENT.get()
     encoded = [m.to_json() for m in outputs]
     if message_id is not None:
         db.execute(
-            "INSERT INTO inbox(message_id, processed_at, outputs) VALUES (?, ?, ?)",
-            (message_id, time.time(), json.dumps(encoded)),
+            "INSERT INTO inbox(message_id, processed_at, outputs, source) VALUES (?, ?, ?, ?)",
+            (message_id, time.time(), json.dumps(encoded), here.key() if here else None),
         )
-    insert = "INSERT INTO outbox(message) VALUES (?) RETURNING seq"
-    return [int(db.execute(insert, (item,)).fetchone()[0]) for item in encoded]
+    sent = 1 if here is not None and here.transactional else 0
+    insert = "INSERT INTO outbox(message, sent) VALUES (?, ?) RETURNING seq"
+    return [int(db.execute(insert, (item, sent)).fetchone()[0]) for item in encoded]
 
 
 def unsent(db: Database, limit: int) -> list[tuple[int, OutMessage]]:

@@ -23,6 +23,7 @@ from datetime import timedelta
 from itinerant.errors import (
     BudgetExceeded,
     Disposition,
+    HandledElsewhere,
     HandlerError,
     InvalidSlip,
     ItinerantError,
@@ -105,6 +106,11 @@ class Processor:
                         result = Processed("duplicate", recorded)
                     else:
                         result, attempts = await self._dispatch(env, record)
+                except HandledElsewhere:  # another replica recorded it first: its outputs
+                    span.set_attribute("itinerant.duplicate", True)
+                    result = Processed(
+                        "duplicate", self.store.recorded_outputs(env.inbox_key) or []
+                    )
                 except ItinerantError as exc:  # dead-letter inside the span: same trace, logs
                     result = dead_letter(record, env, exc, max(attempts, exc.attempts))
                 if result.error is not None:
@@ -246,6 +252,8 @@ class Processor:
                 return await compensations.undo(env, command), attempt
             except RetryableError as exc:
                 error: ItinerantError = exc
+            except HandledElsewhere:
+                raise
             except ItinerantError as exc:
                 return compensations.failed(record, env, command, exc, attempt), attempt
             try:

@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from itinerant.errors import StoreUnavailable
+from itinerant.errors import HandledElsewhere, StoreUnavailable
 from itinerant.runtime import bookkeeping
 from itinerant.wire.envelope import OutMessage
 
@@ -24,7 +24,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (
     message_id   TEXT PRIMARY KEY,
     processed_at REAL NOT NULL,
-    outputs      TEXT NOT NULL
+    outputs      TEXT NOT NULL,
+    source       TEXT
 );
 CREATE TABLE IF NOT EXISTS outbox (
     seq     INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -122,6 +123,9 @@ class Store:
             self.mark_sent, lambda: self._conn.in_transaction, (sqlite3.Error,)
         )
         self._conn.executescript(_SCHEMA)
+        columns = {row["name"] for row in self._conn.execute("PRAGMA table_info(inbox)")}
+        if bookkeeping.SOURCE_COLUMN not in columns:  # a store from before exactly-once
+            self._conn.execute(f"ALTER TABLE inbox ADD COLUMN {bookkeeping.SOURCE_COLUMN} TEXT")
         for ddl in migrations:
             self._conn.executescript(ddl)
 
@@ -157,7 +161,10 @@ class Store:
         self, conn: sqlite3.Connection, message_id: str | None, outputs: Sequence[OutMessage]
     ) -> list[int]:
         """Inside a transaction: mark ``message_id`` processed and queue ``outputs``."""
-        return bookkeeping.record(conn, message_id, outputs)
+        try:
+            return bookkeeping.record(conn, message_id, outputs)
+        except sqlite3.IntegrityError as exc:
+            raise HandledElsewhere(f"message {message_id} was recorded meanwhile") from exc
 
     def unsent(self, limit: int = 1000) -> list[tuple[int, OutMessage]]:
         return bookkeeping.unsent(self._conn, limit)

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg import pq
 
-from itinerant.errors import StoreUnavailable
+from itinerant.errors import HandledElsewhere, StoreUnavailable
 from itinerant.runtime import bookkeeping
 from itinerant.wire.envelope import OutMessage
 
@@ -35,8 +35,10 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (
     message_id   TEXT PRIMARY KEY,
     processed_at DOUBLE PRECISION NOT NULL,
-    outputs      TEXT NOT NULL
+    outputs      TEXT NOT NULL,
+    source       TEXT
 );
+ALTER TABLE inbox ADD COLUMN IF NOT EXISTS source TEXT;
 CREATE TABLE IF NOT EXISTS outbox (
     seq     BIGSERIAL PRIMARY KEY,
     message TEXT NOT NULL,
@@ -209,7 +211,10 @@ class PostgresStore:
         self, conn: PgDatabase, message_id: str | None, outputs: Sequence[OutMessage]
     ) -> list[int]:
         """Inside a transaction: mark ``message_id`` processed and queue ``outputs``."""
-        return bookkeeping.record(conn, message_id, outputs)
+        try:
+            return bookkeeping.record(conn, message_id, outputs)
+        except psycopg.errors.UniqueViolation as exc:
+            raise HandledElsewhere(f"message {message_id} was recorded meanwhile") from exc
 
     def unsent(self, limit: int = 1000) -> list[tuple[int, OutMessage]]:
         with self._lock:

@@ -19,13 +19,15 @@ import faust
 from itinerant.brokers.client_security import faust_credentials
 from itinerant.brokers.topics import check_topics
 from itinerant.observability import lag, logs, metrics, tracing
-from itinerant.runtime import dlq
+from itinerant.runtime import dlq, positions
 from itinerant.runtime.delivery import deliver_until_done, handle_or_dead_letter
 from itinerant.runtime.faust_transport import app_class, broker_url
 from itinerant.runtime.housekeeping import HOUSEKEEPING_INTERVAL_S, Housekeeping
 from itinerant.runtime.processor import Processed
 from itinerant.runtime.producer import AsyncProducer
 from itinerant.runtime.store import STORE_ERRORS, StateStore
+from itinerant.runtime.transactional_flush import TransactionalFlusher
+from itinerant.runtime.transactions import TransactionalProducer
 from itinerant.settings import Settings, replica_name
 from itinerant.wire.envelope import InRecord, OutMessage
 
@@ -57,6 +59,8 @@ class Worker:
     timers: list[Timer] = field(default_factory=list)
     startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _producer: AsyncProducer | None = None
+    _flushers: list[TransactionalFlusher] = field(default_factory=list)
+    _transactional_producers: list[TransactionalProducer] = field(default_factory=list)
 
     @property
     def producer(self) -> AsyncProducer:
@@ -143,7 +147,7 @@ class Worker:
     def build_app(self) -> faust.App:
         settings = self.settings
         session_s = settings.consumer_session_timeout_s
-        app = app_class(settings.consumer_fetch_wait_ms)(
+        app = app_class(settings.consumer_fetch_wait_ms, settings.transactional)(
             f"itinerant-{self.service}",
             broker=broker_url(settings.kafka_bootstrap_servers),
             broker_credentials=faust_credentials(settings),
@@ -190,6 +194,12 @@ class Worker:
                 await hook()
             await self.flush_outbox(leftovers)
 
+        @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
+        async def _settle(sender: Any, *_: Any, **__: Any) -> None:
+            # Partitions are handed over only after the transactions being committed are decided.
+            for flusher in self._flushers:
+                await flusher.settle()
+
         @app.on_rebalance_complete.connect  # type: ignore[untyped-decorator]
         async def _ready(sender: Any, **_: Any) -> None:
             self.ready_file().write_text(str(time.time()))
@@ -211,24 +221,62 @@ class Worker:
             # is queued (events, then the rest), marks it sent and only then acknowledges those
             # records, so no offset is committed before its outputs are acknowledged. An idle
             # stream sends at once, a busy one batches while a send is out, no timer wakes.
+            # Exactly-once: the same, but each group is one Kafka transaction with its offsets
+            # (runtime/transactional_flush.py).
             stream.enable_acks = False
             store = subscription.store or self.store
-            outbox = _Flusher(self, stream, store, self.settings.batch_max)
+            transactional = self.settings.transactional
+            outbox: _Flusher | None = None
+            exactly: TransactionalFlusher | None = None
+            if transactional:
+                exactly = self._transactional_flusher(app, stream, subscription.topic)
+            else:
+                outbox = _Flusher(self, stream, store, self.settings.batch_max)
             try:
                 async for event in stream.events():
+                    generation = exactly.generation() if exactly is not None else -1
                     try:
                         store.mark_sent_pending()
                     except STORE_ERRORS as exc:  # bookkeeping only: tried again next record
                         log.warning("could not mark outputs sent yet (%s); will retry", exc)
                     record = _record(event.message)
+                    positions.CURRENT.set(
+                        positions.Position(
+                            record.topic, record.partition, record.offset, transactional
+                        )
+                    )
                     processed = await handle_or_dead_letter(
                         subscription.handle, record, service=self.service, settings=self.settings
                     )  # never raises: handled, or dead-lettered as it came
-                    await outbox.add(event, processed)
+                    if exactly is not None:
+                        await exactly.add(event, processed, generation)
+                    elif outbox is not None:
+                        await outbox.add(event, processed)
             finally:
-                outbox.close()
+                positions.CURRENT.set(None)
+                for flusher in (outbox, exactly):
+                    if flusher is not None:
+                        flusher.close()
 
         app.agent(topic, name=name, concurrency=1)(consume)
+
+    def _transactional_flusher(
+        self, app: faust.App, stream: Any, topic: str
+    ) -> TransactionalFlusher:
+        instance = replica_name(self.service, self.settings.replica)
+        producer = TransactionalProducer(
+            self.settings, f"itinerant-{instance}-{topic}", refused=self._refused
+        )
+        self._transactional_producers.append(producer)
+        flusher = TransactionalFlusher(
+            consumer=app.consumer,
+            stream=stream,
+            producer=producer,
+            settings=self.settings,
+            service=self.service,
+        )
+        self._flushers.append(flusher)
+        return flusher
 
     def _add_timer(self, app: faust.App, timer: Timer, name: str) -> None:
         async def tick() -> None:
@@ -267,6 +315,8 @@ class Worker:
         finally:
             if self._producer is not None:
                 self._producer.close()
+            for producer in self._transactional_producers:
+                producer.close()
             tracing.shutdown()
             for store in self.stores:
                 store.close()

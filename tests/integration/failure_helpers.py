@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -280,3 +281,37 @@ def booking_problems(
             if saga_id in sold_out:
                 problems.append(f"{saga_id}: completed a sold-out trip")
     return problems
+
+
+def results_per_saga(settings: Settings, saga_ids: set[str]) -> Counter[str]:
+    """How many results of each saga a read_committed reader finds on the results topic."""
+
+    def complete(records: list[Raw]) -> bool:
+        return {r.key_text for r in records} >= saga_ids
+
+    with RawReader(settings, [settings.results_topic]) as reader:
+        reader.until(complete, 60, "a result of every saga")
+        reader.poll(3.0)  # and whatever else is there
+        records = reader.records
+    return Counter(r.key_text for r in records if r.key_text in saga_ids)
+
+
+def uncommitted_count(settings: Settings, topic: str) -> int:
+    """Records on ``topic`` as a read_uncommitted reader sees them (aborted ones included)."""
+    consumer = Consumer(
+        {
+            **quiet_client_config(settings.kafka_bootstrap_servers, settings.broker_timeout_s),
+            "group.id": "itinerant-test-uncommitted",
+            "enable.auto.commit": False,
+            "isolation.level": "read_uncommitted",
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        total = 0
+        for partition in metadata.topics[topic].partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)
+            total += high - low
+        return total
+    finally:
+        consumer.close()

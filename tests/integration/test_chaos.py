@@ -148,10 +148,11 @@ def run_chaos(
     thaw: Callable[[], None],
     target: str,
     plan: ChaosPlan = ChaosPlan(),
-) -> None:
+) -> dict[str, str]:
     """Publish ``plan.sagas`` over ``plan.publish_s`` while killing a random service every
     ``plan.kill_every_s`` and freezing (``freeze``, later ``thaw``) ``target`` for
-    ``plan.freeze_s``; then check that nothing was lost and every booking happened once."""
+    ``plan.freeze_s``; then check that nothing was lost and every booking happened once. Returns
+    each saga's final state."""
     settings = system.settings
     supervisor = system.supervisor
     chaos = random.Random(plan.seed)
@@ -269,6 +270,7 @@ def run_chaos(
     # A timeout is not a loss: every branch of a timed-out parallel group reports in the end
     # (late, after the compensation), so no message of theirs was lost.
     assert_no_branch_lost(system, 60)
+    return states
 
 
 CHAOS_TIMEOUTS = ("group_timeout", "step_timeout", "budget_exceeded:deadline")

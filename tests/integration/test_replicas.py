@@ -2,11 +2,17 @@
 coordinators, each pair one consumer group splitting its topic's partitions, all their state in
 one PostgreSQL database (a schema per service, shared by its replicas).
 
+Every service runs exactly-once (ITINERANT_PROCESSING_GUARANTEE=exactly_once: each batch's
+outputs and input offsets in one Kafka transaction). At-least-once replicas are test_scale's and
+`make soak`'s second test.
+
 The chaos of test_chaos.py runs on it: sagas published over time, inventory faults injected, a
 random process (a replica too) SIGKILLed every few seconds and restarted, and one flights replica
-frozen (SIGSTOP) for ten seconds, so its partitions move to the other one and back. Afterwards
-every saga settled, no booking was made twice, every compensation released what its saga held
-and the results agree with the coordinator, as with one process per service.
+frozen (SIGSTOP) for ten seconds, so its partitions move to the other one and its open
+transaction is left behind. Afterwards every saga settled, no booking was made twice, every
+compensation released what its saga held and the results agree with the coordinator, as with
+one process per service; and each saga's result is on the results topic exactly once for a
+read_committed reader.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from itinerant.brokers.connection import quiet_client_config
 from itinerant.settings import replica_name
 
 from .conftest import Broker, System, poll_until, start_system
+from .failure_helpers import results_per_saga, uncommitted_count
 from .test_chaos import FAULT_RATE, FLOW, ChaosPlan, run_chaos
 
 pytestmark = pytest.mark.integration
@@ -62,6 +69,7 @@ def system(
         state_url=database,
         partitions=4,
         fault_inventory_rate=FAULT_RATE,
+        processing_guarantee="exactly_once" if broker.kind == "kafka" else "at_least_once",
     )
     try:
         yield running
@@ -118,4 +126,15 @@ def test_chaos_across_replicas_loses_nothing_and_books_once(system: System) -> N
         if pid is not None:
             os.kill(pid, signal.SIGCONT)
 
-    run_chaos(system, freeze=freeze, thaw=thaw, target=FROZEN, plan=PLAN)
+    states = run_chaos(system, freeze=freeze, thaw=thaw, target=FROZEN, plan=PLAN)
+
+    if system.settings.transactional:
+        counts = results_per_saga(system.settings, set(states))
+        twice = {saga: n for saga, n in counts.items() if n != 1}
+        print(
+            f"  exactly-once: {len(counts)} sagas with a result, {len(twice)} with more than "
+            f"one; results-topic records (aborted and transaction markers included): "
+            f"{uncommitted_count(system.settings, system.settings.results_topic)}"
+        )
+        assert set(counts) == set(states), sorted(set(states) - set(counts))[:10]
+        assert not twice, sorted(twice.items())[:10]
