@@ -126,24 +126,7 @@ class AsyncProducer:
         return failed, too_large
 
     def _produce(self, message: OutMessage, deliver: Any) -> None:
-        while True:
-            try:
-                self._producer.produce(
-                    message.topic,
-                    value=message.value,
-                    key=message.key,
-                    headers=message.headers,
-                    on_delivery=deliver,
-                )
-                return
-            except BufferError:
-                self._producer.poll(0.05)
-            except KafkaException as exc:
-                error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-                if error is not None and error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
-                    deliver(error, None)  # refused before sending: reported like the broker's
-                    return
-                raise BrokerUnavailable(f"cannot produce to {message.topic}: {exc}") from exc
+        produce(self._producer, message, deliver)
 
     def warm(self, timeout_s: float) -> None:
         """Connect and fetch metadata now (and, when idempotent, the producer id), so the first
@@ -158,6 +141,29 @@ class AsyncProducer:
         self._producer.flush(timeout_s)
         self._stop.set()
         self._thread.join(timeout=1.0)
+
+
+def produce(producer: Producer, message: OutMessage, deliver: Any) -> None:
+    """``producer.produce`` that waits for room in its queue; a message too large for the
+    client is reported to ``deliver`` like the broker's refusal."""
+    while True:
+        try:
+            producer.produce(
+                message.topic,
+                value=message.value,
+                key=message.key,
+                headers=message.headers,
+                on_delivery=deliver,
+            )
+            return
+        except BufferError:
+            producer.poll(0.05)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if error is not None and error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                deliver(error, None)  # refused before sending: reported like the broker's
+                return
+            raise BrokerUnavailable(f"cannot produce to {message.topic}: {exc}") from exc
 
 
 def _settle(future: asyncio.Future[None], _: None) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from itinerant.errors import TransactionAborted
 from itinerant.observability import metrics
 from itinerant.runtime.delivery import MAX_DELIVERY_DELAY_S, backoff_s
+from itinerant.runtime.grouping import GroupQueue
 from itinerant.runtime.outcome import Processed
 from itinerant.runtime.transactions import Member, TransactionalProducer
 from itinerant.settings import Settings
@@ -39,12 +40,8 @@ class TransactionalFlusher:
         self._consumer, self._stream, self._producer = consumer, stream, producer
         self._settings, self._service = settings, service
         self._events_topic = settings.events_topic
-        self._limit = settings.batch_max
-        self._pending: list[Pending] = []
+        self._queue: GroupQueue[Pending] = GroupQueue(settings.batch_max)
         self._committed: dict[tuple[str, int], int] = {}
-        self._wakeup = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
         self._committing = asyncio.Lock()
         self._task = asyncio.create_task(self._run())
 
@@ -54,11 +51,7 @@ class TransactionalFlusher:
         return member.generation if member is not None else -1
 
     async def add(self, event: Any, processed: Processed, generation: int) -> None:
-        while len(self._pending) >= self._limit:  # backpressure: the broker is slower than us
-            self._room.clear()
-            await self._room.wait()
-        self._pending.append((event, processed, generation))
-        self._wakeup.set()
+        await self._queue.add((event, processed, generation))
 
     async def settle(self) -> None:
         """Wait for the transaction being committed, if any (a rebalance calls this before it hands
@@ -67,15 +60,10 @@ class TransactionalFlusher:
             return
 
     async def _run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._pending:
-                group, self._pending = self._pending, []
-                self._room.set()
-                await self._commit_until_done(group)
-                for event, _, _ in group:
-                    await self._stream.ack(event)  # Faust's bookkeeping; it commits nothing
+        async for group in self._queue.groups():
+            await self._commit_until_done(group)
+            for event, _, _ in group:
+                await self._stream.ack(event)  # Faust's bookkeeping; it commits nothing
 
     async def _commit_until_done(self, group: list[Pending]) -> None:
         failures = 0

@@ -18,8 +18,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from itinerant.errors import BrokerUnavailable, TransactionAborted, TransactionFenced
-from itinerant.runtime.producer import Refused, producer_config
+from itinerant.errors import TransactionAborted, TransactionFenced
+from itinerant.runtime.producer import Refused, produce, producer_config
 from itinerant.settings import Settings
 from itinerant.wire.envelope import OutMessage
 
@@ -170,24 +170,7 @@ class TransactionalProducer:
             if err is not None:
                 failures.append((index, err))
 
-        while True:
-            try:
-                self._producer.produce(
-                    message.topic,
-                    value=message.value,
-                    key=message.key,
-                    headers=message.headers,
-                    on_delivery=report,
-                )
-                return
-            except BufferError:
-                self._producer.poll(0.05)
-            except KafkaException as exc:
-                error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-                if error is not None and error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
-                    failures.append((index, error))
-                    return
-                raise BrokerUnavailable(f"cannot produce to {message.topic}: {exc}") from exc
+        produce(self._producer, message, report)
 
     def _abort(self) -> None:
         try:

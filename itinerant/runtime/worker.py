@@ -22,6 +22,7 @@ from itinerant.observability import lag, logs, metrics, tracing
 from itinerant.runtime import dlq, positions
 from itinerant.runtime.delivery import deliver_until_done, handle_or_dead_letter
 from itinerant.runtime.faust_transport import app_class, broker_url
+from itinerant.runtime.grouping import GroupQueue
 from itinerant.runtime.housekeeping import HOUSEKEEPING_INTERVAL_S, Housekeeping
 from itinerant.runtime.processor import Processed
 from itinerant.runtime.producer import AsyncProducer
@@ -326,31 +327,19 @@ class _Flusher:
     """Delivers a stream's handled records in groups, then acknowledges them (see consume)."""
 
     def __init__(self, worker: Worker, stream: Any, store: StateStore, limit: int) -> None:
-        self._worker, self._stream, self._store, self._limit = worker, stream, store, limit
-        self._pending: list[tuple[Any, Processed]] = []
-        self._wakeup = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
+        self._worker, self._stream, self._store = worker, stream, store
+        self._queue: GroupQueue[tuple[Any, Processed]] = GroupQueue(limit)
         self._task = asyncio.create_task(self._run())
 
     async def add(self, event: Any, processed: Processed) -> None:
-        while len(self._pending) >= self._limit:  # backpressure: the broker is slower than us
-            self._room.clear()
-            await self._room.wait()
-        self._pending.append((event, processed))
-        self._wakeup.set()
+        await self._queue.add((event, processed))
 
     async def _run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._pending:
-                group, self._pending = self._pending, []
-                self._room.set()
-                # Until delivered: a record is never acknowledged before its outputs are.
-                await self._worker.deliver_until_done([p for _, p in group], self._store)
-                for event, _ in group:
-                    await self._stream.ack(event)
+        async for group in self._queue.groups():
+            # Until delivered: a record is never acknowledged before its outputs are.
+            await self._worker.deliver_until_done([p for _, p in group], self._store)
+            for event, _ in group:
+                await self._stream.ack(event)
 
     def close(self) -> None:
         self._task.cancel()
