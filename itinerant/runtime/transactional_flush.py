@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+from collections.abc import Callable
 from typing import Any
 
-from itinerant.errors import TransactionAborted
+from itinerant.errors import TransactionAborted, TransactionFenced
 from itinerant.observability import metrics
 from itinerant.runtime.delivery import MAX_DELIVERY_DELAY_S, backoff_s
 from itinerant.runtime.grouping import GroupQueue
@@ -36,7 +39,9 @@ class TransactionalFlusher:
         producer: TransactionalProducer,
         settings: Settings,
         service: str,
+        on_fenced: Callable[[], None] = lambda: os.kill(os.getpid(), signal.SIGTERM),
     ) -> None:
+        self._on_fenced = on_fenced
         self._consumer, self._stream, self._producer = consumer, stream, producer
         self._settings, self._service = settings, service
         self._events_topic = settings.events_topic
@@ -61,11 +66,13 @@ class TransactionalFlusher:
 
     async def _run(self) -> None:
         async for group in self._queue.groups():
-            await self._commit_until_done(group)
+            if not await self._commit_until_done(group):
+                return  # fenced: this process is stopping
             for event, _, _ in group:
                 await self._stream.ack(event)  # Faust's bookkeeping; it commits nothing
 
-    async def _commit_until_done(self, group: list[Pending]) -> None:
+    async def _commit_until_done(self, group: list[Pending]) -> bool:
+        """Commit the group's records that are still this member's; False once fenced."""
         failures = 0
         while True:
             member: Member | None = self._consumer.group_member()
@@ -73,7 +80,7 @@ class TransactionalFlusher:
             if member is None or not mine:
                 if group:
                     metrics.TRANSACTIONS.labels(self._service, "dropped").inc()
-                return
+                return True
             offsets = self._offsets(mine)
             outputs = [m for _, p, _ in mine for m in p.outputs]
             events = [m for m in outputs if m.topic == self._events_topic]
@@ -81,6 +88,12 @@ class TransactionalFlusher:
             try:
                 async with self._committing:
                     await self._producer.commit([*events, *rest], offsets, member)
+            except TransactionFenced as exc:
+                # A newer process took this replica's transactional id: this one is a zombie.
+                # Its records stay unacknowledged; the newer process has them.
+                log.critical("%s; stopping this process (%s)", exc, exc.hint)
+                self._on_fenced()
+                return False
             except TransactionAborted as exc:
                 failures += 1
                 metrics.TRANSACTIONS.labels(self._service, "aborted").inc()
@@ -97,7 +110,7 @@ class TransactionalFlusher:
             self._committed.update(offsets)
             if len(mine) < len(group):
                 metrics.TRANSACTIONS.labels(self._service, "dropped").inc()
-            return
+            return True
 
     def _still_mine(self, group: list[Pending], member: Member | None) -> list[Pending]:
         """The records this member may still commit: received in its current generation, on a

@@ -18,7 +18,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from itinerant.errors import TransactionAborted, TransactionFenced
+from itinerant.errors import BrokerUnavailable, TransactionAborted, TransactionFenced
 from itinerant.runtime.producer import Refused, produce, producer_config
 from itinerant.settings import Settings
 from itinerant.wire.envelope import OutMessage
@@ -150,6 +150,9 @@ class TransactionalProducer:
             except TransactionAborted:
                 self._abort()
                 raise
+            except BrokerUnavailable as exc:  # a produce Kafka refused outright
+                self._abort()
+                raise TransactionAborted(str(exc)) from exc
             return []
 
     def _commit(self) -> None:
