@@ -53,7 +53,8 @@ integration: install tools postgres
 	$(BIN)/pytest -q tests/integration
 
 soak: install tools postgres ## the long run: 500 sagas on the cluster while replicas are added and a broker is killed (about 5 minutes)
-	ITINERANT_SOAK=1 $(BIN)/pytest -q -s tests/integration/test_soak.py
+	ITINERANT_SOAK=1 $(BIN)/pytest -q -s tests/integration/test_soak.py \
+	  tests/integration/test_cluster_faults.py::test_a_power_cut_of_every_broker_and_service_resumes_the_sagas_in_flight
 
 lint: install
 	$(BIN)/ruff check itinerant services tests bench docs

@@ -315,3 +315,10 @@ def uncommitted_count(settings: Settings, topic: str) -> int:
         return total
     finally:
         consumer.close()
+
+
+#: The long runs, in `make soak` and not in `make test` (whose 25 minutes they would break).
+soak_only = pytest.mark.skipif(
+    os.environ.get("ITINERANT_SOAK") != "1",
+    reason="a long run of `make soak` (ITINERANT_SOAK=1)",
+)

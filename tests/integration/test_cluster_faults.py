@@ -5,7 +5,8 @@ with every topic at replication factor 3 and min.insync.replicas 2:
    later: every saga is answered, nothing is booked twice, and the cluster is fully replicated
    again;
 2. a power cut: every broker and every service SIGKILLed mid-run, everything started again on
-   the same storage and data dir: the sagas in flight at the cut resume and finish;
+   the same storage and data dir: the sagas in flight at the cut resume and finish (a long run:
+   `make soak`, not `make test`);
 (The chaos of test_chaos.py on this cluster, with replicas, is in test_soak.py: `make soak`.)
 
 The measured figures (stalls, time to settle) are printed; run with ``-s`` to see them.
@@ -37,7 +38,7 @@ from .cluster import (
     summary,
 )
 from .conftest import System, start_system
-from .failure_helpers import booking_problems, bookings_by_saga, trip_requests
+from .failure_helpers import booking_problems, bookings_by_saga, soak_only, trip_requests
 from .test_chaos import (
     CHAOS_TIMEOUTS,
     all_sagas,
@@ -205,6 +206,7 @@ def test_a_broker_killed_mid_run_loses_no_saga_and_books_once(
         assert not disagree, disagree
 
 
+@soak_only
 def test_a_power_cut_of_every_broker_and_service_resumes_the_sagas_in_flight(
     cluster: ClusterHandle, tmp_path: Path
 ) -> None:

@@ -20,7 +20,6 @@ for 10 s, on two replicas each of flights, hotels and the coordinator in Postgre
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -33,18 +32,12 @@ from itinerant.settings import replica_name
 
 from .cluster import ClusterHandle, kafka_cluster
 from .conftest import free_port_block
-from .failure_helpers import results_per_saga
+from .failure_helpers import results_per_saga, soak_only
 from .test_chaos import FAULT_RATE, FLOW, ChaosPlan, run_chaos
 from .test_cluster_faults import replicated_system
 from .test_replicas import group_shares
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        os.environ.get("ITINERANT_SOAK") != "1",
-        reason="the long runs are `make soak` (ITINERANT_SOAK=1): five minutes",
-    ),
-]
+pytestmark = [pytest.mark.integration, soak_only]
 
 GROWN = {"flights": 3, "hotels": 2, "coordinator": 2}
 PARTITIONS = 4
