@@ -3,8 +3,9 @@
 Messages enter at agent 1's topic as CloudEvents with a five-step routing slip and a budget, and
 leave as the last agent's final ``step_completed`` event on ``saga.events`` (StepEvent JSON, whose
 ``output`` is the payload). The runtime regenerates headers at every hop, so the run id and the
-intended send time ride in the payload; every hop also emits a non-final progress event to the
-same topic, which the codec skips. Inbox, slip, budgets, tracing (JSON-lines file) and metrics
+intended send time ride in the payload. The no-op steps have no side effects, so only the last
+sends a progress event (docs/architecture.md#progress-events); the codec skips any other.
+Inbox, slip, budgets, tracing (JSON-lines file) and metrics
 (HTTP endpoints on a free port block) are all on, as ``itinerant up`` runs them.
 
 Message signatures are required, as in ``itinerant up``: the scenario generates the mesh's keys

@@ -41,6 +41,8 @@ def on_event(saga: Saga, ev: StepEvent, now: datetime, step_timeout: float) -> l
     if ev.budget is not None:
         saga.spent(ev.budget)
     if ev.kind is StepEventKind.COMPLETED:
+        if ev.slip is not None:
+            saga.record_unreported(ev.slip, ev.step, now)
         if ev.branch is not None:
             return on_branch_completed(saga, ev, now, step_timeout, label)
         return _completed(saga, ev, now, step_timeout, label)

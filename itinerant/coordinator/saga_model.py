@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from itinerant.wire.budget import Budget
 from itinerant.wire.events import StepEvent
-from itinerant.wire.slip import Slip, Visit
+from itinerant.wire.slip import Slip, Step, Visit
 
 
 class SagaState(StrEnum):
@@ -200,6 +200,32 @@ class Saga(BaseModel):
         self.steps = [r for r in self.steps if r.key != record.key] + [record]
         self.steps.sort(key=lambda r: (r.index, -1 if r.branch is None else r.branch))
         return record
+
+    def record_unreported(self, slip: Slip, before: int, now: datetime) -> None:
+        """Steps before ``before`` that sent no progress event of their own (no side effect, so
+        the runtime folds their report into the next one; docs/architecture.md#progress-events):
+        recorded from their visits in ``slip``."""
+        for visit in slip.visited:
+            index = visit.step
+            if index is None or index >= before or index >= len(slip.steps):
+                continue
+            step = slip.steps[index]
+            if not isinstance(step, Step) or self.step(index) is not None:
+                continue
+            status = StepStatus.SKIPPED if visit.skipped else StepStatus.COMPLETED
+            self.steps.append(
+                StepRecord(
+                    index=index,
+                    agent=visit.agent,
+                    action=step.action,
+                    status=status,
+                    message_id=visit.id,
+                    at=visit.at,
+                )
+            )
+            label = f"{visit.agent}.{step.action}"
+            self.note(now, f"step_{status.value}", f"{label} (reported with a later step)")
+        self.steps.sort(key=lambda r: (r.index, -1 if r.branch is None else r.branch))
 
     def spent(self, budget: Budget) -> None:
         """Keep the budget with the most spend seen (events of parallel branches may cross)."""

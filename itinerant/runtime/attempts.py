@@ -107,7 +107,9 @@ class HandlerAttempts:
     async def call(self, spec: HandlerSpec, payload: BaseModel, ctx: HandlerContext) -> BaseModel:
         where = f"{self.service}.{spec.action}"
         try:
-            result = await asyncio.wait_for(spec.func(payload, ctx), timeout=spec.timeout_s)
+            # asyncio.timeout, not wait_for: no task per call (docs/benchmarks.md#the-hot-path).
+            async with asyncio.timeout(spec.timeout_s):
+                result = await spec.func(payload, ctx)
         except TimeoutError as exc:
             raise HandlerTimeout(f"{where} did not finish within {spec.timeout_s}s") from exc
         except ItinerantError:

@@ -23,7 +23,7 @@ from itinerant.wire.budget import Budget
 from itinerant.wire.envelope import Envelope, OutMessage, now_utc
 from itinerant.wire.events import StepEvent, StepEventKind, event_type
 from itinerant.wire.ids import derived_id
-from itinerant.wire.slip import Slip
+from itinerant.wire.slip import ParallelGroup, Slip
 
 
 class StepOutputs:
@@ -116,7 +116,9 @@ class StepOutputs:
         skipped: bool = False,
     ) -> list[OutMessage]:
         """The progress event, then the message(s) to the next step. A branch of a parallel
-        group only reports to the coordinator, which joins the branches and moves on."""
+        group only reports to the coordinator, which joins the branches and moves on. A step
+        the coordinator need not hear of (no side effect, not final, no group next) sends only
+        its forward."""
         branch = ctx.slip.branch
         if ctx.route is not None and branch is not None:
             raise HandlerError(f"{self.service}.{spec.action} rerouted inside a parallel group")
@@ -134,6 +136,10 @@ class StepOutputs:
         data = result.model_dump_json().encode()
         final = slip.at_end
         reported = final or branch is not None or (spec.side_effects and not skipped)
+        if not (reported or opens_group(slip)):
+            # Nothing the coordinator must know now: the next progress event carries this
+            # step's visit in its slip (docs/architecture.md#progress-events).
+            return self.forward(env, slip, budget, data)
         event = self.step_event(
             env,
             StepEventKind.COMPLETED,
@@ -156,3 +162,9 @@ class StepOutputs:
         if not final and branch is None:
             outputs += self.forward(env, slip, budget, data)
         return outputs
+
+
+def opens_group(slip: Slip) -> bool:
+    """Whether the step at the cursor is a parallel group, which the coordinator opens (and
+    times) on the progress event of the step before it."""
+    return not slip.at_end and isinstance(slip.current, ParallelGroup)

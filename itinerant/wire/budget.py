@@ -3,7 +3,6 @@ before every handler call."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -110,7 +109,7 @@ class Budget(BaseModel):
     @classmethod
     def decode(cls, raw: bytes) -> Budget:
         try:
-            return cls.model_validate(json.loads(raw))
+            return cls.model_validate_json(raw)  # one parse, in pydantic-core
         except (ValueError, ValidationError, RecursionError) as exc:
             raise InvalidSlip(
                 f"ce_budget is not a valid budget: {exc}", reason="invalid_budget"

@@ -8,7 +8,6 @@ coordinator until an operator decides, or passed when the mesh's policy sees no 
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from datetime import datetime
@@ -188,7 +187,7 @@ class Slip(BaseModel):
     @classmethod
     def decode(cls, raw: bytes) -> Slip:
         try:
-            return cls.model_validate(json.loads(raw))
+            return cls.model_validate_json(raw)  # one parse, in pydantic-core
         except (ValueError, ValidationError, RecursionError) as exc:
             raise InvalidSlip(f"ce_routingslip is not a valid routing slip: {_short(exc)}") from exc
 

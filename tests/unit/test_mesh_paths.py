@@ -69,3 +69,33 @@ async def test_day_trip_skips_the_hotel_steps_by_their_filter(mesh: InMemoryMesh
         .fetchone()
     )
     assert tuple(rows) == (0,)
+
+
+async def test_steps_without_side_effects_report_with_the_next_event(mesh: InMemoryMesh) -> None:
+    """The validator (no side effect, an approval gate next) sends its forward only; the planner
+    (a parallel group next), the searches (branches) and the bookings (side effects) each send a
+    progress event. The coordinator records the validator from its visit in a later slip."""
+    saga_id = mesh.publish_request(example("trip.json"))
+    await mesh.run()
+    assert mesh.results()[saga_id]["status"] == "completed"
+    completed = [
+        (json.loads(e.data)["agent"], json.loads(e.data)["action"])
+        for e in mesh.envelopes(mesh.settings.events_topic)
+        if e.type == "itinerant.saga.step_completed.v1" and e.saga_id == saga_id
+    ]
+    assert completed == [
+        ("planner", "plan"),
+        ("flights", "search"),
+        ("hotels", "search"),
+        ("flights", "book"),
+        ("hotels", "book"),
+        ("notifier", "run"),
+    ]
+    saga = mesh.saga(saga_id)
+    assert saga is not None
+    validator = [r for r in saga.steps if r.agent == "validator"]
+    assert [(r.index, r.status.value) for r in validator] == [(2, "completed")]
+    assert any(
+        t.event == "step_completed" and "validator.run (reported with a later step)" in t.detail
+        for t in saga.timeline
+    )
