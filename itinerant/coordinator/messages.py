@@ -7,13 +7,13 @@ same messages (see docs/wire-contract.md#derived-ids).
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 
 from itinerant.observability import tracing
 from itinerant.runtime import routing
 from itinerant.security.signing import mesh_keys
 from itinerant.settings import Settings
+from itinerant.wire import fastjson
 from itinerant.wire.budget import Budget
 from itinerant.wire.envelope import Envelope, OutMessage
 from itinerant.wire.events import CompensateCommand
@@ -85,7 +85,7 @@ def dispatch_messages(
     settings: Settings, saga: Saga, command: Dispatch, cause: str
 ) -> list[OutMessage]:
     """Gather: the merged output of a joined group goes to the step after it."""
-    data = json.dumps(command.output).encode()
+    data = fastjson.dumps(command.output)
     messages = routing.messages(
         settings,
         forward_id=derived_id(cause, SERVICE, command.label or f"join:{command.group}"),

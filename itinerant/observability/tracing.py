@@ -24,7 +24,6 @@ batched and written at most ~0.5 s after they end, and flushed on shutdown.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -48,6 +47,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from itinerant.observability import logs
 from itinerant.observability.rotation import rotate
+from itinerant.wire import fastjson
 from itinerant.wire.envelope import Envelope, InRecord, OutMessage, replace_headers
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class JsonLinesExporter(SpanExporter):
         return self._path
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        lines = "".join(json.dumps(span_dict(span), default=str) + "\n" for span in spans)
+        lines = "".join(fastjson.dumps_text(span_dict(span), str) + "\n" for span in spans)
         try:
             with self._lock:
                 with self._path.open("a", encoding="utf-8") as out:

@@ -6,12 +6,12 @@ and reconnection around these.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from itinerant.runtime import positions
+from itinerant.wire import fastjson
 from itinerant.wire.envelope import OutMessage
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def recorded_outputs(db: Database, message_id: str) -> list[OutMessage] | None:
     here = positions.CURRENT.get()
     if here is not None and here.transactional and row["source"] not in (None, here.key()):
         return []
-    return [OutMessage.from_json(item) for item in json.loads(row["outputs"])]
+    return [OutMessage.from_json(item) for item in fastjson.loads(row["outputs"])]
 
 
 def record(db: Database, message_id: str | None, outputs: Sequence[OutMessage]) -> list[int]:
@@ -51,7 +51,7 @@ def record(db: Database, message_id: str | None, outputs: Sequence[OutMessage]) 
     if message_id is not None:
         db.execute(
             "INSERT INTO inbox(message_id, processed_at, outputs, source) VALUES (?, ?, ?, ?)",
-            (message_id, time.time(), json.dumps(encoded), here.key() if here else None),
+            (message_id, time.time(), fastjson.dumps_text(encoded), here.key() if here else None),
         )
     sent = 1 if here is not None and here.transactional else 0
     insert = "INSERT INTO outbox(message, sent) VALUES (?, ?) RETURNING seq"

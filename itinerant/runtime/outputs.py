@@ -7,7 +7,6 @@ the saga's trace (see docs/wire-contract.md#derived-ids).
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -19,6 +18,7 @@ from itinerant.runtime import routing
 from itinerant.runtime.agent import Agent, HandlerContext, HandlerSpec
 from itinerant.security.signing import mesh_keys
 from itinerant.settings import Settings
+from itinerant.wire import fastjson
 from itinerant.wire.budget import Budget
 from itinerant.wire.envelope import Envelope, OutMessage, now_utc
 from itinerant.wire.events import StepEvent, StepEventKind, event_type
@@ -151,7 +151,7 @@ class StepOutputs:
             compensable=spec.side_effects
             and not skipped
             and spec.action in self.agent.compensations,
-            output=json.loads(data) if reported else None,
+            output=fastjson.loads(data) if reported else None,
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
             budget=budget,
             slip=slip,

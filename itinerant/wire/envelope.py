@@ -4,13 +4,13 @@ payload as value."""
 from __future__ import annotations
 
 import base64
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from itinerant.errors import MissingHeader, UnsupportedVersion
+from itinerant.wire import fastjson
 from itinerant.wire.bounds import DEFAULT_BOUNDS, InputBounds
 from itinerant.wire.budget import Budget
 from itinerant.wire.slip import Slip
@@ -68,7 +68,7 @@ class OutMessage:
         return None
 
     def to_json(self) -> str:
-        return json.dumps(
+        return fastjson.dumps_text(
             {
                 "topic": self.topic,
                 "key": _b64(self.key),
@@ -79,7 +79,7 @@ class OutMessage:
 
     @classmethod
     def from_json(cls, text: str) -> OutMessage:
-        raw = json.loads(text)
+        raw = fastjson.loads(text)
         return cls(
             topic=raw["topic"],
             key=_unb64(raw["key"]),

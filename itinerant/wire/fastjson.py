@@ -1,0 +1,28 @@
+"""JSON the runtime writes itself and reads back (outbox rows, step outputs it embeds, the
+merged output of a join, span lines), through orjson: one C pass instead of the standard
+library's, compact, always UTF-8 (docs/benchmarks.md#the-hot-path).
+
+What a caller sends (requests, approval decisions, payloads a ``when`` filter reads) is still read
+with the standard library, whose error messages the poison-message tests pin down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+
+def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> bytes:
+    """``value`` as compact JSON bytes (``default`` turns anything else into something JSON)."""
+    return orjson.dumps(value, default=default)
+
+
+def dumps_text(value: Any, default: Callable[[Any], Any] | None = None) -> str:
+    return orjson.dumps(value, default=default).decode()
+
+
+def loads(raw: bytes | str) -> Any:
+    """Parsed JSON; a ``ValueError`` (``json.JSONDecodeError``) when it is not JSON."""
+    return orjson.loads(raw)
