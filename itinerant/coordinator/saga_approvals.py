@@ -40,10 +40,10 @@ def on_approval_request(
     existing = saga.step(step)
     if existing is not None:
         return []  # a repeat
+    saga.record_unreported(slip, step, now)
     if saga.state is not SagaState.RUNNING:
         saga.note(now, "approval_ignored", f"gate at step {step} reached while {saga.state}")
         return []
-    saga.record_unreported(slip, step, now)
     if not reasons:
         _gate_record(saga, step, message_id, now, StepStatus.COMPLETED)
         saga.note(now, "approval_not_needed", f"step {step}: no approval policy applies")

@@ -204,27 +204,35 @@ class Saga(BaseModel):
     def record_unreported(self, slip: Slip, before: int, now: datetime) -> None:
         """Steps before ``before`` that sent no progress event of their own (no side effect, so
         the runtime folds their report into the next one; docs/architecture.md#progress-events):
-        recorded from their visits in ``slip``."""
+        recorded from their visits in ``slip``. A parked step among them completed after its
+        replay, so the saga resumes."""
         for visit in slip.visited:
             index = visit.step
             if index is None or index >= before or index >= len(slip.steps):
                 continue
             step = slip.steps[index]
-            if not isinstance(step, Step) or self.step(index) is not None:
+            existing = self.step(index)
+            replayed = (
+                existing is not None
+                and existing.status is StepStatus.DEADLETTERED
+                and existing.message_id == visit.id
+            )
+            if not isinstance(step, Step) or (existing is not None and not replayed):
                 continue
             status = StepStatus.SKIPPED if visit.skipped else StepStatus.COMPLETED
-            self.steps.append(
-                StepRecord(
-                    index=index,
-                    agent=visit.agent,
-                    action=step.action,
-                    status=status,
-                    message_id=visit.id,
-                    at=visit.at,
-                )
+            record = StepRecord(
+                index=index,
+                agent=visit.agent,
+                action=step.action,
+                status=status,
+                message_id=visit.id,
+                at=visit.at,
             )
+            self.steps = [r for r in self.steps if r.key != record.key] + [record]
             label = f"{visit.agent}.{step.action}"
             self.note(now, f"step_{status.value}", f"{label} (reported with a later step)")
+            if self.state is SagaState.PARKED and visit.id == self.parked_message_id:
+                self.resume(now, label)
         self.steps.sort(key=lambda r: (r.index, -1 if r.branch is None else r.branch))
 
     def spent(self, budget: Budget) -> None:

@@ -19,6 +19,7 @@ from itinerant.coordinator.saga import (
     start,
 )
 from itinerant.wire.events import StepEvent, StepEventKind
+from itinerant.wire.slip import Slip, Step, Visit
 
 T0 = datetime(2027, 1, 1, 12, 0, tzinfo=UTC)
 STEP_TIMEOUT = 60.0
@@ -305,3 +306,57 @@ def test_discard_of_a_parked_saga_compensates() -> None:
     assert compensated_indexes(commands) == [1]
     assert saga.state is SagaState.COMPENSATING
     assert saga.reason == "discarded"
+
+
+def _slip_after(visits: Sequence[tuple[int, str]], steps: int = 4) -> Slip:
+    """A slip whose steps 0..visits are done: each ``(index, message id)`` visited."""
+    route = [Step(agent=AGENTS[i][0], action=AGENTS[i][1]) for i in range(steps)]
+    visited = [
+        Visit(agent=route[i].agent, id=message_id, at=T0, step=i) for i, message_id in visits
+    ]
+    return Slip(steps=route, next=len(visits), visited=visited)
+
+
+def test_a_folded_step_is_recorded_from_the_next_events_slip() -> None:
+    saga = new_saga()
+    apply(saga, done(0))
+    # step 1 sent no event of its own; step 2's carries its visit
+    apply(
+        saga,
+        done(2, compensable=True).model_copy(
+            update={"slip": _slip_after([(0, "m-0"), (1, "m-1"), (2, "m-2")])}
+        ),
+    )
+    record = saga.step(1)
+    assert record is not None and record.status is StepStatus.COMPLETED
+    assert (record.agent, record.action, record.message_id) == ("flights", "book", "m-1")
+    assert [r.index for r in saga.steps] == [0, 1, 2]
+
+
+def test_a_parked_folded_step_resumes_when_a_later_event_shows_its_visit() -> None:
+    saga = new_saga()
+    apply(saga, done(0))
+    apply(saga, ev(StepEventKind.DEADLETTERED, 1, reason="invalid_json", error="bad bytes"))
+    assert saga.state is SagaState.PARKED
+    # the replayed step 1 succeeds but reports only through step 2's event
+    later = done(2, compensable=True).model_copy(
+        update={"slip": _slip_after([(0, "m-0"), (1, "m-1"), (2, "m-2")])}
+    )
+    apply(saga, later, 30)
+    assert saga.state is SagaState.RUNNING
+    assert saga.step(1).status is StepStatus.COMPLETED  # type: ignore[union-attr]
+    assert saga.step(2).status is StepStatus.COMPLETED  # type: ignore[union-attr]
+    assert saga.step_deadline == T0 + timedelta(seconds=30 + STEP_TIMEOUT)
+    assert "resumed" in [e.event for e in saga.timeline]
+
+
+def test_another_message_at_a_parked_step_does_not_resume_it() -> None:
+    saga = new_saga()
+    apply(saga, done(0))
+    apply(saga, ev(StepEventKind.DEADLETTERED, 1, reason="invalid_json", error="bad bytes"))
+    later = done(2, compensable=True).model_copy(
+        update={"slip": _slip_after([(0, "m-0"), (1, "some-other-message"), (2, "m-2")])}
+    )
+    apply(saga, later, 30)
+    assert saga.state is SagaState.PARKED
+    assert saga.step(1).status is StepStatus.DEADLETTERED  # type: ignore[union-attr]
