@@ -193,7 +193,8 @@ class Saga(BaseModel):
             at=ev.at,
             duration_ms=ev.duration_ms,
             compensable=ev.compensable,
-            output=ev.output if ev.compensable or ev.final or ev.branch is not None else None,
+            # what compensation needs; a branch's output is in its group, the last step's in output
+            output=ev.output if ev.compensable else None,
             reason=ev.reason,
             error=ev.error,
         )
