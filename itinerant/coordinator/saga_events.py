@@ -98,8 +98,7 @@ def _completed(
     record = saga.record(ev, StepStatus.SKIPPED if ev.skipped else StepStatus.COMPLETED)
     how = "skipped (its condition does not hold)" if ev.skipped else f"in {ev.duration_ms:.0f} ms"
     saga.note(now, "step_skipped" if ev.skipped else "step_completed", f"{label} {how}")
-    if saga.state is SagaState.PARKED and ev.message_id == saga.parked_message_id:
-        saga.resume(now, label)
+    saga.completed_after_replay(ev.message_id, now, label)
     if saga.state in (SagaState.COMPENSATING, SagaState.COMPENSATED, SagaState.FAILED):
         return compensate_late(saga, record, now, label)
     if saga.state is not SagaState.RUNNING:

@@ -35,8 +35,7 @@ def on_branch_completed(
         return []  # a duplicate branch result
     record = saga.record(ev, StepStatus.SKIPPED if ev.skipped else StepStatus.COMPLETED)
     saga.note(now, "branch_completed", f"{label} in {ev.duration_ms:.0f} ms")
-    if saga.state is SagaState.PARKED and ev.message_id == saga.parked_message_id:
-        saga.resume(now, label)
+    saga.completed_after_replay(ev.message_id, now, label)
     if saga.state not in (SagaState.RUNNING, SagaState.PARKED):
         return compensate_late(saga, record, now, label)
     group = saga.groups.get(ev.step)

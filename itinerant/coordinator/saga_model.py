@@ -198,9 +198,13 @@ class Saga(BaseModel):
             reason=ev.reason,
             error=ev.error,
         )
+        self._put(record)
+        return record
+
+    def _put(self, record: StepRecord) -> None:
+        """``record`` in place of any earlier one of the same step and branch, in step order."""
         self.steps = [r for r in self.steps if r.key != record.key] + [record]
         self.steps.sort(key=lambda r: (r.index, -1 if r.branch is None else r.branch))
-        return record
 
     def record_unreported(self, slip: Slip, before: int, now: datetime) -> None:
         """Steps before ``before`` that sent no progress event of their own (no side effect, so
@@ -221,20 +225,19 @@ class Saga(BaseModel):
             if not isinstance(step, Step) or (existing is not None and not replayed):
                 continue
             status = StepStatus.SKIPPED if visit.skipped else StepStatus.COMPLETED
-            record = StepRecord(
-                index=index,
-                agent=visit.agent,
-                action=step.action,
-                status=status,
-                message_id=visit.id,
-                at=visit.at,
+            self._put(
+                StepRecord(
+                    index=index,
+                    agent=visit.agent,
+                    action=step.action,
+                    status=status,
+                    message_id=visit.id,
+                    at=visit.at,
+                )
             )
-            self.steps = [r for r in self.steps if r.key != record.key] + [record]
             label = f"{visit.agent}.{step.action}"
             self.note(now, f"step_{status.value}", f"{label} (reported with a later step)")
-            if self.state is SagaState.PARKED and visit.id == self.parked_message_id:
-                self.resume(now, label)
-        self.steps.sort(key=lambda r: (r.index, -1 if r.branch is None else r.branch))
+            self.completed_after_replay(visit.id, now, label)
 
     def spent(self, budget: Budget) -> None:
         """Keep the budget with the most spend seen (events of parallel branches may cross)."""
@@ -243,6 +246,11 @@ class Saga(BaseModel):
             self.budget.tokens,
         ):
             self.budget = budget
+
+    def completed_after_replay(self, message_id: str, now: datetime, label: str) -> None:
+        """Resume if ``message_id`` is the parked step's message: it completed after a replay."""
+        if self.state is SagaState.PARKED and message_id == self.parked_message_id:
+            self.resume(now, label)
 
     def resume(self, now: datetime, label: str) -> None:
         """Back to running: the parked step completed after a replay."""

@@ -14,12 +14,13 @@ from typing import Any
 import orjson
 
 
-def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> bytes:
-    """``value`` as compact JSON bytes (``default`` turns anything else into something JSON)."""
-    return orjson.dumps(value, default=default)
+def dumps(value: Any) -> bytes:
+    """``value`` as compact JSON bytes."""
+    return orjson.dumps(value)
 
 
 def dumps_text(value: Any, default: Callable[[Any], Any] | None = None) -> str:
+    """``value`` as compact JSON text (``default`` turns anything else into something JSON)."""
     return orjson.dumps(value, default=default).decode()
 
 
